@@ -1,0 +1,1 @@
+"""The ways in: the FastAPI service (REST + OpenAI-compatible proxy) and the ``thresher`` CLI."""

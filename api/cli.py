@@ -1,0 +1,113 @@
+"""The ``thresher`` command line. Each command module registers itself on :data:`app`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Annotated
+
+import click
+import typer
+
+from core.errors import InputError, NotFoundError, ThresherError
+
+app = typer.Typer(
+    name="thresher",
+    help="Keep the grain, drop the chaff: data selection, demonstrations and prompt compression.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line to stderr and return the exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def doctor(
+    device: Annotated[str, typer.Option(help="Device to load on: auto, cpu, cuda, cuda:N, mps.")] = "auto",
+) -> None:
+    """Report which models load, how long they take, where the caches are, and the device."""
+    from core.device import resolve_device
+    from core.models import ModelProvider
+    from core.settings import load_settings
+    from core.tokens import tiktoken_cache_dir
+
+    settings = load_settings(device=device)
+    provider = ModelProvider.from_settings(settings)
+    typer.echo(f"python      {sys.version.split()[0]} ({sys.executable})")
+    try:
+        import torch
+
+        typer.echo(f"torch       {torch.__version__}, cuda available: {torch.cuda.is_available()}")
+    except ImportError:
+        typer.echo("torch       not installed (pip install 'thresher[models]')")
+    typer.echo(f"device      {device} -> {resolve_device(device)}")
+    typer.echo(f"cache dir   {provider.cache_dir}")
+    typer.echo(f"tiktoken    {tiktoken_cache_dir()}")
+    checks = {
+        "embedder": lambda: provider.embedder(settings.embedder_model).encode(["doctor"]).shape,
+        "scorer": lambda: len(provider.scorer(settings.scorer_model).token_logprobs(["doctor"])),
+        "cl100k_base": lambda: provider.token_counter("cl100k_base").count("doctor"),
+        "o200k_base": lambda: provider.token_counter("o200k_base").count("doctor"),
+    }
+    failed = 0
+    for label, check in checks.items():
+        start = time.perf_counter()
+        try:
+            check()
+            typer.echo(f"ok    {label:<12} {time.perf_counter() - start:6.2f}s")
+        except ThresherError as exc:
+            failed += 1
+            typer.echo(f"FAIL  {label:<12} {exc}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="'local' or an OpenAI-compatible base URL.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Local model name or folder.")] = None,
+) -> None:
+    """Serve the REST API and the OpenAI-compatible proxy."""
+    import uvicorn
+
+    from api.app import create_app
+    from core.settings import load_settings
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "backend": backend,
+                                   "local_model": model}.items() if v is not None}
+    settings = load_settings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning Thresher errors into one line and an exit code."""
+    logging.basicConfig(level=os.environ.get("THRESHER_LOG_LEVEL", "WARNING"))
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: one message, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except (InputError, NotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ThresherError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,82 @@
+"""Map every error to the OpenAI error body ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import (
+    BackendError,
+    BackendResponseError,
+    BackendTimeoutError,
+    InputError,
+    ModelUnavailableError,
+    NotFoundError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, type_: str, param: str | None = None,
+                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """One place where exceptions become HTTP answers; nothing leaks a traceback."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = _loc(tuple(first.get("loc", ())))
+        if first.get("type") == "json_invalid":
+            return error_response(400, "The request body is not valid JSON.", "invalid_request_error",
+                                  None, "invalid_json")
+        return error_response(422, f"{param}: {first.get('msg')}", "invalid_request_error", param,
+                              "invalid_value")
+
+    @app.exception_handler(InputError)
+    async def _input(_: Request, exc: InputError) -> JSONResponse:
+        return error_response(422, str(exc), "invalid_request_error", exc.field, "invalid_value")
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return error_response(404, str(exc), "invalid_request_error", exc.field, "not_found")
+
+    @app.exception_handler(ModelUnavailableError)
+    async def _model(_: Request, exc: ModelUnavailableError) -> JSONResponse:
+        return error_response(503, str(exc), "server_error", None, "model_unavailable")
+
+    @app.exception_handler(BackendError)
+    async def _backend(_: Request, exc: BackendError) -> JSONResponse:
+        if isinstance(exc, BackendTimeoutError):
+            return error_response(504, str(exc), "api_error", None, "backend_timeout")
+        if isinstance(exc, BackendResponseError) and 400 <= exc.status_code < 500:
+            return error_response(exc.status_code, str(exc), "invalid_request_error", None,
+                                  "backend_rejected")
+        return error_response(502, str(exc), "api_error", None, "backend_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return error_response(exc.status_code, str(exc.detail), type_, None, None,
+                              headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, f"Internal error ({type(exc).__name__}).", "server_error")

@@ -1,0 +1,42 @@
+"""Thresher's shared vocabulary: records, step protocols, errors, tokens, models and backends.
+
+Importing ``core`` imports neither torch nor transformers; they load on first use.
+"""
+
+from core.errors import (
+    BackendError,
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigError,
+    DependencyMissingError,
+    InputError,
+    ModelUnavailableError,
+    NotFoundError,
+    ThresherError,
+)
+from core.record import Message, Record, message_text, validate_messages
+from core.steps import Batch, Filter, Scorer, Selector, Step, apply_scorer
+
+__all__ = [
+    "BackendError",
+    "BackendResponseError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "Batch",
+    "ConfigError",
+    "DependencyMissingError",
+    "Filter",
+    "InputError",
+    "Message",
+    "ModelUnavailableError",
+    "NotFoundError",
+    "Record",
+    "Scorer",
+    "Selector",
+    "Step",
+    "ThresherError",
+    "apply_scorer",
+    "message_text",
+    "validate_messages",
+]

@@ -1,0 +1,343 @@
+"""LLM backends behind one protocol: any OpenAI-compatible server, or a local HF model.
+
+Both speak the OpenAI wire shapes (request and response dicts, stream chunks as dicts), so the
+proxy can forward a request unchanged and answer in the shape the official client expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, runtime_checkable
+
+from core.errors import (
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    InputError,
+)
+from core.record import validate_messages
+
+Body = dict[str, Any]
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """What the proxy needs from a backend."""
+
+    name: str
+
+    async def chat(self, body: Body) -> Body: ...
+
+    def stream_chat(self, body: Body) -> AsyncIterator[Body]: ...
+
+    async def complete(self, body: Body) -> Body: ...
+
+    def stream_complete(self, body: Body) -> AsyncIterator[Body]: ...
+
+    async def models(self) -> list[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class OpenAICompatibleBackend:
+    """OpenAI, vLLM, llama.cpp server, TGI: anything that serves ``/v1/chat/completions``.
+
+    The HTTP client is injected (one pooled ``httpx.AsyncClient`` per deployment); errors map to
+    :mod:`core.errors` so callers never see httpx types.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        client: Any = None,
+        timeout: float = 120.0,
+        name: str | None = None,
+    ) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.name = name or self.base_url
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._owns_client = client is None
+        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0))
+        self.headers = headers
+
+    async def chat(self, body: Body) -> Body:
+        return await self._post("/chat/completions", {**body, "stream": False})
+
+    async def complete(self, body: Body) -> Body:
+        return await self._post("/completions", {**body, "stream": False})
+
+    def stream_chat(self, body: Body) -> AsyncIterator[Body]:
+        return self._stream("/chat/completions", {**body, "stream": True})
+
+    def stream_complete(self, body: Body) -> AsyncIterator[Body]:
+        return self._stream("/completions", {**body, "stream": True})
+
+    async def models(self) -> list[str]:
+        data = await self._request("GET", "/models", None)
+        return [m["id"] for m in data.get("data", []) if "id" in m]
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def _post(self, path: str, body: Body) -> Body:
+        return await self._request("POST", path, body)
+
+    async def _request(self, method: str, path: str, body: Body | None) -> Body:
+        import httpx
+
+        url = self.base_url + path
+        try:
+            response = await self.client.request(method, url, json=body, headers=self.headers)
+        except httpx.TimeoutException as exc:
+            raise BackendTimeoutError(f"Backend {self.name} timed out on {path}.") from exc
+        except httpx.TransportError as exc:
+            raise BackendUnavailableError(f"Backend {self.name} is unreachable: {exc}.") from exc
+        if response.status_code >= 400:
+            raise _response_error(self.name, response.status_code, response.content)
+        try:
+            return dict(response.json())
+        except ValueError as exc:
+            raise BackendUnavailableError(
+                f"Backend {self.name} answered {path} with a body that is not JSON."
+            ) from exc
+
+    async def _stream(self, path: str, body: Body) -> AsyncIterator[Body]:
+        import httpx
+
+        url = self.base_url + path
+        try:
+            async with self.client.stream("POST", url, json=body, headers=self.headers) as resp:
+                if resp.status_code >= 400:
+                    raise _response_error(self.name, resp.status_code, await resp.aread())
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        yield json.loads(data)
+                    except ValueError as exc:
+                        raise BackendUnavailableError(
+                            f"Backend {self.name} sent a stream event that is not JSON: {data[:80]!r}"
+                        ) from exc
+        except httpx.TimeoutException as exc:
+            raise BackendTimeoutError(f"Backend {self.name} timed out while streaming.") from exc
+        except httpx.TransportError as exc:
+            raise BackendUnavailableError(
+                f"Backend {self.name} broke off the stream: {exc}."
+            ) from exc
+
+
+def _response_error(name: str, status: int, content: bytes) -> BackendResponseError:
+    try:
+        body: Any = json.loads(content)
+        detail = body.get("error", body) if isinstance(body, dict) else body
+        if isinstance(detail, dict):
+            detail = detail.get("message", detail)
+    except ValueError:
+        body = content.decode("utf-8", "replace")
+        detail = body[:200]
+    return BackendResponseError(
+        f"Backend {name} answered HTTP {status}: {detail}", status_code=status, body=body
+    )
+
+
+class LocalBackend:
+    """A Hugging Face causal LM on this machine (CUDA when present), in OpenAI shapes.
+
+    Generation runs in a worker thread, one request at a time: a small model on a few CPU cores
+    gains nothing from interleaving, and the lock keeps memory flat.
+    """
+
+    def __init__(self, lm: Any, *, max_new_tokens: int = 256, name: str | None = None) -> None:
+        self.lm = lm
+        self.name = name or lm.name
+        self.max_new_tokens = max_new_tokens
+        self._lock = threading.Lock()
+
+    async def models(self) -> list[str]:
+        return [self.name]
+
+    async def aclose(self) -> None:
+        return None
+
+    async def chat(self, body: Body) -> Body:
+        prompt = self._chat_prompt(body)
+        text, finish, n_in, n_out = await asyncio.to_thread(self._generate, prompt, body)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(n_in, n_out),
+        }
+
+    async def complete(self, body: Body) -> Body:
+        prompt = self._completion_prompt(body)
+        text, finish, n_in, n_out = await asyncio.to_thread(self._generate, prompt, body)
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.name,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+            "usage": _usage(n_in, n_out),
+        }
+
+    async def stream_chat(self, body: Body) -> AsyncIterator[Body]:
+        prompt = self._chat_prompt(body)
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def chunk(delta: Body, finish: str | None) -> Body:
+            return {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        yield chunk({"role": "assistant", "content": ""}, None)
+        async for piece, finish in self._stream(prompt, body):
+            yield chunk({"content": piece} if piece else {}, finish)
+
+    async def stream_complete(self, body: Body) -> AsyncIterator[Body]:
+        prompt = self._completion_prompt(body)
+        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        async for piece, finish in self._stream(prompt, body):
+            yield {
+                "id": ident,
+                "object": "text_completion",
+                "created": created,
+                "model": self.name,
+                "choices": [{"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}],
+            }
+
+    def _chat_prompt(self, body: Body) -> str:
+        messages = validate_messages(body.get("messages"), field_name="messages")
+        plain = [{"role": m["role"], "content": _text(m.get("content"))} for m in messages]
+        return str(
+            self.lm.tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
+        )
+
+    @staticmethod
+    def _completion_prompt(body: Body) -> str:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str) or not prompt:
+            raise InputError("prompt must be a non-empty string.", field="prompt")
+        return prompt
+
+    def _generation_kwargs(self, body: Body) -> dict[str, Any]:
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or self.max_new_tokens
+        if not isinstance(max_tokens, int) or max_tokens <= 0:
+            raise InputError(f"max_tokens must be a positive integer, got {max_tokens!r}.", field="max_tokens")
+        temperature = body.get("temperature", 1.0)
+        temperature = 1.0 if temperature is None else float(temperature)
+        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": temperature > 0}
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+            kwargs["top_p"] = float(body.get("top_p") or 1.0)
+        stop = body.get("stop")
+        if stop:
+            kwargs["stop_strings"] = [stop] if isinstance(stop, str) else list(stop)
+            kwargs["tokenizer"] = self.lm.tokenizer
+        return kwargs
+
+    def _encode(self, prompt: str) -> Any:
+        tok = self.lm.tokenizer
+        return tok(prompt, return_tensors="pt", add_special_tokens=False).to(self.lm.device)
+
+    def _generate(self, prompt: str, body: Body) -> tuple[str, str, int, int]:
+        import torch
+
+        kwargs = self._generation_kwargs(body)
+        inputs = self._encode(prompt)
+        with self._lock, torch.inference_mode():
+            if body.get("seed") is not None:
+                torch.manual_seed(int(body["seed"]))
+            out = self.lm.model.generate(
+                **inputs, pad_token_id=self.lm.tokenizer.eos_token_id, **kwargs
+            )
+        new = out[0, inputs["input_ids"].shape[1] :]
+        text = self.lm.tokenizer.decode(new, skip_special_tokens=True)
+        text, stopped = _cut_at_stop(text, kwargs.get("stop_strings"))
+        finish = "length" if len(new) >= kwargs["max_new_tokens"] and not stopped else "stop"
+        return text, finish, int(inputs["input_ids"].shape[1]), int(len(new))
+
+    async def _stream(self, prompt: str, body: Body) -> AsyncIterator[tuple[str, str | None]]:
+        from transformers import TextIteratorStreamer
+
+        kwargs = self._generation_kwargs(body)
+        inputs = self._encode(prompt)
+        streamer = TextIteratorStreamer(
+            self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300
+        )
+        counted: list[int] = []
+
+        def run() -> None:
+            import torch
+
+            with self._lock, torch.inference_mode():
+                out = self.lm.model.generate(
+                    **inputs,
+                    streamer=streamer,
+                    pad_token_id=self.lm.tokenizer.eos_token_id,
+                    **kwargs,
+                )
+            counted.append(int(out.shape[1] - inputs["input_ids"].shape[1]))
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        sentinel = object()
+        iterator = iter(streamer)
+        while True:
+            piece = await asyncio.to_thread(next, iterator, sentinel)
+            if piece is sentinel:
+                break
+            if piece:
+                yield str(piece), None
+        await asyncio.to_thread(worker.join)
+        finish = "length" if counted and counted[0] >= kwargs["max_new_tokens"] else "stop"
+        yield "", finish
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _cut_at_stop(text: str, stops: list[str] | None) -> tuple[str, bool]:
+    if not stops:
+        return text, False
+    cuts = [text.find(s) for s in stops if s and s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> Body:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

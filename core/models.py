@@ -1,0 +1,178 @@
+"""ModelProvider: loads each model once, by (name, device, dtype), and hands out typed wrappers.
+
+Nothing heavy happens at import; torch and transformers are imported on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.device import check_device_name, resolve_device
+from core.embedding import Embedder
+from core.errors import ConfigError, ModelUnavailableError
+from core.registry import canonical_name, causal_lm_path, embedder_path
+from core.scoring import TokenScorer
+from core.settings import DEFAULT_EMBEDDER, DEFAULT_SCORER, default_cache_dir
+from core.tokens import HFTokenCounter, TiktokenCounter, TokenCounter, tiktoken_encoding_for
+
+log = logging.getLogger(__name__)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(slots=True)
+class CausalLM:
+    """A loaded causal LM with its tokenizer, shared by the scorer and the local backend."""
+
+    name: str
+    path: Path
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: str
+
+
+@dataclass
+class LoadEvent:
+    """What the provider loaded and how long it took (``thresher doctor`` shows these)."""
+
+    kind: str
+    name: str
+    device: str
+    seconds: float
+
+
+@dataclass
+class ModelProvider:
+    """Loads models once and caches them by (kind, name, device, dtype). Thread-safe."""
+
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    device: str = "auto"
+    dtype: str = "auto"
+    _cache: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    events: list[LoadEvent] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.cache_dir = Path(self.cache_dir).expanduser()
+        check_device_name(self.device)
+        self._check_dtype(self.dtype)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ModelProvider:
+        return cls(cache_dir=settings.cache_dir, device=settings.device, dtype=settings.dtype)
+
+    def _cached(self, key: tuple[str, ...], load: Any) -> Any:
+        with self._lock:
+            if key not in self._cache:
+                start = time.perf_counter()
+                self._cache[key] = load()
+                seconds = time.perf_counter() - start
+                self.events.append(LoadEvent(key[0], key[1], key[2], seconds))
+                log.info("loaded %s %s on %s in %.2fs", key[0], key[1], key[2], seconds)
+            return self._cache[key]
+
+    def embedder(self, name: str = DEFAULT_EMBEDDER, device: str | None = None) -> Embedder:
+        """A sentence-transformers embedder (all-MiniLM-L6-v2 by default)."""
+        name = canonical_name(name)
+        dev = resolve_device(device or self.device)
+
+        def load() -> Embedder:
+            path = embedder_path(name)
+            try:
+                from sentence_transformers import SentenceTransformer
+
+                model = SentenceTransformer(str(path), device=dev, local_files_only=True)
+            except ImportError as exc:
+                raise ModelUnavailableError(
+                    "sentence-transformers is not installed.",
+                    package="sentence-transformers",
+                    install="pip install 'thresher[models]'",
+                ) from exc
+            except Exception as exc:
+                raise ModelUnavailableError(
+                    f"Could not load embedder {name!r} from {path} ({type(exc).__name__}: {exc})."
+                ) from exc
+            return Embedder(model, name=name, device=dev)
+
+        return self._cached(("embedder", name, dev), load)
+
+    def causal_lm(
+        self, name: str = DEFAULT_SCORER, device: str | None = None, dtype: str | None = None
+    ) -> CausalLM:
+        """A causal LM and its tokenizer, converted from a shipped GGUF on first use."""
+        name = canonical_name(name)
+        dev = resolve_device(device or self.device)
+        torch_dtype = self._torch_dtype(dtype or self.dtype, dev)
+
+        def load() -> CausalLM:
+            path = causal_lm_path(name, self.cache_dir)
+            try:
+                import torch
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=getattr(torch, torch_dtype)
+                )
+            except ImportError as exc:
+                raise ModelUnavailableError(
+                    "transformers is not installed.",
+                    package="transformers",
+                    install="pip install 'thresher[models]'",
+                ) from exc
+            except Exception as exc:
+                raise ModelUnavailableError(
+                    f"Could not load causal LM {name!r} from {path} ({type(exc).__name__}: {exc})."
+                ) from exc
+            model.to(dev).eval()
+            return CausalLM(name, path, model, tokenizer, dev, torch_dtype)
+
+        return self._cached(("causal-lm", name, dev, torch_dtype), load)
+
+    def scorer(
+        self,
+        name: str = DEFAULT_SCORER,
+        device: str | None = None,
+        dtype: str | None = None,
+        **options: Any,
+    ) -> TokenScorer:
+        """A TokenScorer over :meth:`causal_lm` (the model itself is shared)."""
+        lm = self.causal_lm(name, device, dtype)
+        return TokenScorer(lm.model, lm.tokenizer, name=lm.name, device=lm.device, **options)
+
+    def token_counter(self, name: str = "cl100k_base") -> TokenCounter:
+        """Counts with tiktoken for OpenAI encodings and models, else with a local tokenizer."""
+        encoding = tiktoken_encoding_for(name)
+        if encoding is not None:
+            return self._cached(("counter", encoding, "-"), lambda: TiktokenCounter(encoding).fit())
+        canonical = canonical_name(name)
+
+        def load() -> HFTokenCounter:
+            from transformers import AutoTokenizer
+
+            path = causal_lm_path(canonical, self.cache_dir)
+            return HFTokenCounter(AutoTokenizer.from_pretrained(path), canonical)
+
+        return self._cached(("counter", canonical, "-"), load)
+
+    def loaded(self) -> list[str]:
+        """Names of the models loaded so far, as ``kind:name@device``."""
+        with self._lock:
+            return [f"{k[0]}:{k[1]}@{k[2]}" for k in self._cache]
+
+    @staticmethod
+    def _check_dtype(dtype: str) -> None:
+        if dtype not in DTYPES:
+            raise ConfigError(f"Unknown dtype {dtype!r}; use one of {DTYPES}.", field="dtype")
+
+    def _torch_dtype(self, dtype: str, device: str) -> str:
+        self._check_dtype(dtype)
+        if dtype != "auto":
+            return dtype
+        # bf16 on an accelerator; fp32 on the CPU, where log-probs must be exact and repeatable.
+        return "bfloat16" if device.startswith("cuda") else "float32"

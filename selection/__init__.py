@@ -1,0 +1,1 @@
+"""Offline data selection for training sets: readers, scorers, filters, dedup, DSIR, executors."""
