@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # One router per resource, one line each.
     app.include_router(health.router)
     app.include_router(chat.router)
     return app

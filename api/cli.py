@@ -30,7 +30,9 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 @app.command()
 def doctor(
-    device: Annotated[str, typer.Option(help="Device to load on: auto, cpu, cuda, cuda:N, mps.")] = "auto",
+    device: Annotated[
+        str, typer.Option(help="Device to load on: auto, cpu, cuda, cuda:N, mps.")
+    ] = "auto",
 ) -> None:
     """Report which models load, how long they take, where the caches are, and the device."""
     from core.device import resolve_device
@@ -84,8 +86,11 @@ def serve(
     from api.app import create_app
     from core.settings import load_settings
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "backend": backend,
-                                   "local_model": model}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"host": host, "port": port, "backend": backend, "local_model": model}.items()
+        if v is not None
+    }
     settings = load_settings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
@@ -111,3 +116,6 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+# Command modules register themselves below, one line each (heavy imports stay inside commands).

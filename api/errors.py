@@ -26,9 +26,17 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_response(status: int, message: str, type_: str, param: str | None = None,
-                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
+def error_response(
+    status: int,
+    message: str,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(message, type_, param, code), status_code=status, headers=headers
+    )
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -44,10 +52,16 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = _loc(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
-            return error_response(400, "The request body is not valid JSON.", "invalid_request_error",
-                                  None, "invalid_json")
-        return error_response(422, f"{param}: {first.get('msg')}", "invalid_request_error", param,
-                              "invalid_value")
+            return error_response(
+                400,
+                "The request body is not valid JSON.",
+                "invalid_request_error",
+                None,
+                "invalid_json",
+            )
+        return error_response(
+            422, f"{param}: {first.get('msg')}", "invalid_request_error", param, "invalid_value"
+        )
 
     @app.exception_handler(InputError)
     async def _input(_: Request, exc: InputError) -> JSONResponse:
@@ -66,15 +80,22 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, BackendTimeoutError):
             return error_response(504, str(exc), "api_error", None, "backend_timeout")
         if isinstance(exc, BackendResponseError) and 400 <= exc.status_code < 500:
-            return error_response(exc.status_code, str(exc), "invalid_request_error", None,
-                                  "backend_rejected")
+            return error_response(
+                exc.status_code, str(exc), "invalid_request_error", None, "backend_rejected"
+            )
         return error_response(502, str(exc), "api_error", None, "backend_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return error_response(exc.status_code, str(exc.detail), type_, None, None,
-                              headers=getattr(exc, "headers", None))
+        return error_response(
+            exc.status_code,
+            str(exc.detail),
+            type_,
+            None,
+            None,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

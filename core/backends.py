@@ -129,7 +129,8 @@ class OpenAICompatibleBackend:
                         yield json.loads(data)
                     except ValueError as exc:
                         raise BackendUnavailableError(
-                            f"Backend {self.name} sent a stream event that is not JSON: {data[:80]!r}"
+                            f"Backend {self.name} sent a stream event that is not JSON: "
+                            f"{data[:80]!r}"
                         ) from exc
         except httpx.TimeoutException as exc:
             raise BackendTimeoutError(f"Backend {self.name} timed out while streaming.") from exc
@@ -249,9 +250,13 @@ class LocalBackend:
         return prompt
 
     def _generation_kwargs(self, body: Body) -> dict[str, Any]:
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or self.max_new_tokens
+        max_tokens = (
+            body.get("max_completion_tokens") or body.get("max_tokens") or self.max_new_tokens
+        )
         if not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise InputError(f"max_tokens must be a positive integer, got {max_tokens!r}.", field="max_tokens")
+            raise InputError(
+                f"max_tokens must be a positive integer, got {max_tokens!r}.", field="max_tokens"
+            )
         temperature = body.get("temperature", 1.0)
         temperature = 1.0 if temperature is None else float(temperature)
         kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": temperature > 0}

@@ -31,5 +31,7 @@ def resolve_device(device: str = "auto") -> str:
             return "mps"
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"Device {device!r} was asked for but CUDA is not available.", field="device")
+        raise ConfigError(
+            f"Device {device!r} was asked for but CUDA is not available.", field="device"
+        )
     return device

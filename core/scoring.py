@@ -48,7 +48,8 @@ class TokenScorer:
             raise InputError(f"batch_size must be positive, got {batch_size}.", field="batch_size")
         if not 0 < overlap < max_context:
             raise InputError(
-                f"overlap must be in (0, max_context={max_context}), got {overlap}.", field="overlap"
+                f"overlap must be in (0, max_context={max_context}), got {overlap}.",
+                field="overlap",
             )
         self.model = model
         self.tokenizer = tokenizer
@@ -80,7 +81,8 @@ class TokenScorer:
         ids = [self.encode(t) for t in texts]
         scores = self.logprobs_ids(ids, batch_size=batch_size)
         return [
-            TokenLogprobs(np.asarray(i, dtype=np.int64), s) for i, s in zip(ids, scores, strict=True)
+            TokenLogprobs(np.asarray(i, dtype=np.int64), s)
+            for i, s in zip(ids, scores, strict=True)
         ]
 
     def continuation_logprobs(

@@ -63,6 +63,13 @@ async def _sse(first: dict | None, rest: AsyncIterator[dict]) -> AsyncIterator[b
             yield f"data: {json.dumps(chunk)}\n\n".encode()
     except BackendError as exc:
         # Headers are gone; the OpenAI clients read an error event in the stream.
-        error = {"error": {"message": str(exc), "type": "api_error", "param": None, "code": "backend_error"}}
+        error = {
+            "error": {
+                "message": str(exc),
+                "type": "api_error",
+                "param": None,
+                "code": "backend_error",
+            }
+        }
         yield f"data: {json.dumps(error)}\n\n".encode()
     yield b"data: [DONE]\n\n"

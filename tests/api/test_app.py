@@ -10,8 +10,9 @@ from core.settings import Settings
 @pytest.fixture(scope="module")
 def client(provider, local_lm, embedder, scorer):
     settings = Settings()
-    state = AppState(settings=settings, provider=provider,
-                     backend=LocalBackend(local_lm, max_new_tokens=8))
+    state = AppState(
+        settings=settings, provider=provider, backend=LocalBackend(local_lm, max_new_tokens=8)
+    )
     with TestClient(create_app(settings, state=state)) as c:
         yield c
 
@@ -24,17 +25,31 @@ def test_healthz_names_the_loaded_models(client):
 
 
 def test_chat_pass_through(client):
-    response = client.post("/v1/chat/completions", json={
-        "model": "SmolLM2-135M-Instruct", "temperature": 0, "max_tokens": 6,
-        "messages": [{"role": "user", "content": "Say hello."}]})
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "SmolLM2-135M-Instruct",
+            "temperature": 0,
+            "max_tokens": 6,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        },
+    )
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"]
 
 
 def test_chat_stream_is_server_sent_events(client):
-    with client.stream("POST", "/v1/chat/completions", json={
-            "model": "m", "stream": True, "temperature": 0, "max_tokens": 4,
-            "messages": [{"role": "user", "content": "Hi"}]}) as response:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "m",
+            "stream": True,
+            "temperature": 0,
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Hi"}],
+        },
+    ) as response:
         lines = [line for line in response.iter_lines() if line]
     assert response.headers["content-type"].startswith("text/event-stream")
     assert lines[0].startswith("data: {") and lines[-1] == "data: [DONE]"
@@ -56,7 +71,8 @@ def test_bad_chat_requests_get_openai_error_bodies(client, body, param):
 
 
 def test_malformed_json_is_a_400(client):
-    response = client.post("/v1/chat/completions", content=b"{not json",
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"

@@ -17,8 +17,12 @@ def test_backends_follow_the_protocol(local_backend):
 
 
 def test_local_backend_generates_a_chat_answer(local_backend):
-    body = {"model": "x", "messages": [{"role": "user", "content": "What is 2+2?"}],
-            "max_tokens": 8, "temperature": 0}
+    body = {
+        "model": "x",
+        "messages": [{"role": "user", "content": "What is 2+2?"}],
+        "max_tokens": 8,
+        "temperature": 0,
+    }
     answer = asyncio.run(local_backend.chat(body))
     choice = answer["choices"][0]
     assert answer["object"] == "chat.completion"
@@ -29,8 +33,12 @@ def test_local_backend_generates_a_chat_answer(local_backend):
 
 
 def test_local_backend_streams_the_same_text(local_backend):
-    body = {"model": "x", "messages": [{"role": "user", "content": "Name a colour."}],
-            "max_tokens": 8, "temperature": 0}
+    body = {
+        "model": "x",
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "max_tokens": 8,
+        "temperature": 0,
+    }
 
     async def collect():
         return [c async for c in local_backend.stream_chat(body)]
@@ -43,14 +51,16 @@ def test_local_backend_streams_the_same_text(local_backend):
 
 
 def test_local_backend_completion_and_bad_input(local_backend):
-    answer = asyncio.run(local_backend.complete({"prompt": "Once upon a time", "max_tokens": 5,
-                                                 "temperature": 0}))
+    answer = asyncio.run(
+        local_backend.complete({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0})
+    )
     assert answer["choices"][0]["text"]
     with pytest.raises(InputError, match="prompt"):
         asyncio.run(local_backend.complete({"prompt": ""}))
     with pytest.raises(InputError, match="max_tokens"):
-        asyncio.run(local_backend.chat({"messages": [{"role": "user", "content": "a"}],
-                                        "max_tokens": -3}))
+        asyncio.run(
+            local_backend.chat({"messages": [{"role": "user", "content": "a"}], "max_tokens": -3})
+        )
 
 
 def test_unreachable_openai_backend_is_a_clear_error():

@@ -44,7 +44,9 @@ def test_continuation_logprobs_condition_on_the_prefix(scorer):
 
 
 def test_embedder_gives_normalised_vectors(embedder):
-    vectors = embedder.encode(["a cat sat on the mat", "a kitten sat on a rug", "stock markets fell"])
+    vectors = embedder.encode(
+        ["a cat sat on the mat", "a kitten sat on a rug", "stock markets fell"]
+    )
     assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]

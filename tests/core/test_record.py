@@ -5,8 +5,13 @@ from core import InputError, Record, apply_scorer, validate_messages
 
 def test_record_content_from_text_or_messages():
     assert Record("a", text="hello").content == "hello"
-    chat = Record("b", messages=[{"role": "user", "content": "hi"},
-                                 {"role": "assistant", "content": [{"type": "text", "text": "yo"}]}])
+    chat = Record(
+        "b",
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "yo"}]},
+        ],
+    )
     assert chat.content == "hi\nyo"
 
 
@@ -16,7 +21,10 @@ def test_record_content_from_text_or_messages():
         ({"id": ""}, "id"),
         ({"id": "x"}, "text"),
         ({"id": "x", "messages": []}, "record 'x' messages"),
-        ({"id": "x", "messages": [{"role": "robot", "content": "hi"}]}, "record 'x' messages[0].role"),
+        (
+            {"id": "x", "messages": [{"role": "robot", "content": "hi"}]},
+            "record 'x' messages[0].role",
+        ),
     ],
 )
 def test_bad_records_name_the_field(kwargs, field):

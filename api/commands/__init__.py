@@ -1,0 +1,1 @@
+"""CLI command modules; each is registered in :mod:`api.cli` and imports heavy parts lazily."""
