@@ -310,7 +310,10 @@ def language_likeness(text: str, ctx: Context, *, min_chars: int = 20) -> str | 
     bits = float(model.bits_per_char([flat[:2000]])[0])
     limit = model.unigram_entropy_
     if bits > limit:
-        return f"reads as no language ({bits:.1f} bits/char, above {limit:.1f} for the requests' letters alone)"
+        return (
+            f"reads as no language ({bits:.1f} bits/char, above {limit:.1f} for the "
+            "requests' letters alone)"
+        )
     return None
 
 
