@@ -86,7 +86,10 @@ def apply_ops(
     steps: Sequence[Any],
     rejects: list[Reject] | None = None,
 ) -> BatchOutcome:
-    """Run the map part of a pass over one batch of (alive) records."""
+    """Run the map part of a pass over one batch of (alive) records.
+
+    A scorer with a ``score_names`` attribute returns one column per name (shape ``(n, m)``).
+    """
     n = len(records)
     outcome = BatchOutcome(
         key=key,

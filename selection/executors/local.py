@@ -7,7 +7,7 @@ fitted steps and the row state without pickling models.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -81,7 +81,7 @@ class LocalExecutor:
 
     def _shards(
         self, job: Job, index: int, ops: list[Op], state: RowState | None
-    ) -> Iterator[list[BatchOutcome]]:
+    ) -> Iterator[Iterable[BatchOutcome]]:
         if self.workers <= 1 or len(job.shards) <= 1:
             for shard in job.shards:
                 yield process_shard(job, shard, index, ops, state)
