@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from core.errors import ConfigError
+from core.errors import ConfigError, InputError, NotFoundError
 from core.record import Record
 from core.steps import Selector
 from selection.io import ReadBatch, Reject, Shard, file_format, plan_shards, read_shard
@@ -83,11 +83,10 @@ def build_steps(recipe: Recipe, context: StepContext) -> list[Any]:
     for i, spec in enumerate(recipe.steps):
         try:
             steps.append(step_type(spec.type).factory(spec.name, spec.params, context))
-        except (ConfigError, FileNotFoundError) as exc:
-            field_name = f"steps[{i}].{getattr(exc, 'field', None) or 'params'}"
-            raise ConfigError(
-                f"Recipe key 'steps[{i}]' ({spec.name}): {exc}", field=field_name
-            ) from exc
+        except (InputError, NotFoundError) as exc:
+            # Same error class, but the field says which step of the recipe is at fault.
+            field_name = f"steps[{i}].{exc.field or 'params'}"
+            raise type(exc)(f"steps[{i}] ({spec.name}): {exc}", field=field_name) from exc
     return steps
 
 

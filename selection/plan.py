@@ -104,18 +104,22 @@ def apply_ops(
         step = steps[op.step]
         live = [records[i] for i in alive]
         if op.kind == "score":
-            column = np.full(n, np.nan)
+            names = list(getattr(step, "score_names", None) or [step.name])
+            columns = np.full((n, len(names)), np.nan)
             if live:
                 values = np.asarray(step.score(live), dtype=np.float64)
-                if values.shape != (len(live),):
+                flat_ok = len(names) == 1 and values.shape == (len(live),)
+                if not flat_ok and values.shape != (len(live), len(names)):
                     raise ValueError(
                         f"scorer {step.name!r} returned shape {values.shape} for "
-                        f"{len(live)} records"
+                        f"{len(live)} records and scores {names}"
                     )
-                column[alive] = values
-                for record, value in zip(live, values, strict=True):
-                    record.scores[step.name] = float(value)
-            outcome.scores[step.name] = column
+                values = values.reshape(len(live), len(names))
+                columns[alive] = values
+                for record, row in zip(live, values, strict=True):
+                    record.scores.update(zip(names, map(float, row), strict=True))
+            for j, name in enumerate(names):
+                outcome.scores[name] = columns[:, j]
         elif op.kind == "filter" and live:
             mask, why = step.keep(live)
             mask = np.asarray(mask, dtype=bool)

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import ConfigError, NotFoundError
 from selection.registry import StepParams, step_type
@@ -95,15 +95,6 @@ class Recipe(_Strict):
             return [{"path": v} if isinstance(v, str) else v for v in value]
         return value
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Recipe:
-        seen: set[str] = set()
-        for i, step in enumerate(self.steps):
-            if step.name in seen:
-                raise ValueError(f"steps[{i}]: step name {step.name!r} is used twice; set 'name'")
-            seen.add(step.name)
-        return self
-
     def resolve(self, path: str | Path) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else Path(self.base_dir or ".") / p
@@ -163,7 +154,15 @@ def load_recipe(source: str | Path | dict[str, Any] | Recipe) -> Recipe:
         data = {**data, "base_dir": base_dir}
     steps = data.get("steps")
     if isinstance(steps, list):
-        data = {**data, "steps": [_step_spec(i, s) for i, s in enumerate(steps)]}
+        specs = [_step_spec(i, s) for i, s in enumerate(steps)]
+        for i, spec in enumerate(specs):
+            if any(other.name == spec.name for other in specs[:i]):
+                raise ConfigError(
+                    f"Recipe key 'steps[{i}].name': the name {spec.name!r} is used by an earlier "
+                    "step; give this one its own 'name'.",
+                    field=f"steps[{i}].name",
+                )
+        data = {**data, "steps": specs}
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
