@@ -8,7 +8,7 @@ How to add a step type (the contract other packages rely on)::
     class LengthParams(StepParams):          # extra keys are rejected, naming the key
         field: str = "text"
 
-    @register_step("length", params=LengthParams)
+    @register_step("length", params=LengthParams, example={"field": "text"})
     class LengthScorer:
         def __init__(self, name: str, params: LengthParams, context: StepContext) -> None:
             self.name = name                 # store only; load nothing heavy per batch
@@ -144,19 +144,26 @@ class StepType:
     params: type[StepParams]
     factory: StepFactory
     doc: str = ""
+    example: dict[str, Any] | None = None
 
 
 STEP_TYPES: dict[str, StepType] = {}
 
 
-def register_step(name: str, *, params: type[StepParams] = StepParams) -> Callable[[F], F]:
-    """Register a step factory (often a class) under ``name`` for recipes to use."""
+def register_step(
+    name: str, *, params: type[StepParams] = StepParams, example: dict[str, Any] | None = None
+) -> Callable[[F], F]:
+    """Register a step factory (often a class) under ``name`` for recipes to use.
+
+    ``example`` is a small, valid parameter set; the conformance test in
+    ``tests/selection/test_step_conformance.py`` runs every registered type with it.
+    """
 
     def decorate(factory: F) -> F:
         if name in STEP_TYPES and STEP_TYPES[name].factory is not factory:
             raise ConfigError(f"Step type {name!r} is already registered.", field="type")
         doc = (factory.__doc__ or "").strip().split("\n")[0]
-        STEP_TYPES[name] = StepType(name, params, factory, doc)
+        STEP_TYPES[name] = StepType(name, params, factory, doc, example)
         return factory
 
     return decorate

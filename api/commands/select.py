@@ -92,6 +92,8 @@ def dsir(
 
 
 def _finish(result) -> None:  # type: ignore[no-untyped-def]
+    if result.resumed:
+        typer.echo("resumed the unfinished job found in the output folder")
     typer.echo(f"wrote {result.output_path} (report: {result.report_dir / 'report.html'})")
     if result.rejects_path is not None:
         typer.echo(f"bad rows: {result.rejects_path}")

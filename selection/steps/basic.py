@@ -16,7 +16,7 @@ class LengthParams(StepParams):
     unit: Literal["chars", "words"] = "words"
 
 
-@register_step("length", params=LengthParams)
+@register_step("length", params=LengthParams, example={"unit": "chars"})
 class LengthScorer:
     """Scores a record by its length in characters or whitespace-separated words."""
 
@@ -44,7 +44,7 @@ class ThresholdParams(StepParams):
         return self
 
 
-@register_step("threshold", params=ThresholdParams)
+@register_step("threshold", params=ThresholdParams, example={"score": "_len", "min": 20})
 class ThresholdFilter:
     """Keeps records whose score lies in [min, max]; the reason says which bound failed."""
 
@@ -81,7 +81,7 @@ class TopKParams(StepParams):
         return self
 
 
-@register_step("top_k", params=TopKParams)
+@register_step("top_k", params=TopKParams, example={"score": "_len", "fraction": 0.3})
 class TopK:
     """Keeps the k (or a fraction) best records by one score; ties go to the earlier row."""
 
