@@ -1,0 +1,137 @@
+"""Quality steps for instruction data: heuristic rules and dedup (see selection.quality)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from core.record import Record
+from selection.dedup import Deduplicator
+from selection.quality.heuristics import DEFAULT_RULES, HeuristicFilter, RuleName
+from selection.registry import StepContext, StepParams, register_step
+
+
+class RulesParams(StepParams):
+    rules: list[RuleName] = Field(default_factory=lambda: list(DEFAULT_RULES))
+
+
+@register_step("quality_rules", params=RulesParams, example={})
+class QualityRules:
+    """Heuristic rules on instruction, input and every response; each firing rule is a reason."""
+
+    def __init__(self, name: str, params: RulesParams, context: StepContext) -> None:
+        self.name = name
+        self.filter = HeuristicFilter(rules=tuple(params.rules), name=name)
+
+    def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
+        return self.filter.keep(records)
+
+
+class DedupParams(StepParams):
+    method: Literal["exact", "minhash", "semantic"] = "minhash"
+    threshold: float = Field(0.7, gt=0, le=1)
+    ngram: int = Field(3, ge=1)
+    num_perm: int = Field(128, ge=16)
+    max_df: float = Field(0.01, gt=0, le=1)
+    prefer: Literal["first", "fluent", "score"] = "fluent"
+    score: str | None = None
+    largest: bool = True
+
+
+@register_step("dedup", params=DedupParams, example={"method": "exact"})
+class DedupStep:
+    """Drops exact, near (MinHash) or semantic duplicates, keeping one copy per cluster."""
+
+    def __init__(self, name: str, params: DedupParams, context: StepContext) -> None:
+        self.name = name
+        self.params = params
+        self.context = context
+        self._dedup: Deduplicator | None = None
+
+    def select(self, records: Sequence[Record], k: int | None = None) -> list[Record]:
+        if self._dedup is None:
+            p = self.params
+            embedder = self.context.provider.embedder() if p.method == "semantic" else None
+            self._dedup = Deduplicator(
+                method=p.method, threshold=p.threshold, ngram=p.ngram, num_perm=p.num_perm,
+                max_df=p.max_df, prefer=p.prefer, score=p.score, largest=p.largest,
+                embedder=embedder, name=self.name,
+            )  # fmt: skip
+        return self._dedup.select(records, k)
+
+
+class DiversityParams(StepParams):
+    budget: int = Field(gt=0)
+    strategy: Literal["kcenter", "score_first"] = "kcenter"
+    score: str | None = None
+    min_distance: float = Field(0.1, ge=0, le=2)
+
+
+@register_step("diversity", params=DiversityParams, example={"budget": 5})
+class DiversityStep:
+    """Keeps a diverse subset of at most ``budget`` rows (k-center greedy or DEITA score-first)."""
+
+    def __init__(self, name: str, params: DiversityParams, context: StepContext) -> None:
+        self.name = name
+        self.params = params
+        self.context = context
+
+    def select(self, records: Sequence[Record], k: int | None = None) -> list[Record]:
+        from selection.diversity import DiverseSubset
+
+        p = self.params
+        subset = DiverseSubset(
+            self.context.provider.embedder(), p.budget, p.strategy, p.score, p.min_distance,
+            name=self.name,
+        )  # fmt: skip
+        return subset.select(records, k)
+
+
+class JudgeParams(StepParams):
+    backend: str = Field(description="'local' or an OpenAI-compatible base URL (.../v1).")
+    model: str = "judge"
+    optional: bool = Field(False, description="Record ratings as missing if the judge is down.")
+    concurrency: int = Field(8, gt=0)
+    retries: int = Field(3, ge=0)
+    timeout: float = Field(60.0, gt=0)
+
+
+@register_step("judge", params=JudgeParams, example={"backend": "local", "optional": True})
+class JudgeStep:
+    """AlpaGasus-style 0-5 rating by an LLM; missing ratings are NaN, never a default."""
+
+    def __init__(self, name: str, params: JudgeParams, context: StepContext) -> None:
+        import asyncio
+
+        from core.errors import BackendError
+        from selection.quality.judge import LLMJudge
+
+        self.name = name
+        self.params = params
+        self.judge = LLMJudge(
+            self._backend(params, context), model=params.model,
+            concurrency=params.concurrency, retries=params.retries, name=name,
+        )  # fmt: skip
+        self.available = True
+        try:
+            asyncio.run(self.judge.check())
+        except BackendError:
+            if not params.optional:
+                raise
+            self.available = False
+
+    @staticmethod
+    def _backend(params: JudgeParams, context: StepContext):  # type: ignore[no-untyped-def]
+        from core.backends import LocalBackend, OpenAICompatibleBackend
+
+        if params.backend == "local":
+            return LocalBackend(context.provider.causal_lm(), max_new_tokens=48)
+        return OpenAICompatibleBackend(params.backend, timeout=params.timeout)
+
+    def score(self, records: Sequence[Record]) -> np.ndarray:
+        if not self.available:
+            return np.full(len(records), np.nan)
+        return self.judge.score(records)
