@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +60,9 @@ class LLMJudge:
     """Rates every assistant turn; a record's score is the mean of its turns' ratings.
 
     Args:
-        backend: a :class:`core.backends.ChatBackend` (OpenAI-compatible or local).
+        backend: a :class:`core.backends.ChatBackend` (OpenAI-compatible or local), or a
+            function that makes one: then each event loop (each ``score`` call) gets its own,
+            closed afterwards, since an HTTP client's pool cannot outlive its loop.
         model: the model name sent with each request.
         concurrency: requests in flight at once.
         retries: attempts after the first one, for errors that may pass (unreachable, 429, 5xx).
@@ -68,7 +71,7 @@ class LLMJudge:
         name: the score's name.
     """
 
-    backend: ChatBackend
+    backend: ChatBackend | Callable[[], ChatBackend]
     model: str = "judge"
     concurrency: int = 8
     retries: int = 3
@@ -85,15 +88,27 @@ class LLMJudge:
         if self.retries < 0:
             raise InputError(f"retries must be >= 0, got {self.retries}.", field="retries")
 
+    @asynccontextmanager
+    async def _connected(self) -> AsyncIterator[ChatBackend]:
+        if isinstance(self.backend, ChatBackend):
+            yield self.backend
+            return
+        backend = self.backend()
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
     async def check(self) -> None:
         """Fail fast with a clear message when the backend cannot be reached."""
-        try:
-            await self.backend.models()
-        except BackendError as exc:
-            raise BackendUnavailableError(
-                f"The judge backend {self.backend.name} does not answer ({exc}); start it, fix "
-                "--judge-backend, or pass --judge-optional to record ratings as missing."
-            ) from exc
+        async with self._connected() as backend:
+            try:
+                await backend.models()
+            except BackendError as exc:
+                raise BackendUnavailableError(
+                    f"The judge backend {backend.name} does not answer ({exc}); start it, fix "
+                    "--judge-backend, or pass --judge-optional to record ratings as missing."
+                ) from exc
 
     def score(self, records: Sequence[Record]) -> np.ndarray:
         """Mean rating per record (NaN where any turn's rating is missing; see ``reasons_``)."""
@@ -102,7 +117,8 @@ class LLMJudge:
     async def ascore(self, records: Sequence[Record]) -> np.ndarray:
         gate = asyncio.Semaphore(self.concurrency)
         jobs = [(i, t) for i, r in enumerate(records) for t in turns(r)]
-        ratings = await asyncio.gather(*(self._rate(t, gate) for _, t in jobs))
+        async with self._connected() as backend:
+            ratings = await asyncio.gather(*(self._rate(backend, t, gate) for _, t in jobs))
         per_record: list[list[Rating]] = [[] for _ in records]
         for (i, _), rating in zip(jobs, ratings, strict=True):
             per_record[i].append(rating)
@@ -117,7 +133,7 @@ class LLMJudge:
                 out[i] = float(np.mean([r.score for r in found]))
         return out
 
-    async def _rate(self, turn: Turn, gate: asyncio.Semaphore) -> Rating:
+    async def _rate(self, backend: ChatBackend, turn: Turn, gate: asyncio.Semaphore) -> Rating:
         if not turn.response.strip():
             return Rating(math.nan, "empty response: nothing to rate")
         prompt = RUBRIC.format(
@@ -133,7 +149,7 @@ class LLMJudge:
         for attempt in range(self.retries + 1):
             try:
                 async with gate:
-                    reply = await self.backend.chat(body)
+                    reply = await backend.chat(body)
                 text = str(reply["choices"][0]["message"].get("content") or "")
             except (BackendUnavailableError, BackendResponseError) as exc:
                 retryable = not isinstance(exc, BackendResponseError) or exc.status_code in (

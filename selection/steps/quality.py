@@ -125,11 +125,14 @@ class JudgeStep:
 
     @staticmethod
     def _backend(params: JudgeParams, context: StepContext):  # type: ignore[no-untyped-def]
+        from functools import partial
+
         from core.backends import LocalBackend, OpenAICompatibleBackend
 
         if params.backend == "local":
             return LocalBackend(context.provider.causal_lm(), max_new_tokens=48)
-        return OpenAICompatibleBackend(params.backend, timeout=params.timeout)
+        # One HTTP client per event loop: the judge opens and closes it around each batch.
+        return partial(OpenAICompatibleBackend, params.backend, timeout=params.timeout)
 
     def score(self, records: Sequence[Record]) -> np.ndarray:
         if not self.available:

@@ -22,7 +22,7 @@ def test_one_copy_of_each_seeded_duplicate_pair_survives(records, labels, method
     kept = {r.id for r, k in zip(records, result.keep, strict=True) if k}
     for copy, original in _pairs(labels, kind):
         assert (copy in kept) != (original in kept), (copy, original)
-    for record, why, dup in zip(records, result.reasons, result.duplicate_of, strict=True):
+    for why, dup in zip(result.reasons, result.duplicate_of, strict=True):
         if why is not None:
             assert dup in kept and dup in why
 
