@@ -1,4 +1,5 @@
-"""Quality steps for instruction data: heuristic rules and dedup (see selection.quality)."""
+"""Quality steps for instruction data: rules, dedup, diversity, judge, perplexity/IFD and a
+learned classifier (see selection.quality, selection.dedup, selection.diversity)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pydantic import Field
 
 from core.record import Record
 from selection.dedup import Deduplicator
+from selection.quality.classifier import QualityClassifier
 from selection.quality.heuristics import DEFAULT_RULES, HeuristicFilter, RuleName
+from selection.quality.perplexity import PerplexityScorer
 from selection.registry import StepContext, StepParams, register_step
 
 
@@ -99,7 +102,9 @@ class JudgeParams(StepParams):
     timeout: float = Field(60.0, gt=0)
 
 
-@register_step("judge", params=JudgeParams, example={"backend": "local", "optional": True})
+# No conformance example: rating 400 rows with a generating LM is a job, not a unit test; the
+# judge is tested against a real server in tests/selection/quality/test_judge.py.
+@register_step("judge", params=JudgeParams)
 class JudgeStep:
     """AlpaGasus-style 0-5 rating by an LLM; missing ratings are NaN, never a default."""
 
@@ -138,3 +143,46 @@ class JudgeStep:
         if not self.available:
             return np.full(len(records), np.nan)
         return self.judge.score(records)
+
+
+class PerplexityParams(StepParams):
+    model: str | None = Field(None, description="Causal LM (default: the settings' scorer).")
+    max_prompt_tokens: int = Field(384, ge=0)
+    max_response_tokens: int = Field(128, gt=0)
+
+
+@register_step("perplexity", params=PerplexityParams, example={"max_response_tokens": 8})
+class PerplexityStep:
+    """PPL of each response given its request, alone, and their ratio IFD (Superfiltering)."""
+
+    def __init__(self, name: str, params: PerplexityParams, context: StepContext) -> None:
+        self.name = name
+        self.params = params
+        self.context = context
+        self.score_names = [name, f"{name}.alone", f"{name}.ifd"]
+        self._scorer: PerplexityScorer | None = None
+
+    def score(self, records: Sequence[Record]) -> np.ndarray:
+        if self._scorer is None:
+            provider = self.context.provider
+            lm = provider.scorer(self.params.model) if self.params.model else provider.scorer()
+            self._scorer = PerplexityScorer(
+                lm, self.params.max_prompt_tokens, self.params.max_response_tokens, self.name
+            )
+        return self._scorer.score(records)
+
+
+class ClassifierParams(StepParams):
+    path: str = Field(description="Folder written by QualityClassifier.save.")
+
+
+@register_step("classifier", params=ClassifierParams)
+class ClassifierStep:
+    """P(good) from a hashed n-gram classifier fitted on a good set versus a raw set."""
+
+    def __init__(self, name: str, params: ClassifierParams, context: StepContext) -> None:
+        self.name = name
+        self.model = QualityClassifier.load(context.resolve(params.path))
+
+    def score(self, records: Sequence[Record]) -> np.ndarray:
+        return self.model.score(records)
