@@ -12,8 +12,8 @@ from selection.quality.turns import turns
 
 
 def _row(i, instruction, inp, output):
-    return Record(str(i), text=output, metadata={"row": {"instruction": instruction,
-                                                        "input": inp, "output": output}})  # fmt: skip
+    row = {"instruction": instruction, "input": inp, "output": output}
+    return Record(str(i), text=output, metadata={"row": row})
 
 
 def test_ifd_is_low_when_the_request_explains_the_response(scorer):
