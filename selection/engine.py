@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -23,7 +23,7 @@ from selection.io import ReadBatch, Reject, Shard, file_format, plan_shards, rea
 from selection.plan import ALIVE, BatchOutcome, Op, plan_passes
 from selection.recipe import InputSpec, Recipe, load_recipe
 from selection.registry import OutputObserver, ScoreSelector, StepContext, step_type
-from selection.report import JobReport, build_report
+from selection.report import JobReport, Phase, build_report
 from selection.state import RowState, WorkDir, save_array
 
 ExecutorName = Literal["local", "ray"]
@@ -60,9 +60,13 @@ class Job:
     work: WorkDir
     steps: list[Any] = field(default_factory=list)
 
-    def read(self, shard: Shard) -> Iterator[ReadBatch]:
+    def read(
+        self, shard: Shard, wanted: Callable[[int], bool] | None = None
+    ) -> Iterator[ReadBatch]:
         spec = self.specs[shard.file_index]
-        yield from read_shard(shard, spec, self.recipe.batch_size, strict=self.recipe.strict)
+        yield from read_shard(
+            shard, spec, self.recipe.batch_size, strict=self.recipe.strict, wanted=wanted
+        )
 
 
 class Executor(Protocol):
@@ -72,7 +76,9 @@ class Executor(Protocol):
         self, job: Job, index: int, ops: list[Op], state: RowState | None, progress: bool
     ) -> Iterator[BatchOutcome]: ...
 
-    def iter_batches(self, job: Job, progress: bool, desc: str) -> Iterator[ReadBatch]: ...
+    def iter_batches(
+        self, job: Job, progress: bool, desc: str, wanted: Callable[[int], bool] | None = None
+    ) -> Iterator[ReadBatch]: ...
 
     def close(self) -> None: ...
 
@@ -160,11 +166,15 @@ def run_recipe(
     job = Job(recipe, shards, list(recipe.inputs), context, work)
     job.steps = build_steps(recipe, context)
     runner = _executor(executor, recipe)
+    phases: list[Phase] = []
     try:
-        state = _run_passes(job, runner, progress)
+        state = _run_passes(job, runner, progress, phases)
+        began = time.perf_counter()
         result = _write_outputs(job, runner, state, out, paths, formats, progress)
+        phases.append(Phase("write and report", len(state.pos), time.perf_counter() - began))
     finally:
         runner.close()
+    result.report.phases = phases
     result.resumed = resumed
     result.seconds = time.perf_counter() - start
     result.report.seconds = result.seconds
@@ -179,10 +189,12 @@ def _fingerprint(recipe: Recipe, paths: list[Path]) -> str:
     return f"{recipe.fingerprint()}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
 
 
-def _run_passes(job: Job, runner: Executor, progress: bool) -> RowState:
+def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase]) -> RowState:
     passes = plan_passes(job.steps)
     state: RowState | None = None
     for index, ops in enumerate(passes):
+        start = time.perf_counter()
+        label = ", ".join(f"{op.kind} {job.steps[op.step].name}" for op in ops) or "read"
         saved = job.work.state_path(index)
         if saved.exists():
             state = RowState.load(saved)
@@ -216,6 +228,9 @@ def _run_passes(job: Job, runner: Executor, progress: bool) -> RowState:
             elif op.kind == "select":
                 _select(job, runner, state, op, progress)
         state.save(saved)
+        phases.append(
+            Phase(f"pass {index + 1}: {label}", len(state.pos), time.perf_counter() - start)
+        )
     if state is None:  # plan_passes always yields a first pass
         raise RuntimeError("the job ran no pass")
     return state
@@ -270,8 +285,9 @@ def _write_outputs(
     observers = [s for s in job.steps if isinstance(s, OutputObserver)]
     totals: dict[str, np.ndarray] = {}
     sink = OutputSink(job.recipe, out, paths, formats, [s.name for s in job.steps])
+    sink.bind(state)
     try:
-        for batch in runner.iter_batches(job, progress, "write"):
+        for batch in runner.iter_batches(job, progress, "write", sink.wants):
             kept = sink.add(batch.records, state)
             for observer in observers:
                 if kept:

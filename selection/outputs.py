@@ -37,6 +37,24 @@ class OutputSink:
         self.dropped_path = out / "dropped.jsonl" if spec.write_dropped else None
         self.dropped = JsonlWriter(self.dropped_path) if self.dropped_path else None
         self.examples: dict[str, list[dict[str, object]]] = {}
+        self._state: RowState | None = None
+
+    def wants(self, pos: int) -> bool:
+        """Whether the row at ``pos`` must be read: kept, or an example still missing."""
+        if self.dropped is not None or self._state is None:
+            return True
+        state = self._state
+        i = int(np.searchsorted(state.pos, pos))
+        if i >= len(state.pos) or state.pos[i] != pos:
+            return True  # not a row of the state (a reject): let the reader see it
+        if state.drop_step[i] < 0:
+            return True
+        group = f"{self.step_names[state.drop_step[i]]}: {state.reasons[i]}"
+        return len(self.examples.get(group, ())) < EXAMPLES_PER_REASON
+
+    def bind(self, state: RowState) -> None:
+        """Use ``state`` to decide which rows must be read (see :meth:`wants`)."""
+        self._state = state
 
     def add(self, records: list[Record], state: RowState) -> list[Record]:
         """Write one batch; returns its kept records (with their scores restored)."""

@@ -35,9 +35,11 @@ object implementing one or more capabilities, found by protocol:
 - :class:`OutputObserver` ``output_stats(kept_records) -> ndarray`` and
   ``report_metrics(total) -> dict``: extra numbers for the job report computed over the kept rows.
 
-Models and backends come through :class:`StepContext` (``context.provider`` is a lazily built
-:class:`core.models.ModelProvider`, one per process); a step asks for its model in ``__init__``
-or on first use and keeps it, never per batch.
+Models and backends come through :class:`StepContext`: ``context.provider`` is a lazily built
+:class:`core.models.ModelProvider` (one per process; callers that already hold one pass it with
+``StepContext.with_models``), ``context.backend`` a :class:`core.backends.ChatBackend`. A step
+asks for its model in ``__init__`` or on first use and keeps it, never per batch. Contexts travel
+to worker processes and Ray actors without their models, which each process loads once.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from core.errors import ConfigError
 from core.record import Record
 
 if TYPE_CHECKING:
+    from core.backends import ChatBackend
     from core.models import ModelProvider
     from core.settings import Settings
 
@@ -109,16 +112,50 @@ class StepContext:
     settings: Settings | None = None
     strict: bool = False
     _provider: ModelProvider | None = field(default=None, repr=False)
+    _backend: ChatBackend | None = field(default=None, repr=False)
+
+    @classmethod
+    def with_models(
+        cls, provider: ModelProvider, backend: ChatBackend | None = None, **kwargs: Any
+    ) -> StepContext:
+        """A context reusing models and a backend the caller already loaded (API, notebooks)."""
+        return cls(_provider=provider, _backend=backend, **kwargs)
 
     @property
     def provider(self) -> ModelProvider:
         """The process-wide :class:`core.models.ModelProvider`, loaded lazily."""
         if self._provider is None:
             from core.models import ModelProvider
+
+            self._provider = ModelProvider.from_settings(self._settings())
+        return self._provider
+
+    @property
+    def backend(self) -> ChatBackend:
+        """The chat backend for LLM-judge steps: the one given, else the one settings name."""
+        if self._backend is None:
+            from core.backends import LocalBackend, OpenAICompatibleBackend
+
+            settings = self._settings()
+            if settings.backend == "local":
+                self._backend = LocalBackend(
+                    self.provider.causal_lm(settings.local_model),
+                    max_new_tokens=settings.local_max_new_tokens,
+                )
+            else:
+                self._backend = OpenAICompatibleBackend(
+                    settings.backend,
+                    api_key=settings.backend_api_key,
+                    timeout=settings.backend_timeout,
+                )
+        return self._backend
+
+    def _settings(self) -> Settings:
+        if self.settings is None:
             from core.settings import load_settings
 
-            self._provider = ModelProvider.from_settings(self.settings or load_settings())
-        return self._provider
+            self.settings = load_settings()
+        return self.settings
 
     def resolve(self, path: str | Path) -> Path:
         """A recipe path, relative to the recipe's folder unless absolute."""
@@ -129,6 +166,7 @@ class StepContext:
         # Models never travel to workers: each process builds its own provider on first use.
         state = dict(self.__dict__)
         state["_provider"] = None
+        state["_backend"] = None
         return state
 
 
