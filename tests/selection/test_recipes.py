@@ -49,7 +49,7 @@ class VowelParams(StepParams):
     min_ratio: float = 0.0
 
 
-@register_step("test-vowel-ratio", params=VowelParams)
+@register_step("test-vowel-ratio", params=VowelParams, example={"min_ratio": 0.3})
 class VowelRatio:
     """Scores the share of vowels among letters and drops rows below ``min_ratio``."""
 
