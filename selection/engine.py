@@ -42,6 +42,20 @@ class JobResult:
     resumed: bool
     seconds: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (paths as strings), e.g. for the API's job status."""
+        return {
+            "output_path": str(self.output_path),
+            "report_dir": str(self.report_dir),
+            "rejects_path": str(self.rejects_path) if self.rejects_path else None,
+            "scores_path": str(self.scores_path) if self.scores_path else None,
+            "dropped_path": str(self.dropped_path) if self.dropped_path else None,
+            "resumed": self.resumed,
+            "seconds": self.seconds,
+            "summary": self.summary(),
+            "report": self.report.to_dict(),
+        }
+
     def summary(self) -> str:
         return self.report.summary_line()
 
@@ -185,7 +199,17 @@ def run_recipe(
 def _fingerprint(recipe: Recipe, paths: list[Path]) -> str:
     import hashlib
 
-    stamp = json.dumps([(str(p), p.stat().st_size if p.is_file() else 0) for p in paths])
+    def stamp_of(path: Path) -> tuple[str, int, int]:
+        if not path.is_file():  # a `datasets` folder: its files' sizes and times
+            files = sorted(f for f in path.rglob("*") if f.is_file())
+            return (
+                str(path),
+                sum(f.stat().st_size for f in files),
+                max((f.stat().st_mtime_ns for f in files), default=0),
+            )
+        return (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+
+    stamp = json.dumps([stamp_of(p) for p in paths])
     return f"{recipe.fingerprint()}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
 
 
