@@ -22,7 +22,13 @@ from core.steps import Selector
 from selection.io import ReadBatch, Reject, Shard, file_format, plan_shards, read_shard
 from selection.plan import ALIVE, BatchOutcome, Op, plan_passes
 from selection.recipe import InputSpec, Recipe, load_recipe
-from selection.registry import OutputObserver, ScoreSelector, StepContext, step_type
+from selection.registry import (
+    OutputObserver,
+    ScoreSelector,
+    StepContext,
+    combine_stats,
+    step_type,
+)
 from selection.report import JobReport, Phase, build_report
 from selection.state import RowState, WorkDir, save_array
 
@@ -231,7 +237,7 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
         rejects: list[Reject] = []
         for outcome in runner.run_pass(job, index, ops, state, progress):
             for step, stats in outcome.stats.items():
-                totals[step] = totals[step] + stats if step in totals else stats.copy()
+                totals[step] = combine_stats(job.steps[step], totals.get(step), stats)
             rejects.extend(outcome.rejects)
             outcome.stats, outcome.rejects = {}, []
             outcomes.append(outcome)

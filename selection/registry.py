@@ -32,6 +32,9 @@ object implementing one or more capabilities, found by protocol:
 - :class:`Fitted` ``fit_stats(records) -> ndarray`` and ``fit_from_stats(total)``: a step that
   needs a pass over its input first; the executor sums ``fit_stats`` over all batches (map,
   then driver-side reduction) and persists the sum, so resumed jobs refit without re-reading.
+  A step with ``fit_reduce = "concat"`` gets the per-batch arrays concatenated along axis 0 in
+  row-position order instead (e.g. one signature or embedding row per record, for dedup or
+  diversity), an array of O(rows) that is persisted the same way.
 - :class:`OutputObserver` ``output_stats(kept_records) -> ndarray`` and
   ``report_metrics(total) -> dict``: extra numbers for the job report computed over the kept rows.
 
@@ -80,7 +83,7 @@ class ScoreSelector(Protocol):
 
 @runtime_checkable
 class Fitted(Protocol):
-    """A step whose model is the sum of per-batch statistics over its input stream."""
+    """A step whose model is the sum (or concatenation) of per-batch statistics of its input."""
 
     name: str
 
@@ -98,6 +101,15 @@ class OutputObserver(Protocol):
     def output_stats(self, records: Sequence[Record]) -> np.ndarray: ...
 
     def report_metrics(self, total: np.ndarray) -> dict[str, float]: ...
+
+
+def combine_stats(step: Any, total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
+    """Reduce two batches' fit statistics: a sum, or a concatenation (``fit_reduce``)."""
+    if total is None:
+        return np.array(part, copy=True)
+    if getattr(step, "fit_reduce", "sum") == "concat":
+        return np.concatenate([total, part], axis=0)
+    return total + part
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 from core.errors import require
 from selection.io import ReadBatch, Reject
 from selection.plan import BatchOutcome, Op, apply_ops
+from selection.registry import combine_stats
 
 if TYPE_CHECKING:
     from selection.engine import Job
@@ -163,7 +164,7 @@ class RayExecutor:
             stats: dict[int, np.ndarray] = {}
             for blob in batch["stats"]:
                 for step, values in (pickle.loads(blob) if blob else {}).items():
-                    stats[step] = stats[step] + values if step in stats else values
+                    stats[step] = combine_stats(job.steps[step], stats.get(step), values)
             rejects = [
                 Reject(**json.loads(x))
                 for blob in batch["rejects"]

@@ -136,3 +136,52 @@ def test_two_worker_processes_match_one(tmp_path, raw_path, target_path):
     one = selection.run_recipe(data, tmp_path / "one", progress=False)
     two = selection.run_recipe({**data, "workers": 2}, tmp_path / "two", progress=False)
     assert one.output_path.read_bytes() == two.output_path.read_bytes()
+
+
+@register_step("test-exact-dedup", example={})
+class ExactDedup:
+    """Drops rows whose normalised text appeared at an earlier position (fit by concatenation)."""
+
+    fit_reduce = "concat"
+
+    def __init__(self, name, params, context):
+        self.name = name
+
+    def fit_stats(self, records):
+        import hashlib
+
+        keys = [
+            int.from_bytes(
+                hashlib.blake2b(
+                    " ".join(r.content.lower().split()).encode(), digest_size=7
+                ).digest(),
+                "big",
+            )
+            for r in records
+        ]
+        return np.array(
+            [[r.metadata["pos"], k] for r, k in zip(records, keys, strict=True)], dtype=np.int64
+        ).reshape(-1, 2)
+
+    def fit_from_stats(self, total):
+        order = np.argsort(total[:, 0], kind="stable")
+        _, first = np.unique(total[order, 1], return_index=True)
+        self.keepers_ = set(total[order[first], 0].tolist())
+
+    def keep(self, records):
+        mask = np.array([r.metadata["pos"] in self.keepers_ for r in records], dtype=bool)
+        return mask, [None if m else "exact duplicate" for m in mask]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concatenated_fit_statistics_drive_a_streaming_dedup(tmp_path, raw_path, workers):
+    rows = read_jsonl(raw_path)[:400]
+    copies = [{**r, "id": r["id"] + "-copy", "text": "  " + r["text"].upper()} for r in rows[::8]]
+    source = tmp_path / "dupes.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows + copies))
+    data = recipe(
+        source, {"type": "test-exact-dedup"}, shard_bytes=40_000, batch_size=64, workers=workers
+    )
+    result = selection.run_recipe(data, tmp_path / "job", progress=False)
+    assert [r["id"] for r in read_jsonl(result.output_path)] == [r["id"] for r in rows]
+    assert result.report.steps[0].reasons == {"exact duplicate": len(copies)}
