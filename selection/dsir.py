@@ -114,7 +114,7 @@ def hashed_ngrams(texts: Sequence[str], *, ngrams: int = 2, buckets: int = 10000
     if joined.count("\x00") != n_docs - 1:  # a text holds NUL itself: it must not split docs
         joined = "\x00".join(t.replace("\x00", " ") for t in texts)
     cp = np.frombuffer(joined.lower().encode("utf-32-le"), dtype=np.uint32)
-    doc_of_char = np.cumsum(cp == 0)
+    separators = np.flatnonzero(cp == 0)
     classes = _char_classes(cp)
     inside = classes > 0
     starts = inside.copy()
@@ -122,9 +122,11 @@ def hashed_ngrams(texts: Sequence[str], *, ngrams: int = 2, buckets: int = 10000
     idx = np.flatnonzero(inside)
     if idx.size == 0:
         return empty
-    token_of = np.cumsum(starts)[idx] - 1
-    token_start = np.flatnonzero(starts)
-    offset = idx - token_start[token_of]
+    first = starts[idx]  # over the characters inside tokens only: fewer than all characters
+    token_of = np.cumsum(first, dtype=np.int32) - 1
+    segments = np.flatnonzero(first)
+    token_start = idx[segments]
+    offset = np.arange(idx.size, dtype=np.int64) - segments[token_of]
     powers = np.empty(int(offset.max()) + 1, dtype=np.uint64)
     powers[0] = 1
     with np.errstate(over="ignore"):
@@ -132,10 +134,8 @@ def hashed_ngrams(texts: Sequence[str], *, ngrams: int = 2, buckets: int = 10000
             powers[1:] = _P
             powers = np.cumprod(powers, dtype=np.uint64)
         terms = (cp[idx].astype(np.uint64) + _U64(1)) * powers[offset]
-    token_hash = _mix(
-        np.add.reduceat(terms, np.flatnonzero(np.r_[True, token_of[1:] != token_of[:-1]]))
-    )
-    token_doc = doc_of_char[token_start]
+    token_hash = _mix(np.add.reduceat(terms, segments))
+    token_doc = np.searchsorted(separators, token_start)
     docs, hashes = [token_doc], [token_hash]
     gram = token_hash
     for n in range(2, ngrams + 1):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -22,8 +22,14 @@ from core.steps import Selector
 from selection.io import ReadBatch, Reject, Shard, file_format, plan_shards, read_shard
 from selection.plan import ALIVE, BatchOutcome, Op, plan_passes
 from selection.recipe import InputSpec, Recipe, load_recipe
-from selection.registry import OutputObserver, ScoreSelector, StepContext, step_type
-from selection.report import JobReport, build_report
+from selection.registry import (
+    OutputObserver,
+    ScoreSelector,
+    StepContext,
+    combine_stats,
+    step_type,
+)
+from selection.report import JobReport, Phase, build_report
 from selection.state import RowState, WorkDir, save_array
 
 ExecutorName = Literal["local", "ray"]
@@ -41,6 +47,20 @@ class JobResult:
     dropped_path: Path | None
     resumed: bool
     seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (paths as strings), e.g. for the API's job status."""
+        return {
+            "output_path": str(self.output_path),
+            "report_dir": str(self.report_dir),
+            "rejects_path": str(self.rejects_path) if self.rejects_path else None,
+            "scores_path": str(self.scores_path) if self.scores_path else None,
+            "dropped_path": str(self.dropped_path) if self.dropped_path else None,
+            "resumed": self.resumed,
+            "seconds": self.seconds,
+            "summary": self.summary(),
+            "report": self.report.to_dict(),
+        }
 
     def summary(self) -> str:
         return self.report.summary_line()
@@ -60,9 +80,13 @@ class Job:
     work: WorkDir
     steps: list[Any] = field(default_factory=list)
 
-    def read(self, shard: Shard) -> Iterator[ReadBatch]:
+    def read(
+        self, shard: Shard, wanted: Callable[[int], bool] | None = None
+    ) -> Iterator[ReadBatch]:
         spec = self.specs[shard.file_index]
-        yield from read_shard(shard, spec, self.recipe.batch_size, strict=self.recipe.strict)
+        yield from read_shard(
+            shard, spec, self.recipe.batch_size, strict=self.recipe.strict, wanted=wanted
+        )
 
 
 class Executor(Protocol):
@@ -72,7 +96,9 @@ class Executor(Protocol):
         self, job: Job, index: int, ops: list[Op], state: RowState | None, progress: bool
     ) -> Iterator[BatchOutcome]: ...
 
-    def iter_batches(self, job: Job, progress: bool, desc: str) -> Iterator[ReadBatch]: ...
+    def iter_batches(
+        self, job: Job, progress: bool, desc: str, wanted: Callable[[int], bool] | None = None
+    ) -> Iterator[ReadBatch]: ...
 
     def close(self) -> None: ...
 
@@ -160,11 +186,15 @@ def run_recipe(
     job = Job(recipe, shards, list(recipe.inputs), context, work)
     job.steps = build_steps(recipe, context)
     runner = _executor(executor, recipe)
+    phases: list[Phase] = []
     try:
-        state = _run_passes(job, runner, progress)
+        state = _run_passes(job, runner, progress, phases)
+        began = time.perf_counter()
         result = _write_outputs(job, runner, state, out, paths, formats, progress)
+        phases.append(Phase("write and report", len(state.pos), time.perf_counter() - began))
     finally:
         runner.close()
+    result.report.phases = phases
     result.resumed = resumed
     result.seconds = time.perf_counter() - start
     result.report.seconds = result.seconds
@@ -175,14 +205,26 @@ def run_recipe(
 def _fingerprint(recipe: Recipe, paths: list[Path]) -> str:
     import hashlib
 
-    stamp = json.dumps([(str(p), p.stat().st_size if p.is_file() else 0) for p in paths])
+    def stamp_of(path: Path) -> tuple[str, int, int]:
+        if not path.is_file():  # a `datasets` folder: its files' sizes and times
+            files = sorted(f for f in path.rglob("*") if f.is_file())
+            return (
+                str(path),
+                sum(f.stat().st_size for f in files),
+                max((f.stat().st_mtime_ns for f in files), default=0),
+            )
+        return (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+
+    stamp = json.dumps([stamp_of(p) for p in paths])
     return f"{recipe.fingerprint()}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
 
 
-def _run_passes(job: Job, runner: Executor, progress: bool) -> RowState:
+def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase]) -> RowState:
     passes = plan_passes(job.steps)
     state: RowState | None = None
     for index, ops in enumerate(passes):
+        start = time.perf_counter()
+        label = ", ".join(f"{op.kind} {job.steps[op.step].name}" for op in ops) or "read"
         saved = job.work.state_path(index)
         if saved.exists():
             state = RowState.load(saved)
@@ -195,7 +237,7 @@ def _run_passes(job: Job, runner: Executor, progress: bool) -> RowState:
         rejects: list[Reject] = []
         for outcome in runner.run_pass(job, index, ops, state, progress):
             for step, stats in outcome.stats.items():
-                totals[step] = totals[step] + stats if step in totals else stats.copy()
+                totals[step] = combine_stats(job.steps[step], totals.get(step), stats)
             rejects.extend(outcome.rejects)
             outcome.stats, outcome.rejects = {}, []
             outcomes.append(outcome)
@@ -216,6 +258,9 @@ def _run_passes(job: Job, runner: Executor, progress: bool) -> RowState:
             elif op.kind == "select":
                 _select(job, runner, state, op, progress)
         state.save(saved)
+        phases.append(
+            Phase(f"pass {index + 1}: {label}", len(state.pos), time.perf_counter() - start)
+        )
     if state is None:  # plan_passes always yields a first pass
         raise RuntimeError("the job ran no pass")
     return state
@@ -270,8 +315,9 @@ def _write_outputs(
     observers = [s for s in job.steps if isinstance(s, OutputObserver)]
     totals: dict[str, np.ndarray] = {}
     sink = OutputSink(job.recipe, out, paths, formats, [s.name for s in job.steps])
+    sink.bind(state)
     try:
-        for batch in runner.iter_batches(job, progress, "write"):
+        for batch in runner.iter_batches(job, progress, "write", sink.wants):
             kept = sink.add(batch.records, state)
             for observer in observers:
                 if kept:

@@ -37,6 +37,25 @@ class OutputSink:
         self.dropped_path = out / "dropped.jsonl" if spec.write_dropped else None
         self.dropped = JsonlWriter(self.dropped_path) if self.dropped_path else None
         self.examples: dict[str, list[dict[str, object]]] = {}
+        self.wanted: set[int] | None = None
+
+    def wants(self, pos: int) -> bool:
+        """Whether the row at ``pos`` must be read at all (see :meth:`bind`)."""
+        return self.wanted is None or pos in self.wanted
+
+    def bind(self, state: RowState) -> None:
+        """Plan which rows to read: the kept ones and the first few dropped per reason
+        (every row when dropped rows are written)."""
+        if self.dropped is not None:
+            return
+        wanted = set(state.pos[state.alive].tolist())
+        seen: dict[tuple[int, str], int] = {}
+        for i in np.flatnonzero(~state.alive):
+            group = (int(state.drop_step[i]), str(state.reasons[i]))
+            if seen.get(group, 0) < EXAMPLES_PER_REASON:
+                seen[group] = seen.get(group, 0) + 1
+                wanted.add(int(state.pos[i]))
+        self.wanted = wanted
 
     def add(self, records: list[Record], state: RowState) -> list[Record]:
         """Write one batch; returns its kept records (with their scores restored)."""

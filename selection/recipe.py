@@ -107,7 +107,10 @@ class Recipe(_Strict):
     def fingerprint(self) -> str:
         """A hash of everything that changes the output (a resumed job must match it)."""
         data = self.to_dict()
+        # Neither changes a successful job's output: a strict run that stopped at a bad row can
+        # be finished without --strict, and the worker count is free to change.
         data.pop("workers", None)
+        data.pop("strict", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -32,12 +32,17 @@ object implementing one or more capabilities, found by protocol:
 - :class:`Fitted` ``fit_stats(records) -> ndarray`` and ``fit_from_stats(total)``: a step that
   needs a pass over its input first; the executor sums ``fit_stats`` over all batches (map,
   then driver-side reduction) and persists the sum, so resumed jobs refit without re-reading.
+  A step with ``fit_reduce = "concat"`` gets the per-batch arrays concatenated along axis 0 in
+  row-position order instead (e.g. one signature or embedding row per record, for dedup or
+  diversity), an array of O(rows) that is persisted the same way.
 - :class:`OutputObserver` ``output_stats(kept_records) -> ndarray`` and
   ``report_metrics(total) -> dict``: extra numbers for the job report computed over the kept rows.
 
-Models and backends come through :class:`StepContext` (``context.provider`` is a lazily built
-:class:`core.models.ModelProvider`, one per process); a step asks for its model in ``__init__``
-or on first use and keeps it, never per batch.
+Models and backends come through :class:`StepContext`: ``context.provider`` is a lazily built
+:class:`core.models.ModelProvider` (one per process; callers that already hold one pass it with
+``StepContext.with_models``), ``context.backend`` a :class:`core.backends.ChatBackend`. A step
+asks for its model in ``__init__`` or on first use and keeps it, never per batch. Contexts travel
+to worker processes and Ray actors without their models, which each process loads once.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from core.errors import ConfigError
 from core.record import Record
 
 if TYPE_CHECKING:
+    from core.backends import ChatBackend
     from core.models import ModelProvider
     from core.settings import Settings
 
@@ -77,7 +83,7 @@ class ScoreSelector(Protocol):
 
 @runtime_checkable
 class Fitted(Protocol):
-    """A step whose model is the sum of per-batch statistics over its input stream."""
+    """A step whose model is the sum (or concatenation) of per-batch statistics of its input."""
 
     name: str
 
@@ -97,6 +103,15 @@ class OutputObserver(Protocol):
     def report_metrics(self, total: np.ndarray) -> dict[str, float]: ...
 
 
+def combine_stats(step: Any, total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
+    """Reduce two batches' fit statistics: a sum, or a concatenation (``fit_reduce``)."""
+    if total is None:
+        return np.array(part, copy=True)
+    if getattr(step, "fit_reduce", "sum") == "concat":
+        return np.concatenate([total, part], axis=0)
+    return total + part
+
+
 @dataclass
 class StepContext:
     """What the executor hands every step factory: models, settings, seed and file access.
@@ -109,16 +124,50 @@ class StepContext:
     settings: Settings | None = None
     strict: bool = False
     _provider: ModelProvider | None = field(default=None, repr=False)
+    _backend: ChatBackend | None = field(default=None, repr=False)
+
+    @classmethod
+    def with_models(
+        cls, provider: ModelProvider, backend: ChatBackend | None = None, **kwargs: Any
+    ) -> StepContext:
+        """A context reusing models and a backend the caller already loaded (API, notebooks)."""
+        return cls(_provider=provider, _backend=backend, **kwargs)
 
     @property
     def provider(self) -> ModelProvider:
         """The process-wide :class:`core.models.ModelProvider`, loaded lazily."""
         if self._provider is None:
             from core.models import ModelProvider
+
+            self._provider = ModelProvider.from_settings(self._settings())
+        return self._provider
+
+    @property
+    def backend(self) -> ChatBackend:
+        """The chat backend for LLM-judge steps: the one given, else the one settings name."""
+        if self._backend is None:
+            from core.backends import LocalBackend, OpenAICompatibleBackend
+
+            settings = self._settings()
+            if settings.backend == "local":
+                self._backend = LocalBackend(
+                    self.provider.causal_lm(settings.local_model),
+                    max_new_tokens=settings.local_max_new_tokens,
+                )
+            else:
+                self._backend = OpenAICompatibleBackend(
+                    settings.backend,
+                    api_key=settings.backend_api_key,
+                    timeout=settings.backend_timeout,
+                )
+        return self._backend
+
+    def _settings(self) -> Settings:
+        if self.settings is None:
             from core.settings import load_settings
 
-            self._provider = ModelProvider.from_settings(self.settings or load_settings())
-        return self._provider
+            self.settings = load_settings()
+        return self.settings
 
     def resolve(self, path: str | Path) -> Path:
         """A recipe path, relative to the recipe's folder unless absolute."""
@@ -129,6 +178,7 @@ class StepContext:
         # Models never travel to workers: each process builds its own provider on first use.
         state = dict(self.__dict__)
         state["_provider"] = None
+        state["_backend"] = None
         return state
 
 

@@ -33,6 +33,15 @@ class StepCount:
 
 
 @dataclass
+class Phase:
+    """Wall time of one pass over the data (or of writing the outputs)."""
+
+    name: str
+    rows: int
+    seconds: float
+
+
+@dataclass
 class JobReport:
     """Everything a person needs to judge a selection job."""
 
@@ -44,6 +53,7 @@ class JobReport:
     score_summary: dict[str, dict[str, float]] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    phases: list[Phase] = field(default_factory=list)
     seconds: float = 0.0
 
     def summary_line(self) -> str:

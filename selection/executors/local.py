@@ -7,7 +7,7 @@ fitted steps and the row state without pickling models.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -104,11 +104,13 @@ class LocalExecutor:
         finally:
             _FORKED = None
 
-    def iter_batches(self, job: Job, progress: bool, desc: str) -> Iterator[ReadBatch]:
+    def iter_batches(
+        self, job: Job, progress: bool, desc: str, wanted: Callable[[int], bool] | None = None
+    ) -> Iterator[ReadBatch]:
         bar = tqdm(unit="rows", desc=desc, disable=not progress, leave=False)
         try:
             for shard in job.shards:
-                for batch in job.read(shard):
+                for batch in job.read(shard, wanted):
                     bar.update(len(batch.records))
                     yield batch
         finally:

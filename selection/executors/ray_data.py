@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from core.errors import require
 from selection.io import ReadBatch, Reject
 from selection.plan import BatchOutcome, Op, apply_ops
+from selection.registry import combine_stats
 
 if TYPE_CHECKING:
     from selection.engine import Job
@@ -55,6 +56,13 @@ def _read_shard_rows(item: dict[str, Any], job: Job) -> list[dict[str, Any]]:
             {"pos": -1, "record": b"", "reject": json.dumps(x.to_dict())} for x in batch.rejects
         )
     return rows
+
+
+def _without_steps(job: Job) -> Job:
+    """The job as shipped to Ray: actors build their own steps (models never travel)."""
+    import dataclasses
+
+    return dataclasses.replace(job, steps=[])
 
 
 class PassMapper:
@@ -125,7 +133,7 @@ class RayExecutor:
             items = [{"shard": s.index} for s in job.shards]
             self._rows = (
                 data.from_items(items, override_num_blocks=max(1, len(items)))
-                .flat_map(_read_shard_rows, fn_args=(job,))
+                .flat_map(_read_shard_rows, fn_args=(_without_steps(job),))
                 .materialize()
             )
         return self._rows
@@ -146,7 +154,7 @@ class RayExecutor:
         rows = self._dataset(job, progress)
         mapped = rows.map_batches(
             PassMapper,
-            fn_constructor_args=(job, dict(self._fitted), ops, state, names),
+            fn_constructor_args=(_without_steps(job), dict(self._fitted), ops, state, names),
             batch_size=job.recipe.batch_size,
             batch_format="numpy",
             compute=self.ray.data.ActorPoolStrategy(size=self.workers),
@@ -156,7 +164,7 @@ class RayExecutor:
             stats: dict[int, np.ndarray] = {}
             for blob in batch["stats"]:
                 for step, values in (pickle.loads(blob) if blob else {}).items():
-                    stats[step] = stats[step] + values if step in stats else values
+                    stats[step] = combine_stats(job.steps[step], stats.get(step), values)
             rejects = [
                 Reject(**json.loads(x))
                 for blob in batch["rejects"]
@@ -177,7 +185,10 @@ class RayExecutor:
             if op.kind == "fit":
                 self._fitted.pop(op.step, None)  # refreshed from the file after the reduction
 
-    def iter_batches(self, job: Job, progress: bool, desc: str) -> Iterator[ReadBatch]:
+    def iter_batches(
+        self, job: Job, progress: bool, desc: str, wanted: Callable[[int], bool] | None = None
+    ) -> Iterator[ReadBatch]:
+        """Every row, in position order (``wanted`` is a local-reading hint; rows are parsed)."""
         rows = self._dataset(job, progress)
         for batch in rows.iter_batches(batch_size=job.recipe.batch_size, batch_format="numpy"):
             records = [pickle.loads(b) for b in batch["record"] if b]

@@ -47,6 +47,9 @@ def test_strict_makes_the_first_bad_row_fatal(tmp_path, damaged):
     with pytest.raises(InputError) as info:
         selection.run_recipe(recipe(damaged), tmp_path / "job", progress=False, strict=True)
     assert f"{damaged}:3:" in str(info.value)
+    # The same job, no longer strict, finishes in the same folder with the rows counted.
+    result = selection.run_recipe(recipe(damaged), tmp_path / "job", progress=False)
+    assert result.report.rejects == 3
 
 
 def test_missing_input_file(tmp_path):

@@ -38,4 +38,7 @@ def test_report_files_counts_histograms_and_examples(tmp_path, raw_path):
     dropped = read_jsonl(result.dropped_path)
     assert len(dropped) == 2950 and {d["step"] for d in dropped} == {"threshold", "top_k"}
     assert result.summary() == result.report.summary_line()
+    plain = json.loads(json.dumps(result.to_dict()))
+    assert plain["report"]["rows_kept"] == 50 and plain["output_path"].endswith("selected.jsonl")
+    assert [p["name"] for p in plain["report"]["phases"]][-1] == "write and report"
     assert "threshold dropped" in result.summary() and "kept 50" in result.summary()

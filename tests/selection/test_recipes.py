@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from selection_helpers import read_jsonl
@@ -49,7 +51,7 @@ class VowelParams(StepParams):
     min_ratio: float = 0.0
 
 
-@register_step("test-vowel-ratio", params=VowelParams)
+@register_step("test-vowel-ratio", params=VowelParams, example={"min_ratio": 0.3})
 class VowelRatio:
     """Scores the share of vowels among letters and drops rows below ``min_ratio``."""
 
@@ -87,3 +89,99 @@ def test_recipe_model_and_dict_give_the_same_job(tmp_path, raw_path):
     a = selection.run_recipe(data, tmp_path / "a", progress=False)
     b = selection.run_recipe(selection.load_recipe(data), tmp_path / "b", progress=False)
     assert a.output_path.read_bytes() == b.output_path.read_bytes()
+
+
+@register_step("test-first-of-each-text", example={})
+class FirstOfEachText:
+    """Keeps the first record of each distinct lower-cased text (a record-level selector)."""
+
+    def __init__(self, name, params, context):
+        self.name = name
+
+    def select(self, records, k=None):
+        seen, kept = set(), []
+        for record in records:
+            key = " ".join(record.content.lower().split())
+            if key not in seen:
+                seen.add(key)
+                kept.append(record)
+        return kept[:k] if k is not None else kept
+
+
+def test_record_selectors_see_earlier_scores_and_drop_the_rest(tmp_path, raw_path):
+    rows = read_jsonl(raw_path)[:100]
+    twice = rows + [{**r, "id": r["id"] + "-copy", "text": r["text"].upper()} for r in rows[:30]]
+    source = tmp_path / "dupes.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in twice))
+    result = selection.run_recipe(
+        recipe(source, {"type": "length"}, {"type": "test-first-of-each-text"}),
+        tmp_path / "job",
+        progress=False,
+    )
+    kept = read_jsonl(result.output_path)
+    assert [r["id"] for r in kept] == [r["id"] for r in rows]
+    assert all("length" in r["thresher"] for r in kept)
+    assert result.report.steps[1].reasons == {"not selected by test-first-of-each-text": 30}
+
+
+def test_two_worker_processes_match_one(tmp_path, raw_path, target_path):
+    data = recipe(
+        raw_path,
+        {"type": "length"},
+        {"type": "threshold", "score": "length", "min": 6},
+        {"type": "dsir", "target": [str(target_path)], "num": 100},
+        shard_bytes=150_000,
+        batch_size=300,
+    )
+    one = selection.run_recipe(data, tmp_path / "one", progress=False)
+    two = selection.run_recipe({**data, "workers": 2}, tmp_path / "two", progress=False)
+    assert one.output_path.read_bytes() == two.output_path.read_bytes()
+
+
+@register_step("test-exact-dedup", example={})
+class ExactDedup:
+    """Drops rows whose normalised text appeared at an earlier position (fit by concatenation)."""
+
+    fit_reduce = "concat"
+
+    def __init__(self, name, params, context):
+        self.name = name
+
+    def fit_stats(self, records):
+        import hashlib
+
+        keys = [
+            int.from_bytes(
+                hashlib.blake2b(
+                    " ".join(r.content.lower().split()).encode(), digest_size=7
+                ).digest(),
+                "big",
+            )
+            for r in records
+        ]
+        return np.array(
+            [[r.metadata["pos"], k] for r, k in zip(records, keys, strict=True)], dtype=np.int64
+        ).reshape(-1, 2)
+
+    def fit_from_stats(self, total):
+        order = np.argsort(total[:, 0], kind="stable")
+        _, first = np.unique(total[order, 1], return_index=True)
+        self.keepers_ = set(total[order[first], 0].tolist())
+
+    def keep(self, records):
+        mask = np.array([r.metadata["pos"] in self.keepers_ for r in records], dtype=bool)
+        return mask, [None if m else "exact duplicate" for m in mask]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concatenated_fit_statistics_drive_a_streaming_dedup(tmp_path, raw_path, workers):
+    rows = read_jsonl(raw_path)[:400]
+    copies = [{**r, "id": r["id"] + "-copy", "text": "  " + r["text"].upper()} for r in rows[::8]]
+    source = tmp_path / "dupes.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows + copies))
+    data = recipe(
+        source, {"type": "test-exact-dedup"}, shard_bytes=40_000, batch_size=64, workers=workers
+    )
+    result = selection.run_recipe(data, tmp_path / "job", progress=False)
+    assert [r["id"] for r in read_jsonl(result.output_path)] == [r["id"] for r in rows]
+    assert result.report.steps[0].reasons == {"exact duplicate": len(copies)}
