@@ -29,6 +29,7 @@ from selection.quality.turns import turns
 Method = Literal["exact", "minhash", "semantic"]
 Prefer = Literal["first", "fluent", "score"]
 FLUENCY_SAMPLE = 2000
+FLUENCY_CHARS = 2000  # enough text to price a copy's typos
 
 
 def record_text(record: Record) -> str:
@@ -185,6 +186,85 @@ class Deduplicator:
             cost = np.nan_to_num(-values if self.largest else values, nan=np.inf)
         return np.lexsort((order, cost)).argsort()
 
+    # --- streaming form: per-record signatures, gathered, then clustered on the driver ----------
+
+    def signatures(self, records: Sequence[Record]) -> np.ndarray:
+        """One row per record: (cost, key...) where cost ranks copies (lower is kept) and the
+        key is what duplicates share: a 52-bit text hash (exact), a MinHash signature (minhash)
+        or an embedding (semantic). Boilerplate shingles are judged within the batch."""
+        texts = [record_text(r) for r in records]
+        cost = np.zeros(len(records))
+        if self.prefer == "fluent" and texts:
+            sample = texts[:: max(1, len(texts) // FLUENCY_SAMPLE)]
+            cost = CharNgramLM().fit(sample).bits_per_char([t[:FLUENCY_CHARS] for t in texts])
+            cost = np.nan_to_num(cost, nan=np.inf)
+        elif self.prefer == "score":
+            values = np.array([r.scores.get(self.score or "", np.nan) for r in records])
+            cost = np.nan_to_num(-values if self.largest else values, nan=np.inf)
+        if self.method == "exact":
+            keys = np.array(
+                [[int(hashlib.sha256(normalise(t).encode()).hexdigest()[:13], 16)] for t in texts],
+                dtype=np.float64,
+            ).reshape(-1, 1)
+        elif self.method == "minhash":
+            keys = np.array([self._sketch(s).hashvalues for s in self._shingle_sets(texts)],
+                            dtype=np.float64).reshape(-1, self.num_perm)  # fmt: skip
+        else:
+            keys = self.embedder.encode(texts).astype(np.float64)
+        return np.column_stack([cost, keys]) if len(texts) else np.zeros((0, 1 + keys.shape[1]))
+
+    def cluster_signatures(self, signatures: np.ndarray) -> np.ndarray:
+        """Index of each row's representative (itself if kept), from :meth:`signatures` rows
+        given in input order."""
+        cost, keys = signatures[:, 0], signatures[:, 1:]
+        n = len(signatures)
+        groups = _UnionFind(n)
+        if self.method == "exact":
+            first: dict[float, int] = {}
+            for i, key in enumerate(keys[:, 0].tolist()):
+                groups.union(first.setdefault(key, i), i)
+        elif self.method == "minhash":
+            from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+            lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+            like = MinHash(num_perm=self.num_perm, seed=1)
+            values = keys.astype(like.hashvalues.dtype)
+            for i in range(n):
+                if not values[i].any():
+                    continue  # no shingles: nothing to compare
+                sketch = LeanMinHash(seed=1, hashvalues=values[i], scheme=like.scheme)
+                for j in lsh.query(sketch):
+                    if float(np.mean(values[i] == values[j])) >= self.threshold:
+                        groups.union(j, i)
+                lsh.insert(i, sketch)
+        else:
+            for a, b in self._semantic_pairs_from(keys.astype(np.float32)):
+                groups.union(a, b)
+        rank = np.lexsort((np.arange(n), cost)).argsort()
+        best: dict[int, int] = {}
+        roots = [groups.find(i) for i in range(n)]
+        for i, root in enumerate(roots):
+            if root not in best or rank[i] < rank[best[root]]:
+                best[root] = i
+        return np.array([best[r] for r in roots], dtype=np.int64)
+
+    def _shingle_sets(self, texts: list[str]) -> list[np.ndarray]:
+        sets = [shingles(t, self.ngram) for t in texts]
+        df = Counter(h for s in sets for h in s.tolist())
+        limit = max(10, self.max_df * len(texts))
+        boiler = np.array(sorted(h for h, c in df.items() if c > limit), dtype=np.uint32)
+        return [s[~np.isin(s, boiler)] for s in sets] if len(boiler) else sets
+
+    def _sketch(self, shingle_set: np.ndarray) -> Any:
+        from datasketch import MinHash
+
+        sketch = MinHash(num_perm=self.num_perm, seed=1)
+        if len(shingle_set):
+            sketch.update_batch([int(h).to_bytes(4, "little") for h in shingle_set])
+        else:
+            sketch.hashvalues[:] = 0  # marks "no shingles": never a duplicate
+        return sketch
+
     def _exact_pairs(self, texts: list[str]) -> list[tuple[int, int]]:
         first: dict[str, int] = {}
         pairs = []
@@ -198,22 +278,16 @@ class Deduplicator:
 
     def _minhash_pairs(self, texts: list[str]) -> list[tuple[int, int]]:
         try:
-            from datasketch import MinHash, MinHashLSH
+            from datasketch import MinHashLSH
         except ImportError as exc:
             raise DependencyMissingError("datasketch", "selection") from exc
-        sets = [shingles(t, self.ngram) for t in texts]
-        df = Counter(h for s in sets for h in s.tolist())
-        limit = max(10, self.max_df * len(texts))
-        boiler = np.array(sorted(h for h, c in df.items() if c > limit), dtype=np.uint32)
-        if len(boiler):
-            sets = [s[~np.isin(s, boiler)] for s in sets]
+        sets = self._shingle_sets(texts)
         lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
         pairs: list[tuple[int, int]] = []
         for i, s in enumerate(sets):
             if len(s) == 0:
                 continue
-            sketch = MinHash(num_perm=self.num_perm, seed=1)
-            sketch.update_batch([int(h).to_bytes(4, "little") for h in s])
+            sketch = self._sketch(s)
             for j in lsh.query(sketch):
                 other = sets[j]
                 inter = len(np.intersect1d(s, other, assume_unique=True))
@@ -223,19 +297,24 @@ class Deduplicator:
         return pairs
 
     def _semantic_pairs(self, texts: list[str]) -> list[tuple[int, int]]:
+        if not texts:
+            return []
+        return self._semantic_pairs_from(self.embedder.encode(texts))
+
+    def _semantic_pairs_from(self, vectors: np.ndarray) -> list[tuple[int, int]]:
         try:
             import faiss
         except ImportError as exc:
             raise DependencyMissingError("faiss", "selection") from exc
-        if not texts:
+        if len(vectors) == 0:
             return []
-        vectors = self.embedder.encode(texts)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(vectors)
         # Inner product of unit vectors is the cosine; the threshold is a radius.
         lims, _, found = index.range_search(vectors, float(self.threshold))
         pairs = []
-        for i in range(len(texts)):
+        for i in range(len(vectors)):
             for j in found[lims[i] : lims[i + 1]]:
                 if j < i:
                     pairs.append((int(j), i))

@@ -44,17 +44,44 @@ class DedupParams(StepParams):
     largest: bool = True
 
 
+ID_BYTES = 60  # ids are carried in fit statistics in 6-byte chunks (exact in float64)
+
+
+def encode_ids(ids: Sequence[str]) -> np.ndarray:
+    """Ids as float64 columns, so they travel in a step's fit statistics."""
+    out = np.zeros((len(ids), ID_BYTES // 6))
+    for i, rid in enumerate(ids):
+        raw = rid.encode("utf-8")[:ID_BYTES].ljust(ID_BYTES, b"\0")
+        out[i] = [int.from_bytes(raw[k : k + 6], "big") for k in range(0, ID_BYTES, 6)]
+    return out
+
+
+def decode_id(row: np.ndarray) -> str:
+    raw = b"".join(int(v).to_bytes(6, "big") for v in row)
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
 @register_step("dedup", params=DedupParams, example={"method": "exact"})
 class DedupStep:
-    """Drops exact, near (MinHash) or semantic duplicates, keeping one copy per cluster."""
+    """Drops exact, near (MinHash) or semantic duplicates, keeping one copy per cluster; each
+    dropped row's reason names the id it duplicates.
+
+    Streams: every batch contributes one signature row per record (its position, id, rank cost
+    and hash, MinHash signature or embedding); the rows are concatenated and clustered once on
+    the driver, and the filter then drops all but each cluster's representative.
+    """
+
+    fit_reduce = "concat"
 
     def __init__(self, name: str, params: DedupParams, context: StepContext) -> None:
         self.name = name
         self.params = params
         self.context = context
         self._dedup: Deduplicator | None = None
+        self.duplicate_of_: dict[int, str] = {}
 
-    def select(self, records: Sequence[Record], k: int | None = None) -> list[Record]:
+    @property
+    def dedup(self) -> Deduplicator:
         if self._dedup is None:
             p = self.params
             embedder = self.context.provider.embedder() if p.method == "semantic" else None
@@ -63,7 +90,33 @@ class DedupStep:
                 max_df=p.max_df, prefer=p.prefer, score=p.score, largest=p.largest,
                 embedder=embedder, name=self.name,
             )  # fmt: skip
-        return self._dedup.select(records, k)
+        return self._dedup
+
+    def fit_stats(self, records: Sequence[Record]) -> np.ndarray:
+        pos = np.array([[r.metadata.get("pos", i)] for i, r in enumerate(records)], dtype=float)
+        signatures = self.dedup.signatures(records)
+        if not len(records):
+            return np.zeros((0, 1 + ID_BYTES // 6 + signatures.shape[1]))
+        return np.column_stack([pos, encode_ids([r.id for r in records]), signatures])
+
+    def fit_from_stats(self, total: np.ndarray) -> None:
+        if not len(total):
+            self.duplicate_of_ = {}
+            return
+        total = total[np.argsort(total[:, 0], kind="stable")]
+        width = ID_BYTES // 6
+        best = self.dedup.cluster_signatures(total[:, 1 + width :])
+        self.duplicate_of_ = {
+            int(total[i, 0]): decode_id(total[b, 1 : 1 + width])
+            for i, b in enumerate(best.tolist())
+            if b != i
+        }
+
+    def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
+        found = [self.duplicate_of_.get(int(r.metadata.get("pos", -1))) for r in records]
+        mask = np.array([d is None for d in found], dtype=bool)
+        method = self.params.method
+        return mask, [None if d is None else f"{method} duplicate of {d}" for d in found]
 
 
 class DiversityParams(StepParams):

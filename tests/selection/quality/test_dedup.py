@@ -74,3 +74,25 @@ def test_diverse_subset_spreads_over_topics(embedder, strategy):
     kept = DiverseSubset(embedder, budget=2, strategy=strategy, score="q", min_distance=0.7)
     ids = {r.id for r in kept.select(rows)}
     assert len(ids) == 2 and ids & {"0", "1", "2"} and ids & {"3", "4"}
+
+
+def test_streaming_dedup_in_small_batches_names_the_kept_id(tmp_path, instructions_path, labels):
+    import json
+
+    import selection
+
+    recipe = {
+        "inputs": [{"path": str(instructions_path), "shape": "alpaca"}],
+        "steps": [{"type": "dedup", "name": "exact", "method": "exact", "prefer": "first"},
+                  {"type": "dedup", "name": "near", "method": "minhash"}],
+        "output": {"path": str(tmp_path / "kept.jsonl"), "write_dropped": True},
+        "batch_size": 150,  # boilerplate (templates) is judged per batch: enough rows to see it
+    }  # fmt: skip
+    result = selection.run_recipe(recipe, tmp_path / "job", progress=False)
+    kept = {json.loads(line)["id"] for line in result.output_path.read_text().splitlines()}
+    for copy, row in labels.items():
+        if "duplicate" in row["defect"]:
+            assert (copy in kept) != (row["duplicate_of"] in kept), copy
+    for line in result.dropped_path.read_text().splitlines():
+        reason = json.loads(line)["reason"]
+        assert reason.split(" duplicate of ")[1] in kept
