@@ -97,9 +97,12 @@ def run_ours(path: Path, work: Path) -> tuple[dict[str, str], float]:
 
 
 def run_peer(path: Path, work: Path, limit: int | None) -> dict | None:
-    if not PEER_PY.exists():
-        print(f"peer skipped: {PEER_PY} missing (see bench/datatrove_filters.py)")
-        return None
+    if not PEER_PY.exists():  # the peer gets its own venv, kept out of the project's
+        venv = PEER_PY.parents[1]
+        print(f"creating {venv} with datatrove[processing]==0.10.1 and spacy")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "pip"), "install", "-q", "datatrove[processing]==0.10.1", "spacy"]
+        subprocess.run(pip, check=True)
     out = work / "datatrove.json"
     cmd = [str(PEER_PY), str(ROOT / "bench" / "datatrove_filters.py"), str(path), str(out)]
     subprocess.run(cmd + (["--limit", str(limit)] if limit else []), check=True)

@@ -195,8 +195,9 @@ class Deduplicator:
         texts = [record_text(r) for r in records]
         cost = np.zeros(len(records))
         if self.prefer == "fluent" and texts:
-            sample = texts[:: max(1, len(texts) // FLUENCY_SAMPLE)]
-            cost = CharNgramLM().fit(sample).bits_per_char([t[:FLUENCY_CHARS] for t in texts])
+            # Fitted on the batch itself: a copy's typos are the n-grams nobody else has.
+            cut = [t[:FLUENCY_CHARS] for t in texts]
+            cost = CharNgramLM().fit(cut).bits_per_char(cut)
             cost = np.nan_to_num(cost, nan=np.inf)
         elif self.prefer == "score":
             values = np.array([r.scores.get(self.score or "", np.nan) for r in records])
