@@ -181,10 +181,10 @@ def run_recipe(
     base = Path(recipe.base_dir or ".")
     if context is None:
         context = StepContext(seed=recipe.seed, base_dir=base, strict=recipe.strict)
+    steps = build_steps(recipe, context)  # bad step parameters fail before any work is done
     work = WorkDir(out / ".work")
     resumed = work.open(_fingerprint(recipe, paths), fresh=fresh)
-    job = Job(recipe, shards, list(recipe.inputs), context, work)
-    job.steps = build_steps(recipe, context)
+    job = Job(recipe, shards, list(recipe.inputs), context, work, steps)
     runner = _executor(executor, recipe)
     phases: list[Phase] = []
     try:

@@ -2,7 +2,6 @@
 
 How to add a step type (the contract other packages rely on)::
 
-    from pydantic import BaseModel
     from selection.registry import StepContext, StepParams, register_step
 
     class LengthParams(StepParams):          # extra keys are rejected, naming the key
@@ -22,11 +21,13 @@ resolved) or import it yourself before running a recipe. A registered factory is
 object implementing one or more capabilities, found by protocol:
 
 - :class:`core.steps.Scorer` ``score(records) -> ndarray``: a map; the executor writes
-  ``record.scores[step.name]``.
+  ``record.scores[step.name]``. A scorer with a ``score_names`` list returns one column per
+  name (shape ``(n, len(score_names))``) and each lands under its own name.
 - :class:`core.steps.Filter` ``keep(records) -> (mask, reasons)``: a map; dropped rows are
   counted and shown in the report under their reason.
 - :class:`ScoreSelector` ``select_indices(ids, scores, seed) -> indices``: a global decision made
-  on the driver from the gathered scores alone (memory O(rows), never O(text)).
+  on the driver from the gathered scores alone (memory O(rows), never O(text)); ``ids`` and
+  every ``scores[name]`` list the rows still alive, in input-position order.
 - :class:`core.steps.Selector` ``select(records, k)``: a global decision over gathered records
   (holds every surviving record in memory; prefer :class:`ScoreSelector` when scores suffice).
 - :class:`Fitted` ``fit_stats(records) -> ndarray`` and ``fit_from_stats(total)``: a step that
@@ -43,6 +44,9 @@ Models and backends come through :class:`StepContext`: ``context.provider`` is a
 ``StepContext.with_models``), ``context.backend`` a :class:`core.backends.ChatBackend`. A step
 asks for its model in ``__init__`` or on first use and keeps it, never per batch. Contexts travel
 to worker processes and Ray actors without their models, which each process loads once.
+
+A step applies its operations in this order: fit, score, filter, select (see
+:mod:`selection.plan`); the same recipe and seed select the same rows on every executor.
 """
 
 from __future__ import annotations

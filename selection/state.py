@@ -152,6 +152,9 @@ class WorkDir:
             old = json.loads(manifest.read_text()).get("fingerprint")
             if old == fingerprint:
                 return True
+            if not self.has_progress():  # nothing to lose: adopt the new recipe
+                shutil.rmtree(self.root)
+                return self.open(fingerprint, fresh=False)
             from core.errors import ConfigError
 
             raise ConfigError(
@@ -164,6 +167,10 @@ class WorkDir:
         tmp.write_text(json.dumps({"fingerprint": fingerprint}))
         os.replace(tmp, manifest)
         return False
+
+    def has_progress(self) -> bool:
+        """Whether an earlier run finished any batch or pass here."""
+        return any(self.root.glob("state-*.npz")) or any(self.root.glob("pass-*/*.npz"))
 
     def batch_dir(self, pass_index: int) -> Path:
         path = self.root / f"pass-{pass_index}"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.errors import require
+from core.errors import ThresherError, require
 from selection.io import ReadBatch, Reject
 from selection.plan import BatchOutcome, Op, apply_ops
 from selection.registry import combine_stats
@@ -56,6 +56,23 @@ def _read_shard_rows(item: dict[str, Any], job: Job) -> list[dict[str, Any]]:
             {"pos": -1, "record": b"", "reject": json.dumps(x.to_dict())} for x in batch.rejects
         )
     return rows
+
+
+def _unwrapped(items: Iterator[Any]) -> Iterator[Any]:
+    """Re-raise a Thresher error raised inside a Ray task as itself (one line on the CLI)."""
+    try:
+        yield from items
+    except Exception as exc:
+        cause: BaseException | None = exc
+        for _ in range(8):
+            if cause is None:
+                break
+            # Ray wraps the original in a class deriving from both RayTaskError and it.
+            ours = isinstance(cause, ThresherError)
+            if ours and not type(cause).__module__.startswith("ray"):
+                raise cause from None
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        raise
 
 
 def _without_steps(job: Job) -> Job:
@@ -128,6 +145,7 @@ class RayExecutor:
         data = self.ray.data
         context = data.DataContext.get_current()
         context.execution_options.preserve_order = True
+        context.raise_original_map_exception = True  # a bad row is an InputError, not a UDF crash
         context.enable_progress_bars = progress
         if self._rows is None:
             items = [{"shard": s.index} for s in job.shards]
@@ -139,6 +157,11 @@ class RayExecutor:
         return self._rows
 
     def run_pass(
+        self, job: Job, index: int, ops: list[Op], state: RowState | None, progress: bool
+    ) -> Iterator[BatchOutcome]:
+        yield from _unwrapped(self._run_pass(job, index, ops, state, progress))
+
+    def _run_pass(
         self, job: Job, index: int, ops: list[Op], state: RowState | None, progress: bool
     ) -> Iterator[BatchOutcome]:
         for step_index in range(len(job.steps)):
@@ -189,6 +212,9 @@ class RayExecutor:
         self, job: Job, progress: bool, desc: str, wanted: Callable[[int], bool] | None = None
     ) -> Iterator[ReadBatch]:
         """Every row, in position order (``wanted`` is a local-reading hint; rows are parsed)."""
+        yield from _unwrapped(self._iter_batches(job, progress))
+
+    def _iter_batches(self, job: Job, progress: bool) -> Iterator[ReadBatch]:
         rows = self._dataset(job, progress)
         for batch in rows.iter_batches(batch_size=job.recipe.batch_size, batch_format="numpy"):
             records = [pickle.loads(b) for b in batch["record"] if b]

@@ -40,3 +40,20 @@ def test_ray_and_local_select_the_same_rows(tmp_path, raw_path, target_path, loc
     assert on_ray.output_path.read_bytes() == local.output_path.read_bytes()
     assert [s.__dict__ for s in on_ray.report.steps] == [s.__dict__ for s in local.report.steps]
     assert on_ray.report.metrics["dsir"] == pytest.approx(local.report.metrics["dsir"])
+
+
+@pytest.mark.slow
+def test_a_bad_row_under_strict_is_the_same_error_on_ray(tmp_path, raw_path, local_ray):
+    from core.errors import InputError
+
+    lines = raw_path.read_bytes().splitlines(keepends=True)[:50]
+    lines[9] = b"{not json\n"
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_bytes(b"".join(lines))
+    recipe = {"inputs": [str(damaged)], "steps": [{"type": "length"}], "strict": True}
+    with pytest.raises(InputError, match=f"{damaged}:10:"):
+        selection.run_recipe(recipe, tmp_path / "job", executor="ray", progress=False)
+    relaxed = selection.run_recipe(
+        recipe, tmp_path / "job", executor="ray", progress=False, strict=False
+    )
+    assert relaxed.report.rejects == 1 and relaxed.report.rows_read == 49
