@@ -146,6 +146,7 @@ class EntropyOrderer:
             "probed": len(orders),
             "probes": probes,
             "global_entropy": float(global_e[best]),
+            "global_entropies": [float(g) for g in global_e],
             "local_entropy": float(local_e[best]),
         }
         return out

@@ -77,8 +77,8 @@ class Pool:
 
     # -- building -----------------------------------------------------------------------------
 
-    def fit(self, records: Iterable[Record]) -> Pool:
-        """Embed ``records`` and build the index from scratch."""
+    def fit(self, records: Iterable[Record], embeddings: np.ndarray | None = None) -> Pool:
+        """Embed ``records`` (unless their unit ``embeddings`` are given) and build the index."""
         records = list(records)
         if not records:
             raise InputError("A pool needs at least one record.", field="records")
@@ -86,7 +86,7 @@ class Pool:
         config = self.index if isinstance(self.index, IndexConfig) else IndexConfig(kind=self.index)  # type: ignore[arg-type]
         self.config_ = config
         self.records_ = records
-        self.embeddings_ = self.embed([r.content for r in records])
+        self.embeddings_ = self._vectors(records, embeddings)
         self.keys_ = np.arange(len(records), dtype=np.int64)
         self.next_key_ = len(records)
         self.index_ = VectorIndex(config, self.embedder.dim).build(self.embeddings_, self.keys_)
@@ -94,13 +94,13 @@ class Pool:
         self._reindex_rows()
         return self
 
-    def add(self, records: Iterable[Record]) -> Pool:
+    def add(self, records: Iterable[Record], embeddings: np.ndarray | None = None) -> Pool:
         """Embed and index new records without rebuilding what is there."""
         records = list(records)
         if not records:
             return self
         self._check_new(records, existing=set(self.row_of_))
-        vectors = self.embed([r.content for r in records])
+        vectors = self._vectors(records, embeddings)
         keys = np.arange(self.next_key_, self.next_key_ + len(records), dtype=np.int64)
         self.index_.add(vectors, keys)
         self.records_.extend(records)
@@ -132,6 +132,18 @@ class Pool:
         self.version_ += 1
         self._reindex_rows()
         return self
+
+    def _vectors(self, records: Sequence[Record], embeddings: np.ndarray | None) -> np.ndarray:
+        if embeddings is None:
+            return self.embed([r.content for r in records])
+        vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if vectors.shape != (len(records), self.embedder.dim):
+            raise InputError(
+                f"embeddings have shape {vectors.shape}; expected ({len(records)}, "
+                f"{self.embedder.dim}), one unit vector per record.",
+                field="embeddings",
+            )
+        return vectors
 
     def _check_new(self, records: Sequence[Record], existing: set[str]) -> None:
         seen = set(existing)

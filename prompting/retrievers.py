@@ -211,9 +211,9 @@ class MMRRetriever(BaseRetriever):
 class LabelBalancedRetriever(BaseRetriever):
     """Round-robin over labels in the base retriever's ranking, so each label gets a fair share.
 
-    The base ranks ``oversample * k`` candidates (at least 64); then labels take turns, each
-    giving its best remaining candidate, labels ordered by their best candidate. Records with no
-    label form a group of their own.
+    The base ranks ``oversample * k`` candidates (at least 64), and a label none of them carries
+    brings its record nearest the query; then labels take turns, each giving its best remaining
+    candidate, labels ordered by their best candidate. Records with no label form a group.
     """
 
     name = "label_balanced"
@@ -241,6 +241,15 @@ class LabelBalancedRetriever(BaseRetriever):
         groups: dict[str | None, list[Demonstration]] = {}
         for d in ranked:
             groups.setdefault(record_label(d.record), []).append(d)
+        missing = [label for label in self.pool_.labels_ if label not in groups]
+        if missing:  # labels the base never ranked high: bring each one's nearest record
+            sims = self.pool_.embeddings_ @ vector
+            labels = np.array([record_label(r) for r in self.pool_.records_], dtype=object)
+            for label in missing:
+                rows = np.flatnonzero(labels == label)
+                best = int(rows[np.argmax(sims[rows])])
+                record = self.pool_.records_[best]
+                groups[label] = [Demonstration(record, float(sims[best]), float(sims[best]))]
         queues = list(groups.values())
         picked: list[Demonstration] = []
         while len(picked) < k and any(queues):
