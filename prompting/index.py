@@ -32,7 +32,7 @@ class IndexConfig:
     kind: IndexKind = "auto"
     approximate_above: int = 50_000
     approximate_kind: Literal["ivf", "hnsw"] = "ivf"
-    nlist: int | None = None  # IVF lists; default 4 * sqrt(n)
+    nlist: int | None = None  # IVF lists; default sqrt(n)
     nprobe: int = 16
     hnsw_m: int = 32
     ef_search: int = 64
@@ -77,15 +77,15 @@ class VectorIndex:
         if self.kind == "flat":
             self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         elif self.kind == "ivf":
-            nlist = self.config.nlist or max(1, int(4 * math.sqrt(max(n, 1))))
+            nlist = self.config.nlist or max(1, int(math.sqrt(max(n, 1))))
             # k-means needs a few dozen points per list to be meaningful.
             nlist = max(1, min(nlist, n // 39 if n >= 39 else 1))
             quantizer = faiss.IndexFlatIP(self.dim)
             ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             sample = vectors
-            if n > 256 * nlist:  # training on a sample keeps the build time bounded
+            if n > 64 * nlist:  # training on a sample keeps the build time bounded
                 rng = np.random.default_rng(0)
-                sample = vectors[rng.choice(n, 256 * nlist, replace=False)]
+                sample = vectors[rng.choice(n, 64 * nlist, replace=False)]
             ivf.train(np.ascontiguousarray(sample))
             ivf.nprobe = min(self.config.nprobe, nlist)
             self.index = ivf

@@ -161,8 +161,8 @@ class Pool:
 
     def _reindex_rows(self) -> None:
         self.row_of_ = {r.id: i for i, r in enumerate(self.records_)}
-        labels = {record_label(r) for r in self.records_}
-        self.labels_ = sorted(x for x in labels if x is not None)
+        self.record_labels_ = np.array([record_label(r) for r in self.records_], dtype=object)
+        self.labels_ = sorted({x for x in self.record_labels_ if x is not None})
 
     # -- using --------------------------------------------------------------------------------
 

@@ -244,7 +244,7 @@ class LabelBalancedRetriever(BaseRetriever):
         missing = [label for label in self.pool_.labels_ if label not in groups]
         if missing:  # labels the base never ranked high: bring each one's nearest record
             sims = self.pool_.embeddings_ @ vector
-            labels = np.array([record_label(r) for r in self.pool_.records_], dtype=object)
+            labels = self.pool_.record_labels_
             for label in missing:
                 rows = np.flatnonzero(labels == label)
                 best = int(rows[np.argmax(sims[rows])])
