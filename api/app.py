@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import chat, health
+from api.routes import chat, compress, health
 from api.state import AppState
 from core.backends import ChatBackend, LocalBackend, OpenAICompatibleBackend
 from core.models import ModelProvider
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
                 provider.embedder(settings.embedder_model)
                 provider.scorer(settings.scorer_model)
             built = AppState(settings=settings, provider=provider, backend=backend)
+        built.extras.setdefault("compressors", compress.build_compressors(settings, built.provider))
         app.state.thresher = built
         try:
             yield
@@ -58,4 +59,5 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     # One router per resource, one line each.
     app.include_router(health.router)
     app.include_router(chat.router)
+    app.include_router(compress.router)
     return app

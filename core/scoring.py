@@ -71,6 +71,19 @@ class TokenScorer:
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids)))
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of ``text`` and the ``(start, end)`` characters each covers.
+
+        Byte-level pieces of one character (a CJK ideograph, an emoji) share that character's
+        offsets, so callers can group tokens by character without ever splitting one.
+        """
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["input_ids"]), [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+
+    def stream(self, prefix: Sequence[int] = ()) -> ScoringStream:
+        """A :class:`ScoringStream` that starts after the document start token and ``prefix``."""
+        return ScoringStream(self, prefix)
+
     def token_logprobs(
         self, texts: Sequence[str], *, batch_size: int | None = None
     ) -> list[TokenLogprobs]:
@@ -180,3 +193,62 @@ class TokenScorer:
                 target = ids[:, start + 1 : stop + 1].unsqueeze(-1)
                 result[:, start:stop] = logp.gather(-1, target).squeeze(-1).cpu()
         return [result[b, : len(r) - 1].numpy().copy() for b, r in enumerate(rows)]
+
+
+class ScoringStream:
+    """Scores a sequence piece by piece, carrying the KV cache of the committed text forward.
+
+    Iterative prompt compression scores each segment given the *compressed* text before it:
+    :meth:`score` returns the log-probs of a new segment given everything committed so far
+    without keeping it, and :meth:`commit` appends what survived. Committed tokens are fed to the
+    model lazily, together with the next segment, so each token costs one forward pass. When
+    the committed text outgrows ``max_context``, the cache restarts from its last ``overlap``
+    tokens.
+    """
+
+    def __init__(self, scorer: TokenScorer, prefix: Sequence[int] = ()) -> None:
+        self.scorer = scorer
+        self._history: list[int] = [scorer.start_id, *prefix]
+        self._pending: list[int] = list(self._history)  # committed, not yet in the cache
+        self._cached = 0
+        self._cache: Any = None
+        self.tokens_fed = 0
+
+    def commit(self, ids: Sequence[int]) -> None:
+        """Append ``ids`` to the text later segments are conditioned on."""
+        self._history.extend(ids)
+        self._pending.extend(ids)
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """Log-prob of each of ``ids`` given the committed text; ``ids`` are not committed."""
+        import torch
+
+        ids = list(ids)
+        if not ids:
+            return np.zeros(0, dtype=np.float32)
+        s = self.scorer
+        if self._cached + len(self._pending) + len(ids) > s.max_context:
+            keep = max(1, min(s.overlap, s.max_context - len(ids) - 1))
+            self._cache, self._cached = None, 0
+            self._pending = self._history[-keep:]
+        # The last committed token stays out of the cache so the first new id has its logits.
+        feed = self._pending + ids
+        result = np.empty(len(ids), dtype=np.float32)
+        offset = len(self._pending) - 1  # feed[offset + k] predicts ids[k]
+        with torch.inference_mode():
+            for start in range(0, len(feed), s.window):
+                chunk = feed[start : start + s.window]
+                x = torch.tensor([chunk], dtype=torch.long, device=s.device)
+                out = s.model(input_ids=x, past_key_values=self._cache, use_cache=True)
+                self._cache = out.past_key_values
+                logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+                lo, hi = max(start, offset), min(start + len(chunk), offset + len(ids))
+                if lo < hi:
+                    targets = torch.tensor(ids[lo - offset : hi - offset], device=logp.device)
+                    picked = logp[lo - start : hi - start].gather(-1, targets.unsqueeze(-1))
+                    result[lo - offset : hi - offset] = picked.squeeze(-1).cpu().numpy()
+        self.tokens_fed += len(feed)
+        self._cache.crop(-(len(ids) + 1))
+        self._cached += len(self._pending) - 1
+        self._pending = self._pending[-1:]
+        return result
