@@ -13,3 +13,6 @@ if [ ! -f "$VENV/.installed" ]; then
     touch "$VENV/.installed"
 fi
 echo "$VENV ready"
+# A copy of the converted SmolLM2 folder that transformers 4.46 reads, checked by perplexity.
+"$VENV/bin/python" llmlingua_peer.py --folder .models/smollm2-peer \
+    --prepare-from "${THRESHER_CACHE_DIR:-$HOME/.cache/thresher}/models/SmolLM2-135M-Instruct"

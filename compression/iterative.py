@@ -31,6 +31,7 @@ def compress_iteratively(
     dynamic: float = 0.5,
     token_score: TokenScore | None = None,
     separator: Sequence[int] = (),
+    exact: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Keep masks and unit scores for ``docs``, each compressed to about its ``rate``.
 
@@ -43,8 +44,9 @@ def compress_iteratively(
         dynamic: How strongly a segment's surprise moves its share (0 = uniform ratio).
         token_score: Turns self-information into keep scores (default: itself).
         separator: Ids committed between docs.
+        exact: Re-feed kept tokens instead of cutting dropped ones out of the KV cache.
     """
-    stream = scorer.stream(prefix)  # type: ignore[attr-defined]
+    stream = scorer.stream(prefix, exact=exact)  # type: ignore[attr-defined]
     masks: list[np.ndarray] = []
     scores: list[np.ndarray] = []
     carry = 0.0
@@ -81,8 +83,7 @@ def compress_iteratively(
             keep = greedy_keep(seg_scores, costs, doc.forced[u0:u1], budget)
             carry = budget - float(costs[keep].sum())
             mask[u0:u1] = keep
-            kept_units = keep[doc.tok_unit[lo:hi] - u0]
-            stream.commit([doc.ids[t] for t in range(lo, hi) if kept_units[t - lo]])
+            stream.keep(keep[doc.tok_unit[lo:hi] - u0])
         masks.append(mask)
         scores.append(unit_scores)
     return masks, scores

@@ -87,7 +87,9 @@ def build_prompt(
             raise InputError("Give context or messages, not both.", field="messages")
         return _from_messages(messages, policy, count, long_message_tokens, question)
     if context is None:
-        raise InputError("Give a context (a string or a list of strings) or messages.", "context")
+        raise InputError(
+            "Give a context (a string or a list of strings) or messages.", field="context"
+        )
     contexts = [context] if isinstance(context, str) else context
     if not isinstance(contexts, Sequence) or not contexts:
         raise InputError("context is empty; give the text to compress.", field="context")
@@ -118,7 +120,7 @@ def _from_messages(
 ) -> Prompt:
     validate_messages(messages, field_name="messages")
     if not any(message_text(m).strip() for m in messages):
-        raise InputError("Every message is empty; give messages with content.", "messages")
+        raise InputError("Every message is empty; give messages with content.", field="messages")
     rules = {**DEFAULT_POLICY, **(policy or {})}
     for role, rule in rules.items():
         if rule not in ("keep", "compress", "auto"):

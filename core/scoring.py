@@ -80,9 +80,9 @@ class TokenScorer:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return list(enc["input_ids"]), [(int(a), int(b)) for a, b in enc["offset_mapping"]]
 
-    def stream(self, prefix: Sequence[int] = ()) -> ScoringStream:
+    def stream(self, prefix: Sequence[int] = (), *, exact: bool = False) -> ScoringStream:
         """A :class:`ScoringStream` that starts after the document start token and ``prefix``."""
-        return ScoringStream(self, prefix)
+        return ScoringStream(self, prefix, exact=exact)
 
     def token_logprobs(
         self, texts: Sequence[str], *, batch_size: int | None = None
@@ -196,59 +196,105 @@ class TokenScorer:
 
 
 class ScoringStream:
-    """Scores a sequence piece by piece, carrying the KV cache of the committed text forward.
+    """Scores a sequence segment by segment, carrying the KV cache of the kept text forward.
 
     Iterative prompt compression scores each segment given the *compressed* text before it:
-    :meth:`score` returns the log-probs of a new segment given everything committed so far
-    without keeping it, and :meth:`commit` appends what survived. Committed tokens are fed to the
-    model lazily, together with the next segment, so each token costs one forward pass. When
-    the committed text outgrows ``max_context``, the cache restarts from its last ``overlap``
-    tokens.
+    :meth:`score` returns the log-probs of a new segment given everything kept so far, and
+    :meth:`keep` says which of its tokens stay. With ``exact=False`` (LLMLingua's own approach)
+    the cache entries of dropped tokens are cut out, so every token is fed once; the kept
+    tokens' entries still carry what they saw of the dropped ones. With ``exact=True`` the
+    kept tokens are fed again on their own, about a third more work at 3x compression. When
+    the kept text outgrows ``max_context``, the cache restarts from its last ``overlap`` tokens.
     """
 
-    def __init__(self, scorer: TokenScorer, prefix: Sequence[int] = ()) -> None:
+    def __init__(self, scorer: TokenScorer, prefix: Sequence[int] = (), *, exact: bool = False):
         self.scorer = scorer
-        self._history: list[int] = [scorer.start_id, *prefix]
-        self._pending: list[int] = list(self._history)  # committed, not yet in the cache
-        self._cached = 0
-        self._cache: Any = None
+        self.exact = exact
         self.tokens_fed = 0
+        self._history: list[int] = []
+        self._cache: Any = None
+        self._next: Any = None  # log-probs of the token after the kept text
+        self._pending: list[int] = []  # ids of the last scored segment, awaiting keep()
+        self._feed([scorer.start_id, *prefix])
 
-    def commit(self, ids: Sequence[int]) -> None:
-        """Append ``ids`` to the text later segments are conditioned on."""
+    def _feed(self, ids: list[int]) -> Any:
+        """Run ``ids`` through the model after the cache; returns their log-probs (n, vocab)."""
+        import torch
+
+        s = self.scorer
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(ids), s.window):
+                x = torch.tensor([ids[start : start + s.window]], device=s.device)
+                out = s.model(input_ids=x, past_key_values=self._cache, use_cache=True)
+                self._cache = out.past_key_values
+                rows.append(torch.log_softmax(out.logits[0].float(), dim=-1))
+        self.tokens_fed += len(ids)
         self._history.extend(ids)
-        self._pending.extend(ids)
+        logp = torch.cat(rows)
+        self._next = logp[-1]
+        return logp
 
     def score(self, ids: Sequence[int]) -> np.ndarray:
-        """Log-prob of each of ``ids`` given the committed text; ``ids`` are not committed."""
+        """Log-prob of each of ``ids`` given the kept text; call :meth:`keep` before the next."""
         import torch
 
         ids = list(ids)
+        if self._pending:
+            raise RuntimeError("call keep() for the last scored segment before scoring another")
         if not ids:
             return np.zeros(0, dtype=np.float32)
         s = self.scorer
-        if self._cached + len(self._pending) + len(ids) > s.max_context:
-            keep = max(1, min(s.overlap, s.max_context - len(ids) - 1))
-            self._cache, self._cached = None, 0
-            self._pending = self._history[-keep:]
-        # The last committed token stays out of the cache so the first new id has its logits.
-        feed = self._pending + ids
-        result = np.empty(len(ids), dtype=np.float32)
-        offset = len(self._pending) - 1  # feed[offset + k] predicts ids[k]
-        with torch.inference_mode():
-            for start in range(0, len(feed), s.window):
-                chunk = feed[start : start + s.window]
-                x = torch.tensor([chunk], dtype=torch.long, device=s.device)
-                out = s.model(input_ids=x, past_key_values=self._cache, use_cache=True)
-                self._cache = out.past_key_values
-                logp = torch.log_softmax(out.logits[0].float(), dim=-1)
-                lo, hi = max(start, offset), min(start + len(chunk), offset + len(ids))
-                if lo < hi:
-                    targets = torch.tensor(ids[lo - offset : hi - offset], device=logp.device)
-                    picked = logp[lo - start : hi - start].gather(-1, targets.unsqueeze(-1))
-                    result[lo - offset : hi - offset] = picked.squeeze(-1).cpu().numpy()
-        self.tokens_fed += len(feed)
-        self._cache.crop(-(len(ids) + 1))
-        self._cached += len(self._pending) - 1
-        self._pending = self._pending[-1:]
-        return result
+        if self._cache.get_seq_length() + len(ids) > s.max_context:
+            keep = self._history[-max(1, min(s.overlap, s.max_context - len(ids) - 1)) :]
+            self._cache, self._history = None, []
+            self._feed(keep)
+        first = self._next
+        logp = self._feed(ids)
+        self._history = self._history[: len(self._history) - len(ids)]
+        targets = torch.tensor(ids, device=logp.device)
+        out = torch.empty(len(ids), dtype=torch.float32)
+        out[0] = first[targets[0]]
+        if len(ids) > 1:
+            out[1:] = logp[:-1].gather(-1, targets[1:].unsqueeze(-1)).squeeze(-1).cpu()
+        self._pending = ids
+        return out.numpy()
+
+    def keep(self, mask: Sequence[bool]) -> None:
+        """Keep the tokens of the last scored segment where ``mask`` is true."""
+        import torch
+
+        ids, self._pending = self._pending, []
+        kept = [t for t, k in zip(ids, mask, strict=True) if k]
+        if self.exact:
+            self._cache.crop(-len(ids))
+            if kept:
+                self._feed(kept)
+            else:
+                self._history_next()
+            return
+        self._history.extend(kept)
+        if len(kept) == len(ids):
+            return
+        total = self._cache.get_seq_length()
+        index = torch.tensor(
+            list(range(total - len(ids))) + [total - len(ids) + i for i, k in enumerate(mask) if k],
+            device=self.scorer.device,
+        )
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(-2, index)
+            layer.values = layer.values.index_select(-2, index)
+
+    def _history_next(self) -> None:
+        """After cropping a scored segment, recover the log-probs of the token after the kept
+        text by feeding its last token again."""
+        last = self._history.pop()
+        self._cache.crop(-1)
+        self._feed([last])
+
+    def commit(self, ids: Sequence[int]) -> None:
+        """Append ``ids`` (a separator, say) to the kept text."""
+        if self._pending:
+            raise RuntimeError("call keep() for the last scored segment first")
+        if ids:
+            self._feed(list(ids))

@@ -21,7 +21,9 @@ def read_input(source: str) -> str:
     else:
         path = Path(source)
         if not path.is_file():
-            raise InputError(f"file {source!r} does not exist; give a text file or -.", "file")
+            raise InputError(
+                f"file {source!r} does not exist; give a text file or -.", field="file"
+            )
         data = path.read_bytes()
         name = source
     try:
@@ -62,7 +64,9 @@ def compress(
     from core.settings import load_settings
 
     if method not in method_names():
-        raise InputError(f"Unknown method {method!r}; use one of {list(method_names())}.", "method")
+        raise InputError(
+            f"Unknown method {method!r}; use one of {list(method_names())}.", field="method"
+        )
     check_budget(rate, target_tokens)
     text = read_input(file)
     settings = load_settings()

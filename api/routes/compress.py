@@ -82,7 +82,9 @@ def compress(request: CompressRequest, state: State) -> CompressResponse:
             counter=counter,  # type: ignore[attr-defined]
         )
     if request.context is None and request.messages is None:
-        raise InputError("Give context (a string or a list of strings) or messages.", "context")
+        raise InputError(
+            "Give context (a string or a list of strings) or messages.", field="context"
+        )
     result = compressor.compress(
         request.context,
         instruction=request.instruction,
