@@ -104,6 +104,9 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch threads for Thresher and the peer alike"
     )
     parser.add_argument("--judge-dtype", default="float32", help="dtype of the retention LM")
+    parser.add_argument(
+        "--match", action="store_true", help="also run Thresher at the peer's achieved length"
+    )
     args = parser.parse_args()
 
     import torch
@@ -140,7 +143,7 @@ def main() -> None:
     rng = random.Random(0)
     # The peer often keeps more than asked; Thresher at the peer's own achieved length gives
     # the retention comparison at equal ratio.
-    matched = {f"{name} @peer length": c for name, c in methods.items() if peers}
+    matched = {f"{name} @peer length": c for name, c in methods.items() if peers and args.match}
     names = [*methods, *matched, *peers, "random drop"]
     tallies: dict[str, Tally] = {name: Tally() for name in names}
     per_item = []

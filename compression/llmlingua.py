@@ -26,17 +26,27 @@ class LLMLingua(BaseCompressor):
         coarse_keep: How much more than the budget the coarse step keeps (>= 1); the token step
             compresses the rest. Contexts of ``messages`` are never dropped whole.
         dynamic: Strength of the per-segment dynamic ratio (0 = every segment the same ratio).
+        exact: Re-feed kept tokens rather than cut dropped ones out of the KV cache (about a
+            third slower at 3x, scores exactly conditioned on the compressed prefix).
         **kwargs: See :class:`compression.base.BaseCompressor`.
     """
 
     name: ClassVar[str] = "llmlingua"
 
     def __init__(
-        self, scorer: Any, counter: Any, *, coarse_keep: float = 2.0, dynamic: float = 0.5, **kwargs
+        self,
+        scorer: Any,
+        counter: Any,
+        *,
+        coarse_keep: float = 2.0,
+        dynamic: float = 0.5,
+        exact: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scorer, counter, **kwargs)
         self.coarse_keep = coarse_keep
         self.dynamic = dynamic
+        self.exact = exact
 
     def select(self, docs: list[Doc], budget: int, prompt: Prompt) -> Selection:
         self.tokenize(docs)
@@ -64,6 +74,7 @@ class LLMLingua(BaseCompressor):
             [rate if k else 0.0 for k in keep],
             segment_tokens=self.segment_tokens,
             dynamic=self.dynamic,
+            exact=self.exact,
             separator=self.scorer.encode("\n\n"),
         )
         return Selection(masks, scores, note=note)

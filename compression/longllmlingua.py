@@ -41,6 +41,8 @@ class LongLLMLingua(BaseCompressor):
         contrast: Weight of the contrastive term in token scores (0 = plain conditioned
             self-information).
         chunk_tokens: Chunk size when one long context is ranked in pieces.
+        dynamic: Strength of the per-segment dynamic ratio within a context.
+        exact: Re-feed kept tokens rather than cut dropped ones out of the KV cache.
         **kwargs: See :class:`compression.base.BaseCompressor`.
     """
 
@@ -57,6 +59,7 @@ class LongLLMLingua(BaseCompressor):
         contrast: float = 0.5,
         chunk_tokens: int = 160,
         dynamic: float = 0.5,
+        exact: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(scorer, counter, **kwargs)
@@ -66,6 +69,7 @@ class LongLLMLingua(BaseCompressor):
         self.contrast = contrast
         self.chunk_tokens = chunk_tokens
         self.dynamic = dynamic
+        self.exact = exact
 
     def select(self, docs: list[Doc], budget: int, prompt: Prompt) -> Selection:
         question = prompt.question
@@ -206,6 +210,7 @@ class LongLLMLingua(BaseCompressor):
             prefix=prefix,
             segment_tokens=self.segment_tokens,
             dynamic=self.dynamic,
+            exact=self.exact,
             token_score=score if question and weight else None,
             separator=self.scorer.encode("\n\n") if separate else (),
         )

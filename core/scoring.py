@@ -215,6 +215,9 @@ class ScoringStream:
         self._cache: Any = None
         self._next: Any = None  # log-probs of the token after the kept text
         self._pending: list[int] = []  # ids of the last scored segment, awaiting keep()
+        # Position of the next token. Pruning leaves the kept entries at their original
+        # positions, so new tokens continue from there, not from the shorter cache length.
+        self._position = 0
         self._feed([scorer.start_id, *prefix])
 
     def _feed(self, ids: list[int]) -> Any:
@@ -226,7 +229,14 @@ class ScoringStream:
         with torch.inference_mode():
             for start in range(0, len(ids), s.window):
                 x = torch.tensor([ids[start : start + s.window]], device=s.device)
-                out = s.model(input_ids=x, past_key_values=self._cache, use_cache=True)
+                where = torch.arange(self._position, self._position + x.shape[1], device=s.device)
+                self._position += x.shape[1]
+                out = s.model(
+                    input_ids=x,
+                    position_ids=where.unsqueeze(0),
+                    past_key_values=self._cache,
+                    use_cache=True,
+                )
                 self._cache = out.past_key_values
                 rows.append(torch.log_softmax(out.logits[0].float(), dim=-1))
         self.tokens_fed += len(ids)
@@ -247,7 +257,7 @@ class ScoringStream:
         s = self.scorer
         if self._cache.get_seq_length() + len(ids) > s.max_context:
             keep = self._history[-max(1, min(s.overlap, s.max_context - len(ids) - 1)) :]
-            self._cache, self._history = None, []
+            self._cache, self._history, self._position = None, [], 0
             self._feed(keep)
         first = self._next
         logp = self._feed(ids)
@@ -268,6 +278,7 @@ class ScoringStream:
         kept = [t for t, k in zip(ids, mask, strict=True) if k]
         if self.exact:
             self._cache.crop(-len(ids))
+            self._position -= len(ids)
             if kept:
                 self._feed(kept)
             else:
@@ -290,6 +301,7 @@ class ScoringStream:
         text by feeding its last token again."""
         last = self._history.pop()
         self._cache.crop(-1)
+        self._position -= 1
         self._feed([last])
 
     def commit(self, ids: Sequence[int]) -> None:
