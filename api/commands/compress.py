@@ -89,4 +89,3 @@ def compress(
         f"({result.ratio:.2f}x); {summary}",
         err=True,
     )
-

@@ -2,7 +2,7 @@
 
 import pytest
 
-from compression import METHODS, Compressor, CompressionResult, ProtectOptions, get_compressor
+from compression import METHODS, CompressionResult, Compressor, ProtectOptions, get_compressor
 from core.errors import InputError
 
 NAMES = list(METHODS)
@@ -112,7 +112,10 @@ def test_protected_spans_survive(compressors, stories):
     protect = ProtectOptions(force_tokens=("OSPREY",))
     for name in NAMES:
         compressor = get_compressor(
-            name, scorer=compressors[name].scorer, counter=compressors[name].counter, protect=protect
+            name,
+            scorer=compressors[name].scorer,
+            counter=compressors[name].counter,
+            protect=protect,
         )
         result = compressor.compress(text, rate=0.4)
         for span in (

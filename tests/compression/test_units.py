@@ -69,8 +69,14 @@ def test_any_json_object_is_one_forced_unit(obj):
 
 @pytest.mark.parametrize(
     "rate, target, field",
-    [(0, None, "rate"), (1.5, None, "rate"), (float("nan"), None, "rate"), (None, 0, "target_tokens"),
-     (None, -3, "target_tokens"), (0.5, 10, "rate")],
+    [
+        (0, None, "rate"),
+        (1.5, None, "rate"),
+        (float("nan"), None, "rate"),
+        (None, 0, "target_tokens"),
+        (None, -3, "target_tokens"),
+        (0.5, 10, "rate"),
+    ],
 )
 def test_bad_budgets_name_the_field(rate, target, field):
     with pytest.raises(InputError) as info:
@@ -85,7 +91,9 @@ def test_resolve_target():
 
 
 @given(
-    st.lists(st.tuples(st.floats(0, 10), st.integers(1, 5), st.booleans()), min_size=1, max_size=40),
+    st.lists(
+        st.tuples(st.floats(0, 10), st.integers(1, 5), st.booleans()), min_size=1, max_size=40
+    ),
     st.integers(0, 100),
 )
 def test_greedy_keep_respects_budget_and_forced(items, budget):
