@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import chat, health, pools
+from api.routes import chat, compress, health, pools
 from api.state import AppState
 from core.backends import ChatBackend, LocalBackend, OpenAICompatibleBackend
 from core.models import ModelProvider
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
                 provider.scorer(settings.scorer_model)
             built = AppState(settings=settings, provider=provider, backend=backend)
         pools.install(built)
+        built.extras.setdefault("compressors", compress.build_compressors(settings, built.provider))
         app.state.thresher = built
         try:
             yield
@@ -60,4 +61,5 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(pools.router)
+    app.include_router(compress.router)
     return app

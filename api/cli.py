@@ -122,3 +122,4 @@ def main() -> None:
 import api.commands.select  # noqa: E402, F401, I001
 import api.commands.filter  # noqa: E402, F401, I001
 import api.commands.pool  # noqa: E402, F401, I001
+import api.commands.compress  # noqa: E402, F401, I001
