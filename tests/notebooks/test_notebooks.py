@@ -15,7 +15,11 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 def test_notebooks_exist():
     names = [p.name for p in NOTEBOOKS]
-    assert names[:1] == ["01_filter_instruction_data.ipynb"]
+    assert names == [
+        "01_filter_instruction_data.ipynb",
+        "02_demonstrations.ipynb",
+        "03_compression.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
