@@ -9,53 +9,73 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import chat, health
+from api.guard import Guard
+from api.metrics import Metrics
+from api.proxy import RetryPolicy
+from api.routes import chat, health, models, monitoring
+from api.routing import build_router
+from api.settings import ServiceSettings, service_settings
+from api.stages import default_stages
 from api.state import AppState
-from core.backends import ChatBackend, LocalBackend, OpenAICompatibleBackend
 from core.models import ModelProvider
-from core.settings import Settings, load_settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def build_backend(settings: Settings, provider: ModelProvider) -> ChatBackend:
-    """The backend named by settings: ``local`` or an OpenAI-compatible base URL."""
-    if settings.backend == "local":
-        lm = provider.causal_lm(settings.local_model)
-        return LocalBackend(lm, max_new_tokens=settings.local_max_new_tokens)
-    return OpenAICompatibleBackend(
-        settings.backend, api_key=settings.backend_api_key, timeout=settings.backend_timeout
-    )
+def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics) -> AppState:
+    """Fill in what a caller-built state lacks (tests pass a provider and a backend)."""
+    state.settings = settings
+    state.metrics = metrics
+    state.router = state.router or build_router(settings, state.provider, default=state.backend)
+    state.retry = state.retry or RetryPolicy(settings.backend_retries, settings.backend_backoff)
+    state.stages = state.stages or default_stages()
+    return state
 
 
 def create_app(settings: Settings | None = None, *, state: AppState | None = None) -> FastAPI:
     """Build the service. Tests may pass a ready ``state`` to reuse session-loaded models."""
-    settings = settings or load_settings()
+    service = service_settings(settings)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = state
         if built is None:
-            provider = ModelProvider.from_settings(settings)
-            backend = build_backend(settings, provider)
-            if settings.preload_models:
-                provider.embedder(settings.embedder_model)
-                provider.scorer(settings.scorer_model)
-            built = AppState(settings=settings, provider=provider, backend=backend)
+            provider = ModelProvider.from_settings(service)
+            router = build_router(service, provider)
+            if service.preload_models:
+                provider.embedder(service.embedder_model)
+                provider.scorer(service.scorer_model)
+            built = AppState(
+                settings=service, provider=provider, backend=router.default, router=router
+            )
+        complete_state(built, service, metrics)
         app.state.thresher = built
         try:
             yield
         finally:
-            await built.backend.aclose()
+            assert built.router is not None
+            await built.router.aclose()
 
     app = FastAPI(
         title="Thresher",
         version="0.1.0",
         summary="Data selection, demonstration retrieval and prompt compression for LLMs.",
         lifespan=lifespan,
+        max_body_size=service.max_body_bytes,
     )
     install_error_handlers(app)
+    app.add_middleware(
+        Guard,
+        api_keys=service.api_keys,
+        max_body_bytes=service.max_body_bytes,
+        rate_limit_per_minute=service.rate_limit_per_minute,
+        metrics=metrics,
+    )
     # One router per resource, one line each.
     app.include_router(health.router)
     app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(monitoring.router)
     return app

@@ -1,0 +1,31 @@
+"""API fixtures: the app on session-loaded models, in-process and under uvicorn on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.app import create_app
+from api.settings import ServiceSettings
+from api.state import AppState
+from core.backends import LocalBackend
+from tests.api.servers import serve_app
+
+LOCAL = "SmolLM2-135M-Instruct"
+
+
+def local_state(provider, local_lm, settings: ServiceSettings) -> AppState:
+    backend = LocalBackend(local_lm, max_new_tokens=8)
+    return AppState(settings=settings, provider=provider, backend=backend)
+
+
+def make_app(provider, local_lm, **overrides):
+    """An app on the local backend (session models), with settings overrides."""
+    settings = ServiceSettings(preload_models=False, **overrides)
+    return create_app(settings, state=local_state(provider, local_lm, settings))
+
+
+@pytest.fixture(scope="session")
+def live_local(provider, local_lm):
+    """The app on the local backend, under uvicorn on a free loopback port."""
+    with serve_app(make_app(provider, local_lm)) as url:
+        yield url
