@@ -63,7 +63,6 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         version="0.1.0",
         summary="Data selection, demonstration retrieval and prompt compression for LLMs.",
         lifespan=lifespan,
-        max_body_size=service.max_body_bytes,
     )
     install_error_handlers(app)
     app.add_middleware(

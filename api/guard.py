@@ -9,6 +9,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
@@ -88,12 +89,34 @@ class Guard:
             if refusal is not None:
                 await _respond(send_and_note, *refusal)
             else:
-                await self.app(scope, receive, send_and_note)
+                await self.app(scope, self._limited(receive), send_and_note)
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(label, str(status[0])).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Count a body sent without a length (chunked) and stop it at the limit."""
+        seen = [0]
+
+        async def receive_limited() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > self.max_body_bytes:
+                    self.metrics.rejected.labels("body_size").inc()
+                    # Raised inside body parsing, it becomes the OpenAI-shaped 413.
+                    raise HTTPException(413, self._too_large())
+            return message
+
+        return receive_limited
+
+    def _too_large(self) -> str:
+        return (
+            f"The request body is over the limit of {self.max_body_bytes} bytes "
+            "(THRESHER_MAX_BODY_BYTES); send a smaller body."
+        )
 
     def _refusal(self, scope: Scope) -> tuple[int, dict, dict[str, str]] | None:
         if scope["path"] in OPEN_PATHS:
@@ -121,8 +144,7 @@ class Guard:
             return (
                 413,
                 error_body(
-                    f"The request body has {int(length)} bytes; the limit is "
-                    f"{self.max_body_bytes} (THRESHER_MAX_BODY_BYTES).",
+                    self._too_large(),
                     "invalid_request_error",
                     None,
                     "request_too_large",

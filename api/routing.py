@@ -112,7 +112,7 @@ def build_router(
         provider: Loads the local model when a route (or the default) is ``local``.
         default: A ready default backend (tests pass one built on session-loaded models).
     """
-    remote: dict[tuple[str, str | None], ChatBackend] = {}
+    remote: dict[tuple[str, str | None, float | None], ChatBackend] = {}
     local: list[ChatBackend] = []
     if isinstance(default, LocalBackend):
         local.append(default)
@@ -123,7 +123,7 @@ def build_router(
                 lm = provider.causal_lm(settings.local_model)
                 local.append(LocalBackend(lm, max_new_tokens=settings.local_max_new_tokens))
             return local[0]
-        key = (url, api_key)
+        key = (url, api_key, timeout)
         if key not in remote:
             remote[key] = OpenAICompatibleBackend(
                 url, api_key=api_key, timeout=timeout or settings.backend_timeout
