@@ -10,9 +10,11 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.guard import Guard
+from api.jobs.store import JobStore
+from api.jobs.worker import JobRunner
 from api.metrics import Metrics
 from api.proxy import RetryPolicy
-from api.routes import chat, health, models, monitoring
+from api.routes import chat, health, jobs, models, monitoring
 from api.routing import build_router
 from api.settings import ServiceSettings, service_settings
 from api.stages import default_stages
@@ -30,6 +32,9 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     state.router = state.router or build_router(settings, state.provider, default=state.backend)
     state.retry = state.retry or RetryPolicy(settings.backend_retries, settings.backend_backoff)
     state.stages = state.stages or default_stages()
+    if state.jobs is None:
+        state.jobs = JobStore(settings.jobs_db_path())
+    state.extras.setdefault("job_runner", JobRunner(state.jobs))
     return state
 
 
@@ -52,9 +57,14 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             )
         complete_state(built, service, metrics)
         app.state.thresher = built
+        runner = built.extras["job_runner"]
+        resumed = runner.resume()
+        if resumed:
+            log.warning("requeued %d selection jobs left running: %s", len(resumed), resumed)
         try:
             yield
         finally:
+            runner.stop()
             assert built.router is not None
             await built.router.aclose()
 
@@ -77,4 +87,5 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(monitoring.router)
+    app.include_router(jobs.router)
     return app

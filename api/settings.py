@@ -59,6 +59,8 @@ class ServiceSettings(Settings):
     rate_limit_per_minute: int | None = Field(None, gt=0)
     jobs_db: Path | None = None
     jobs_dir: Path | None = None
+    # Folders a job's input path may point into (default: data_dir); uploads are always allowed.
+    jobs_input_roots: list[Path] = Field(default_factory=list)
 
     @field_validator("routes", mode="before")
     @classmethod

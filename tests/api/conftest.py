@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from api.app import create_app
@@ -11,6 +13,18 @@ from core.backends import LocalBackend
 from tests.api.servers import serve_app
 
 LOCAL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _service_data_dir(tmp_path_factory):
+    """Job databases and job folders of every test app go to a temporary folder."""
+    old = os.environ.get("THRESHER_DATA_DIR")
+    os.environ["THRESHER_DATA_DIR"] = str(tmp_path_factory.mktemp("service"))
+    yield
+    if old is None:
+        os.environ.pop("THRESHER_DATA_DIR")
+    else:
+        os.environ["THRESHER_DATA_DIR"] = old
 
 
 def local_state(provider, local_lm, settings: ServiceSettings) -> AppState:
