@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.state import State
+from core.device import resolve_device
 
 router = APIRouter(tags=["health"])
 
@@ -23,5 +24,5 @@ async def healthz(state: State) -> HealthResponse:
         status="ok",
         models=state.provider.loaded(),
         backend=state.backend.name,
-        device=state.provider.device,
+        device=resolve_device(state.provider.device),
     )
