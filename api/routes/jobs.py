@@ -23,6 +23,11 @@ from api.state import AppState, State
 from core.errors import ConfigError, InputError, NotFoundError
 
 router = APIRouter(tags=["selection"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such job, file or input path."},
+    422: {"description": "A bad recipe key or input path (error.param names it)."},
+    503: {"description": "This build has no selection engine."},
+}
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 UPLOAD_CHUNK = 1 << 20
 
@@ -52,7 +57,9 @@ class SelectionJobList(BaseModel):
     data: list[SelectionJobResponse]
 
 
-@router.post("/v1/selection/jobs", response_model=SelectionJobResponse, status_code=202)
+@router.post(
+    "/v1/selection/jobs", response_model=SelectionJobResponse, status_code=202, responses=ERRORS
+)
 def submit_job(request: SelectionJobRequest, state: State) -> SelectionJobResponse:
     """Queue a recipe; the answer has the job id to poll."""
     recipe = dict(request.recipe)
@@ -61,7 +68,12 @@ def submit_job(request: SelectionJobRequest, state: State) -> SelectionJobRespon
     return _submit(state, recipe, uuid.uuid4().hex)
 
 
-@router.post("/v1/selection/jobs/upload", response_model=SelectionJobResponse, status_code=202)
+@router.post(
+    "/v1/selection/jobs/upload",
+    response_model=SelectionJobResponse,
+    status_code=202,
+    responses=ERRORS,
+)
 def submit_upload(
     state: State,
     file: Annotated[UploadFile, File(description="The input data (jsonl, jsonl.gz, parquet).")],
@@ -95,7 +107,7 @@ def list_jobs(state: State) -> SelectionJobList:
     return SelectionJobList(data=[_response(j) for j in _store(state).list()])
 
 
-@router.get("/v1/selection/jobs/{job_id}", response_model=SelectionJobResponse)
+@router.get("/v1/selection/jobs/{job_id}", response_model=SelectionJobResponse, responses=ERRORS)
 def get_job(job_id: str, state: State) -> SelectionJobResponse:
     """Status, progress (the engine's progress bar), and the result when done."""
     return _response(_store(state).get(_check_id(job_id)))
@@ -104,7 +116,7 @@ def get_job(job_id: str, state: State) -> SelectionJobResponse:
 @router.get(
     "/v1/selection/jobs/{job_id}/files/{name:path}",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
 )
 def download(job_id: str, name: str, state: State) -> FileResponse:
     """One file the job wrote (the kept rows, rejects, scores, report)."""
