@@ -20,21 +20,21 @@ def client(live_local):
 
 def test_sync_chat_and_raw_headers(client):
     raw = client.chat.completions.with_raw_response.create(
-        model=LOCAL, messages=MESSAGES, max_tokens=6, temperature=0
+        model=LOCAL, messages=MESSAGES, max_tokens=4, temperature=0
     )
     completion = raw.parse()
     assert completion.choices[0].message.content
-    assert completion.usage.completion_tokens <= 6
+    assert completion.usage.completion_tokens <= 4
     assert int(raw.headers["x-thresher-tokens-before"]) > 0
     assert completion.model_extra["thresher"]["saved_tokens"] == 0
 
 
 def test_sync_stream_matches_the_whole_answer(client):
     whole = client.chat.completions.create(
-        model=LOCAL, messages=MESSAGES, max_tokens=6, temperature=0
+        model=LOCAL, messages=MESSAGES, max_tokens=4, temperature=0
     )
     stream = client.chat.completions.create(
-        model=LOCAL, messages=MESSAGES, max_tokens=6, temperature=0, stream=True
+        model=LOCAL, messages=MESSAGES, max_tokens=4, temperature=0, stream=True
     )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == whole.choices[0].message.content
@@ -46,10 +46,10 @@ def test_async_chat_and_stream(live_local):
             base_url=f"{live_local}/v1", api_key="unused", max_retries=0
         ) as aclient:
             whole = await aclient.chat.completions.create(
-                model=LOCAL, messages=MESSAGES, max_tokens=5, temperature=0
+                model=LOCAL, messages=MESSAGES, max_tokens=4, temperature=0
             )
             stream = await aclient.chat.completions.create(
-                model=LOCAL, messages=MESSAGES, max_tokens=5, temperature=0, stream=True
+                model=LOCAL, messages=MESSAGES, max_tokens=4, temperature=0, stream=True
             )
             parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
             return whole.choices[0].message.content, "".join(parts)
