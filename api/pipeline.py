@@ -1,7 +1,9 @@
 """The request-time pipeline: retrieve -> order -> fit one token budget -> compress -> forward.
 
-Each stage is optional, timed, and fails open: if a stage raises anything but a caller's mistake,
-the original request goes to the backend unchanged and the report says which stage failed.
+Each stage is optional and timed. A caller's mistake (an unknown method or pool) is caught when
+the stage is built, before anything runs, and answered with a 4xx; once running, a stage fails
+open: whatever it raises, the original request goes to the backend unchanged and the report
+says which stage failed and why.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.errors import ConfigError, InputError, NotFoundError
+from core.errors import ConfigError, InputError
 from core.record import message_text
 from core.tokens import TokenCounter
 
@@ -138,6 +140,15 @@ class PipelineReport:
 
 
 @dataclass
+class Retrieved:
+    """Demonstrations found for a request (a ``prompting.RetrievalResult``) and the template
+    that writes them (``classification`` for labelled pools, else ``generation``)."""
+
+    result: Any
+    template: str
+
+
+@dataclass
 class RequestContext:
     """What stages read and change. ``body`` is what will be forwarded."""
 
@@ -145,8 +156,8 @@ class RequestContext:
     body: dict[str, Any]
     options: ThresherOptions
     counter: TokenCounter
-    # Retrieved demonstrations waiting to be placed (set by retrieval, used by the budget).
-    demonstrations: list[Any] = field(default_factory=list)
+    # Retrieved, ordered demonstrations waiting to be placed by the budget stage.
+    demonstrations: Retrieved | None = None
     # Tokens the compressible text may use after the budget stage; None = no budget.
     text_budget: int | None = None
 
@@ -201,9 +212,7 @@ class Pipeline:
             start = time.perf_counter()
             try:
                 stage.run(ctx)
-            except (InputError, NotFoundError):
-                raise  # the caller's mistake (bad pool name, bad option): a 4xx, not fail-open
-            except Exception as exc:  # noqa: BLE001 - any other failure forwards the original
+            except Exception as exc:  # noqa: BLE001 - any failure forwards the original
                 log.exception("pipeline stage %s failed; forwarding the original", stage.name)
                 ms = (time.perf_counter() - start) * 1000
                 detail = f"{type(exc).__name__}: {exc}"[:300]
