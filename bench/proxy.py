@@ -1,8 +1,10 @@
 """Proxy overhead: p50/p99 added latency and requests/s through ``thresher serve`` against a fast
 loopback backend, 50 concurrent clients, compared with the same load sent to the backend direct.
+With ``--e2e``: long prompts end to end on the local backend, with and without compression.
 
     python bench/proxy.py            # 4000 requests each way
     python bench/proxy.py --smoke    # 400 requests each way, well under a minute
+    python bench/proxy.py --e2e --data ../shared/data/longqa.jsonl --stories 6
 
 Both servers are real processes on loopback; the load loop is bounded in count and time.
 """
@@ -92,13 +94,76 @@ def summary(name: str, lat: np.ndarray, wall: float) -> dict[str, float]:
     return row
 
 
+def end_to_end(data: Path, stories: int, rate: float, method: str, max_tokens: int) -> None:
+    """Total time per long prompt through the proxy on the local backend, compressed or not."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import service_settings
+
+    rows = [json.loads(line) for line in data.read_text().splitlines()[:stories]]
+    settings = service_settings(data_dir=ROOT / ".thresher" / "bench", compress_min_tokens=0)
+    results = []
+    with TestClient(create_app(settings)) as client:
+        model = settings.local_model
+        for row in rows:
+            messages = [
+                {"role": "system", "content": "Answer the question about the story briefly."},
+                {"role": "user", "content": row["context"]},
+                {"role": "user", "content": row["question"]},
+            ]
+            row_result = {}
+            for label, thresher in (
+                ("plain", None),
+                ("compressed", {"compression": {"method": method, "rate": rate}}),
+            ):
+                body = {"model": model, "messages": messages, "max_tokens": max_tokens,
+                        "temperature": 0}  # fmt: skip
+                if thresher:
+                    body["thresher"] = thresher
+                t0 = time.perf_counter()
+                answer = client.post("/v1/chat/completions", json=body).json()
+                seconds = time.perf_counter() - t0
+                stages = {s["name"]: s["ms"] for s in answer["thresher"]["stages"]}
+                row_result[label] = {
+                    "seconds": seconds,
+                    "prompt_tokens": answer["usage"]["prompt_tokens"],
+                    "compression_ms": stages.get("compression", 0.0),
+                }
+            results.append(row_result)
+            plain, comp = row_result["plain"], row_result["compressed"]
+            print(
+                f"{row['id'][:40]:<40} plain {plain['seconds']:6.2f} s "
+                f"{plain['prompt_tokens']:5d} tok"
+                f" | compressed {comp['seconds']:6.2f} s {comp['prompt_tokens']:5d} tok "
+                f"(compression {comp['compression_ms'] / 1000:5.2f} s)"
+            )
+    total = {k: sum(r[k]["seconds"] for r in results) for k in ("plain", "compressed")}
+    tokens = {k: sum(r[k]["prompt_tokens"] for r in results) for k in ("plain", "compressed")}
+    print(
+        f"total    plain {total['plain']:.1f} s, {tokens['plain']} prompt tokens | compressed "
+        f"{total['compressed']:.1f} s, {tokens['compressed']} prompt tokens "
+        f"({method}, rate {rate}); time ratio {total['compressed'] / total['plain']:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="400 requests each way")
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--e2e", action="store_true", help="long prompts on the local backend")
+    parser.add_argument("--data", type=Path, default=ROOT / "tests/data/api/longqa_small.jsonl")
+    parser.add_argument("--stories", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=0.5)
+    parser.add_argument("--method", default="llmlingua")
+    parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
+    if args.e2e:
+        stories = 1 if args.smoke else args.stories
+        end_to_end(args.data, stories, args.rate, args.method, args.max_tokens)
+        return
     total = 400 if args.smoke else args.requests
 
     backend_port, proxy_port = free_port(), free_port()
