@@ -86,7 +86,8 @@ async def forward(
     state: AppState, kind: Kind, request: ProxyRequest
 ) -> JSONResponse | StreamingResponse:
     assert state.router and state.metrics and state.retry and state.stages  # built in lifespan
-    body = request.model_dump(exclude_none=True, exclude={"thresher"})
+    # exclude_unset: the body goes on as the client wrote it, explicit nulls included.
+    body = request.model_dump(exclude_unset=True, exclude={"thresher"})
     route = state.router.resolve(request.model)
     if kind == "chat":
         validate_messages(body["messages"], field_name="messages")
