@@ -128,3 +128,4 @@ def main() -> None:
 
 
 # Command modules register themselves below, one line each (heavy imports stay inside commands).
+import api.commands.select  # noqa: E402, F401, I001

@@ -1,1 +1,39 @@
-"""Offline data selection for training sets: readers, scorers, filters, dedup, DSIR, executors."""
+"""Offline data selection for training sets: readers, scorers, filters, DSIR, executors.
+
+The one entry point (CLI, API jobs and notebooks)::
+
+    import selection
+    result = selection.run_recipe("recipe.yaml", "out/", executor="local")
+    result.report            # counts per step, histograms, kept/dropped examples
+    result.output_path       # the kept rows, every original field kept
+
+``import selection`` is light: pyarrow, ray, matplotlib and torch load only when a job needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from selection.recipe import Recipe, load_recipe
+from selection.registry import StepContext, StepParams, register_step
+
+if TYPE_CHECKING:
+    from selection.engine import JobResult, run_recipe
+
+__all__ = [
+    "JobResult",
+    "Recipe",
+    "StepContext",
+    "StepParams",
+    "load_recipe",
+    "register_step",
+    "run_recipe",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run_recipe", "JobResult"):
+        from selection import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'selection' has no attribute {name!r}")

@@ -1,0 +1,133 @@
+"""From built steps to passes over the data, and the per-batch work both executors share.
+
+A step contributes up to four operations, in this order: ``fit`` (a :class:`Fitted` step needs
+a pass over its input), ``score`` (a scorer, a map), ``filter`` (a map) and ``select`` (a global
+decision). ``fit`` and ``select`` are barriers: a pass runs the maps up to the next barrier, the
+driver reduces, and the next pass starts after it. Rows are never moved between passes, only
+their per-row state (alive or dropped by which step and why, and their scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from core.record import Record
+from core.steps import Filter, Scorer, Selector
+from selection.io import Reject
+from selection.registry import Fitted, ScoreSelector
+
+OpKind = Literal["fit", "score", "filter", "select"]
+ALIVE = -1
+
+
+@dataclass(frozen=True)
+class Op:
+    step: int
+    kind: OpKind
+
+
+def step_ops(index: int, step: Any) -> list[Op]:
+    """The operations a step contributes, found by the protocols it implements."""
+    ops: list[Op] = []
+    if isinstance(step, Fitted):
+        ops.append(Op(index, "fit"))
+    if isinstance(step, Scorer):
+        ops.append(Op(index, "score"))
+    if isinstance(step, Filter):
+        ops.append(Op(index, "filter"))
+    if isinstance(step, ScoreSelector | Selector):
+        ops.append(Op(index, "select"))
+    return ops
+
+
+def plan_passes(steps: Sequence[Any]) -> list[list[Op]]:
+    """Split the operations into passes, each ending at a barrier (or at the end)."""
+    passes: list[list[Op]] = []
+    current: list[Op] = []
+    for index, step in enumerate(steps):
+        ops = step_ops(index, step)
+        if not ops:
+            raise TypeError(
+                f"step {getattr(step, 'name', index)!r} implements none of Scorer, Filter, "
+                "Selector, ScoreSelector or Fitted (see selection.registry)"
+            )
+        for op in ops:
+            current.append(op)
+            if op.kind in ("fit", "select"):
+                passes.append(current)
+                current = []
+    if current or not passes:
+        passes.append(current)
+    return passes
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch of one pass produced, for the rows alive when the pass began."""
+
+    key: str
+    pos: np.ndarray
+    ids: list[str]
+    drop_step: np.ndarray
+    reasons: list[str | None]
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: dict[int, np.ndarray] = field(default_factory=dict)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def apply_ops(
+    key: str,
+    records: list[Record],
+    ops: Sequence[Op],
+    steps: Sequence[Any],
+    rejects: list[Reject] | None = None,
+) -> BatchOutcome:
+    """Run the map part of a pass over one batch of (alive) records.
+
+    A scorer with a ``score_names`` attribute returns one column per name (shape ``(n, m)``).
+    """
+    n = len(records)
+    outcome = BatchOutcome(
+        key=key,
+        pos=np.array([r.metadata["pos"] for r in records], dtype=np.int64),
+        ids=[r.id for r in records],
+        drop_step=np.full(n, ALIVE, dtype=np.int16),
+        reasons=[None] * n,
+        rejects=list(rejects or []),
+    )
+    alive = np.arange(n)
+    for op in ops:
+        step = steps[op.step]
+        live = [records[i] for i in alive]
+        if op.kind == "score":
+            names = list(getattr(step, "score_names", None) or [step.name])
+            columns = np.full((n, len(names)), np.nan)
+            if live:
+                values = np.asarray(step.score(live), dtype=np.float64)
+                flat_ok = len(names) == 1 and values.shape == (len(live),)
+                if not flat_ok and values.shape != (len(live), len(names)):
+                    raise ValueError(
+                        f"scorer {step.name!r} returned shape {values.shape} for "
+                        f"{len(live)} records and scores {names}"
+                    )
+                values = values.reshape(len(live), len(names))
+                columns[alive] = values
+                for record, row in zip(live, values, strict=True):
+                    record.scores.update(zip(names, map(float, row), strict=True))
+            for j, name in enumerate(names):
+                outcome.scores[name] = columns[:, j]
+        elif op.kind == "filter" and live:
+            mask, why = step.keep(live)
+            mask = np.asarray(mask, dtype=bool)
+            for j in np.flatnonzero(~mask):
+                i = alive[j]
+                outcome.drop_step[i] = op.step
+                outcome.reasons[i] = why[j] or f"dropped by {step.name}"
+            alive = alive[mask]
+        elif op.kind == "fit" and live:
+            outcome.stats[op.step] = np.asarray(step.fit_stats(live))
+    return outcome

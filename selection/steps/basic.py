@@ -1,0 +1,101 @@
+"""General-purpose steps: a length scorer, a threshold filter on any score, top-k on a score."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from core.record import Record
+from selection.registry import StepContext, StepParams, register_step
+
+
+class LengthParams(StepParams):
+    unit: Literal["chars", "words"] = "words"
+
+
+@register_step("length", params=LengthParams, example={"unit": "chars"})
+class LengthScorer:
+    """Scores a record by its length in characters or whitespace-separated words."""
+
+    def __init__(self, name: str, params: LengthParams, context: StepContext) -> None:
+        self.name = name
+        self.unit = params.unit
+
+    def score(self, records: Sequence[Record]) -> np.ndarray:
+        if self.unit == "chars":
+            return np.array([len(r.content) for r in records], dtype=np.float64)
+        return np.array([len(r.content.split()) for r in records], dtype=np.float64)
+
+
+class ThresholdParams(StepParams):
+    score: str = Field(description="Name of the score to threshold (a step name).")
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ThresholdParams:
+        if self.min is None and self.max is None:
+            raise ValueError("give 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is above 'max' ({self.max})")
+        return self
+
+
+@register_step("threshold", params=ThresholdParams, example={"score": "_len", "min": 20})
+class ThresholdFilter:
+    """Keeps records whose score lies in [min, max]; the reason says which bound failed."""
+
+    def __init__(self, name: str, params: ThresholdParams, context: StepContext) -> None:
+        self.name = name
+        self.score_name = params.score
+        self.low = params.min
+        self.high = params.max
+
+    def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
+        mask = np.ones(len(records), dtype=bool)
+        reasons: list[str | None] = [None] * len(records)
+        for i, record in enumerate(records):
+            value = record.scores.get(self.score_name)
+            if value is None or np.isnan(value):
+                mask[i], reasons[i] = False, f"no {self.score_name} score"
+            elif self.low is not None and value < self.low:
+                mask[i], reasons[i] = False, f"{self.score_name} < {self.low:g}"
+            elif self.high is not None and value > self.high:
+                mask[i], reasons[i] = False, f"{self.score_name} > {self.high:g}"
+        return mask, reasons
+
+
+class TopKParams(StepParams):
+    score: str
+    k: int | None = Field(None, gt=0)
+    fraction: float | None = Field(None, gt=0, le=1)
+    largest: bool = True
+
+    @model_validator(mode="after")
+    def _one(self) -> TopKParams:
+        if (self.k is None) == (self.fraction is None):
+            raise ValueError("give exactly one of 'k' and 'fraction'")
+        return self
+
+
+@register_step("top_k", params=TopKParams, example={"score": "_len", "fraction": 0.3})
+class TopK:
+    """Keeps the k (or a fraction) best records by one score; ties go to the earlier row."""
+
+    def __init__(self, name: str, params: TopKParams, context: StepContext) -> None:
+        self.name = name
+        self.params = params
+
+    def select_indices(
+        self, ids: Sequence[str], scores: dict[str, np.ndarray], seed: int
+    ) -> np.ndarray:
+        values = np.nan_to_num(
+            scores[self.params.score], nan=-np.inf if self.params.largest else np.inf
+        )
+        n = len(values)
+        k = self.params.k if self.params.k is not None else round(n * (self.params.fraction or 0))
+        order = np.argsort(-values if self.params.largest else values, kind="stable")
+        return np.sort(order[: min(k, n)])

@@ -1,0 +1,110 @@
+"""The ``dsir`` recipe step: importance resampling toward one or more target datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from core.errors import ConfigError, NotFoundError
+from core.record import Record
+from selection.dsir import HashedNgramDSIR
+from selection.io import read_records
+from selection.recipe import InputSpec
+from selection.registry import StepContext, StepParams, register_step
+
+
+class DSIRParams(StepParams):
+    target: list[InputSpec] = Field(min_length=1, description="Target datasets (files).")
+    proportions: list[float] | None = None
+    num: int | None = Field(None, gt=0, description="Rows to select.")
+    fraction: float | None = Field(None, gt=0, le=1)
+    ngrams: int = Field(2, ge=1, le=5)
+    buckets: int = Field(10000, ge=16)
+    smoothing: float = Field(1.0, gt=0)
+    method: Literal["gumbel", "topk"] = "gumbel"
+    target_mode: Literal["mixture", "separate"] = "mixture"
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _paths(cls, value: object) -> object:
+        if isinstance(value, str | dict):
+            value = [value]
+        if isinstance(value, list):
+            return [{"path": v, "shape": "auto"} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _size(self) -> DSIRParams:
+        if (self.num is None) == (self.fraction is None):
+            raise ValueError("give exactly one of 'num' and 'fraction'")
+        if self.proportions is not None and len(self.proportions) != len(self.target):
+            raise ValueError(
+                f"'proportions' has {len(self.proportions)} values for {len(self.target)} targets"
+            )
+        return self
+
+
+@register_step("dsir", params=DSIRParams)
+class DSIRStep:
+    """DSIR (Xie et al. 2023): fit on the raw stream, weight every row, resample ``num`` rows."""
+
+    def __init__(self, name: str, params: DSIRParams, context: StepContext) -> None:
+        self.name = name
+        self.params = params
+        self.model = HashedNgramDSIR(
+            params.ngrams, params.buckets, params.smoothing, params.target_mode, params.proportions
+        )
+        counts = []
+        for spec in params.target:
+            path = context.resolve(spec.path)
+            if not path.exists():
+                raise NotFoundError(f"DSIR target {str(path)!r} does not exist.", field="target")
+            counts.append(
+                self.model.counts(
+                    [r.content for r in b.records]
+                    for b in read_records(
+                        spec.model_copy(update={"path": str(path)}), strict=context.strict
+                    )
+                )
+            )
+            if counts[-1].sum() == 0:
+                raise ConfigError(f"DSIR target {str(path)!r} has no text.", field="target")
+        self.model.fit_target(counts)
+        if params.target_mode == "separate" and len(params.target) > 1:
+            self.score_names = [name] + [f"{name}.{Path(t.path).stem}" for t in params.target]
+
+    def fit_stats(self, records: Sequence[Record]) -> np.ndarray:
+        return self.model.featurize([r.content for r in records]).totals(self.params.buckets)
+
+    def fit_from_stats(self, total: np.ndarray) -> None:
+        self.model.fit_raw(total)
+
+    def score(self, records: Sequence[Record]) -> np.ndarray:
+        weights = self.model.log_weights([r.content for r in records])
+        if weights.shape[1] == 1:
+            return weights[:, 0]
+        return np.column_stack([weights.max(axis=1), weights])
+
+    def select_indices(
+        self, ids: Sequence[str], scores: dict[str, np.ndarray], seed: int
+    ) -> np.ndarray:
+        names = getattr(self, "score_names", [self.name])
+        columns = names[1:] if len(names) > 1 else names
+        weights = np.column_stack([scores[c] for c in columns])
+        n = len(ids)
+        k = (
+            self.params.num
+            if self.params.num is not None
+            else round(n * (self.params.fraction or 0))
+        )
+        return self.model.resample(weights, k, method=self.params.method, seed=seed)
+
+    def output_stats(self, records: Sequence[Record]) -> np.ndarray:
+        return self.fit_stats(records)
+
+    def report_metrics(self, total: np.ndarray) -> dict[str, float]:
+        return self.model.kl_report(total)

@@ -1,0 +1,98 @@
+"""CLI, Python and the recipe file agree; the CLI prints progress and a summary line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from selection_helpers import read_jsonl
+
+import selection
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dsir_cli_matches_the_python_call(tmp_path, raw_path, target_path):
+    out = tmp_path / "cli" / "picked.jsonl"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api",
+            "dsir",
+            "--raw",
+            str(raw_path),
+            "--target",
+            str(target_path),
+            "--num",
+            "120",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--buckets",
+            "5000",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = run.stdout.strip().splitlines()[-1]
+    assert summary.startswith("read 3000") and "kept 120" in summary and "kl_reduction" in summary
+    assert "rows" in run.stderr  # tqdm progress bars went to stderr
+
+    recipe = {
+        "inputs": [{"path": str(raw_path), "shape": "text"}],
+        "steps": [
+            {
+                "type": "dsir",
+                "target": [{"path": str(target_path), "shape": "text"}],
+                "num": 120,
+                "buckets": 5000,
+            }
+        ],
+        "output": {"path": "picked.jsonl"},
+        "seed": 3,
+    }
+    result = selection.run_recipe(recipe, tmp_path / "py", progress=False)
+    assert [r["id"] for r in read_jsonl(result.output_path)] == [r["id"] for r in read_jsonl(out)]
+    assert result.output_path.read_bytes() == out.read_bytes()
+
+
+def test_select_cli_runs_a_recipe_file(tmp_path, raw_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"inputs: ['{raw_path}']\nsteps:\n  - {{type: length, unit: chars}}\n"
+        "  - {type: threshold, score: length, min: 200, max: 400}\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "api", "select", str(recipe)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    kept = read_jsonl(tmp_path / "r.out" / "selected.jsonl")
+    assert kept and all(200 <= len(r["text"]) <= 400 for r in kept)
+    assert f"kept {len(kept)}" in run.stdout and "threshold dropped" in run.stdout
+
+
+def test_fresh_starts_over_and_a_changed_recipe_is_refused(tmp_path, raw_path):
+    from core.errors import ConfigError
+
+    base = {
+        "inputs": [str(raw_path)],
+        "steps": [{"type": "length"}, {"type": "top_k", "score": "length", "k": 3}],
+    }
+    first = selection.run_recipe(base, tmp_path, progress=False)
+    assert not first.resumed
+    assert selection.run_recipe(base, tmp_path, progress=False).resumed
+    changed = {**base, "steps": [{"type": "length"}, {"type": "top_k", "score": "length", "k": 4}]}
+    try:
+        selection.run_recipe(changed, tmp_path, progress=False)
+    except ConfigError as exc:
+        assert exc.field == "output_dir" and "--fresh" in str(exc)
+    else:
+        raise AssertionError("a different recipe reused the folder")
+    again = selection.run_recipe(changed, tmp_path, progress=False, fresh=True)
+    assert len(read_jsonl(again.output_path)) == 4 and not again.resumed
