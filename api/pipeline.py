@@ -39,7 +39,10 @@ class DemonstrationOptions(BaseModel):
 class CompressionOptions(BaseModel):
     """Prompt compression: keep ``rate`` of the tokens, or at most ``target_tokens``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The spec says what the validator does: the two targets exclude each other.
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"not": {"required": ["rate", "target_tokens"]}}
+    )
 
     method: str = "llmlingua"
     rate: float | None = Field(None, gt=0, le=1)
@@ -50,7 +53,7 @@ class CompressionOptions(BaseModel):
 
     @model_validator(mode="after")
     def _one_target(self) -> CompressionOptions:
-        if self.rate is not None and self.target_tokens is not None:
+        if {"rate", "target_tokens"} <= self.model_fields_set:
             raise ValueError("give either rate or target_tokens, not both")
         return self
 

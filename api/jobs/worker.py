@@ -24,16 +24,6 @@ LOG_NAME = "progress.log"
 OUTPUT_NAME = "output"
 
 
-def engine_available() -> bool:
-    """Whether this build has the selection engine (``selection.run_recipe``)."""
-    import selection
-
-    try:
-        return callable(getattr(selection, "run_recipe", None))
-    except Exception:  # noqa: BLE001 - a lazy attribute that fails to import counts as absent
-        return False
-
-
 def last_progress_line(path: Path, tail: int = 4096) -> str:
     """The last line a progress bar drew (bars redraw with carriage returns)."""
     if not path.exists():

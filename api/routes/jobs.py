@@ -13,12 +13,11 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from api.jobs.store import Job
-from api.jobs.worker import engine_available
 from api.state import AppState, State
 from core.errors import ConfigError, InputError, NotFoundError
 
@@ -26,7 +25,6 @@ router = APIRouter(tags=["selection"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such job, file or input path."},
     422: {"description": "A bad recipe key or input path (error.param names it)."},
-    503: {"description": "This build has no selection engine."},
 }
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 UPLOAD_CHUNK = 1 << 20
@@ -129,8 +127,6 @@ def download(job_id: str, name: str, state: State) -> FileResponse:
 
 
 def _submit(state: AppState, recipe: dict[str, Any], job_id: str) -> SelectionJobResponse:
-    if not engine_available():
-        raise HTTPException(503, "The selection engine (selection/) is not in this build.")
     import selection
 
     checked = selection.load_recipe(recipe)  # ConfigError names the bad key: a 422
