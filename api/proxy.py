@@ -51,33 +51,36 @@ class RetryPolicy:
         self, backend: str, attempt: Callable[[], Awaitable[Body]], metrics: Metrics
     ) -> Body:
         """Run ``attempt`` until it answers, retrying what is safe to retry."""
-        for n in range(self.retries + 1):
+        n = 0
+        while True:
             try:
                 return await attempt()
             except BackendError as exc:
-                metrics.backend_error(backend, error_kind(exc))
-                if not retryable(exc) or n == self.retries:
-                    raise
-                log.warning("backend %s failed (%s); retry %d", backend, exc, n + 1)
-                await asyncio.sleep(self.backoff * 2**n)
-        raise AssertionError("unreachable")  # the loop returns or raises
+                await self._after_failure(backend, exc, n, metrics)
+            n += 1
 
     async def open_stream(
         self, backend: str, start: Callable[[], AsyncIterator[Body]], metrics: Metrics
     ) -> tuple[Body | None, AsyncIterator[Body]]:
         """Start a stream and read its first chunk, retrying until that chunk arrives."""
-        for n in range(self.retries + 1):
+        n = 0
+        while True:
             stream = start()
             try:
-                first = await anext(aiter(stream), None)
-                return first, stream
+                return await anext(aiter(stream), None), stream
             except BackendError as exc:
-                metrics.backend_error(backend, error_kind(exc))
-                if not retryable(exc) or n == self.retries:
-                    raise
-                log.warning("backend %s failed to stream (%s); retry %d", backend, exc, n + 1)
-                await asyncio.sleep(self.backoff * 2**n)
-        raise AssertionError("unreachable")
+                await self._after_failure(backend, exc, n, metrics)
+            n += 1
+
+    async def _after_failure(
+        self, backend: str, exc: BackendError, n: int, metrics: Metrics
+    ) -> None:
+        """Count the failure; re-raise it if it is final, else wait before the next try."""
+        metrics.backend_error(backend, error_kind(exc))
+        if not retryable(exc) or n >= self.retries:
+            raise exc
+        log.warning("backend %s failed (%s); retry %d of %d", backend, exc, n + 1, self.retries)
+        await asyncio.sleep(self.backoff * 2**n)
 
 
 async def relay_sse(

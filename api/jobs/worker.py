@@ -66,17 +66,15 @@ def run_job(store: JobStore, job: Job) -> None:
 
 
 def describe(result: Any, job_dir: Path) -> dict[str, Any]:
-    """The job's result as JSON: the engine's summary and report, and every file it wrote."""
-    files = sorted(str(p.relative_to(job_dir)) for p in job_dir.rglob("*") if p.is_file())
-    report = result.report.to_dict() if hasattr(result.report, "to_dict") else {}
-    return {
-        "summary": result.summary(),
-        "output": str(Path(result.output_path).resolve().relative_to(job_dir.resolve())),
-        "report": report,
-        "resumed": bool(result.resumed),
-        "seconds": float(result.seconds),
-        "files": files,
-    }
+    """The engine's result as JSON, with paths relative to the job (no server paths leak), and
+    every file the job wrote."""
+    root = job_dir.resolve()
+    data = dict(result.to_dict())
+    for key in ("output_path", "report_dir", "rejects_path", "scores_path", "dropped_path"):
+        if data.get(key):
+            data[key] = str(Path(data[key]).resolve().relative_to(root))
+    data["files"] = sorted(str(p.relative_to(job_dir)) for p in job_dir.rglob("*") if p.is_file())
+    return data
 
 
 def worker_main(db_path: str, idle_exit_seconds: float | None = None) -> None:

@@ -52,7 +52,8 @@ def test_submit_follow_and_download(client, rows_path):
     job = wait_for(client, response.json()["id"])
     assert job["status"] == "succeeded", job["error"]
     assert "7" in job["result"]["summary"]
-    output = next(f for f in job["files"] if f.endswith(job["result"]["output"]))
+    output = next(f for f in job["files"] if f.endswith(job["result"]["output_path"]))
+    assert not job["result"]["output_path"].startswith("/")
     kept = [json.loads(line) for line in client.get(output).text.splitlines()]
     assert len(kept) == 7
     assert job["id"] in [j["id"] for j in client.get("/v1/selection/jobs").json()["data"]]
