@@ -37,6 +37,8 @@ class BackendRouter:
         default_models: Names the default backend answers to.
         routes: Extra routes by model name, each with its own backend.
         tokenizer: Token counter name used where a route names none.
+        default_tokenizer: The default backend's counter (its own tokenizer when local).
+        clients: HTTP clients built for the backends, closed with the router.
     """
 
     def __init__(
@@ -46,12 +48,14 @@ class BackendRouter:
         routes: dict[str, tuple[ChatBackend, RouteSpec]] | None = None,
         tokenizer: str = "cl100k_base",
         default_tokenizer: str | None = None,
+        clients: list[Any] | None = None,
     ) -> None:
         self.default = default
         self.default_models = default_models
         self.routes = routes or {}
         self.tokenizer = tokenizer
         self.default_tokenizer = default_tokenizer or tokenizer
+        self.clients = clients or []  # the HTTP clients the router made, closed with it
 
     def resolve(self, model: str) -> Route:
         """The route for ``model``; :class:`NotFoundError` names the routable models if none."""
@@ -90,6 +94,11 @@ class BackendRouter:
                 log.warning("wildcard backend %s did not list its models: %s", backend.name, exc)
         return names
 
+    def tokenizers(self) -> list[str]:
+        """Every token counter a route may use (the lifespan loads them before traffic)."""
+        named = [spec.tokenizer for _, spec in self.routes.values() if spec.tokenizer]
+        return list(dict.fromkeys([self.tokenizer, self.default_tokenizer, *named]))
+
     def backends(self) -> list[ChatBackend]:
         """Each distinct backend once (several routes may share one)."""
         seen: dict[int, ChatBackend] = {id(self.default): self.default}
@@ -100,6 +109,8 @@ class BackendRouter:
     async def aclose(self) -> None:
         for backend in self.backends():
             await backend.aclose()
+        for client in self.clients:
+            await client.aclose()
 
 
 def build_router(
@@ -114,6 +125,7 @@ def build_router(
     """
     remote: dict[tuple[str, str | None, float | None], ChatBackend] = {}
     local: list[ChatBackend] = []
+    clients: list[Any] = []
     if isinstance(default, LocalBackend):
         local.append(default)
 
@@ -125,9 +137,17 @@ def build_router(
             return local[0]
         key = (url, api_key, timeout)
         if key not in remote:
-            remote[key] = OpenAICompatibleBackend(
-                url, api_key=api_key, timeout=timeout or settings.backend_timeout
+            import httpx
+
+            # httpx keeps 20 idle connections by default: under more concurrent requests it
+            # would open and close a TCP connection per request.
+            size = settings.backend_max_connections
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout or settings.backend_timeout, connect=10.0),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
             )
+            clients.append(client)
+            remote[key] = OpenAICompatibleBackend(url, api_key=api_key, client=client)
         return remote[key]
 
     default = default or make(settings.backend, settings.backend_api_key, None)
@@ -145,4 +165,6 @@ def build_router(
     if not default_models and WILDCARD not in routes:
         # A remote default with no model named forwards every name, as a plain proxy would.
         routes[WILDCARD] = (default, RouteSpec(url=settings.backend))
-    return BackendRouter(default, default_models, routes, settings.tokenizer, default_tokenizer)
+    return BackendRouter(
+        default, default_models, routes, settings.tokenizer, default_tokenizer, clients
+    )

@@ -54,6 +54,7 @@ class ServiceSettings(Settings):
     # ... and skip when the predicted compression time (learned per method) exceeds this.
     compress_latency_budget_ms: float | None = Field(None, gt=0)
     backend_retries: int = Field(2, ge=0, le=10)
+    backend_max_connections: int = Field(256, ge=1)
     backend_backoff: float = Field(0.25, ge=0)
     # Requests per minute per API key (or per client address when no keys are set).
     rate_limit_per_minute: int | None = Field(None, gt=0)
