@@ -14,7 +14,7 @@ from api.jobs.store import JobStore
 from api.jobs.worker import JobRunner
 from api.metrics import Metrics
 from api.proxy import RetryPolicy
-from api.routes import chat, health, jobs, models, monitoring
+from api.routes import chat, compress, health, jobs, models, monitoring, pools
 from api.routing import build_router
 from api.settings import ServiceSettings, service_settings
 from api.stages import default_stages
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
                 settings=service, provider=provider, backend=router.default, router=router
             )
         complete_state(built, service, metrics)
+        pools.install(built)
+        built.extras.setdefault("compressors", compress.build_compressors(service, built.provider))
         app.state.thresher = built
         runner = built.extras["job_runner"]
         resumed = runner.resume()
@@ -90,6 +92,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(models.router)
     app.include_router(monitoring.router)
     app.include_router(jobs.router)
+    app.include_router(pools.router)
+    app.include_router(compress.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

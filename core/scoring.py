@@ -71,6 +71,19 @@ class TokenScorer:
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids)))
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of ``text`` and the ``(start, end)`` characters each covers.
+
+        Byte-level pieces of one character (a CJK ideograph, an emoji) share that character's
+        offsets, so callers can group tokens by character without ever splitting one.
+        """
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["input_ids"]), [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+
+    def stream(self, prefix: Sequence[int] = (), *, exact: bool = False) -> ScoringStream:
+        """A :class:`ScoringStream` that starts after the document start token and ``prefix``."""
+        return ScoringStream(self, prefix, exact=exact)
+
     def token_logprobs(
         self, texts: Sequence[str], *, batch_size: int | None = None
     ) -> list[TokenLogprobs]:
@@ -180,3 +193,120 @@ class TokenScorer:
                 target = ids[:, start + 1 : stop + 1].unsqueeze(-1)
                 result[:, start:stop] = logp.gather(-1, target).squeeze(-1).cpu()
         return [result[b, : len(r) - 1].numpy().copy() for b, r in enumerate(rows)]
+
+
+class ScoringStream:
+    """Scores a sequence segment by segment, carrying the KV cache of the kept text forward.
+
+    Iterative prompt compression scores each segment given the *compressed* text before it:
+    :meth:`score` returns the log-probs of a new segment given everything kept so far, and
+    :meth:`keep` says which of its tokens stay. With ``exact=False`` (LLMLingua's own approach)
+    the cache entries of dropped tokens are cut out, so every token is fed once; the kept
+    tokens' entries still carry what they saw of the dropped ones. With ``exact=True`` the
+    kept tokens are fed again on their own, about a third more work at 3x compression. When
+    the kept text outgrows ``max_context``, the cache restarts from its last ``overlap`` tokens.
+    """
+
+    def __init__(self, scorer: TokenScorer, prefix: Sequence[int] = (), *, exact: bool = False):
+        self.scorer = scorer
+        self.exact = exact
+        self.tokens_fed = 0
+        self._history: list[int] = []
+        self._cache: Any = None
+        self._next: Any = None  # log-probs of the token after the kept text
+        self._pending: list[int] = []  # ids of the last scored segment, awaiting keep()
+        # Position of the next token. Pruning leaves the kept entries at their original
+        # positions, so new tokens continue from there, not from the shorter cache length.
+        self._position = 0
+        self._feed([scorer.start_id, *prefix])
+
+    def _feed(self, ids: list[int]) -> Any:
+        """Run ``ids`` through the model after the cache; returns their log-probs (n, vocab)."""
+        import torch
+
+        s = self.scorer
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(ids), s.window):
+                x = torch.tensor([ids[start : start + s.window]], device=s.device)
+                where = torch.arange(self._position, self._position + x.shape[1], device=s.device)
+                self._position += x.shape[1]
+                out = s.model(
+                    input_ids=x,
+                    position_ids=where.unsqueeze(0),
+                    past_key_values=self._cache,
+                    use_cache=True,
+                )
+                self._cache = out.past_key_values
+                rows.append(torch.log_softmax(out.logits[0].float(), dim=-1))
+        self.tokens_fed += len(ids)
+        self._history.extend(ids)
+        logp = torch.cat(rows)
+        self._next = logp[-1]
+        return logp
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """Log-prob of each of ``ids`` given the kept text; call :meth:`keep` before the next."""
+        import torch
+
+        ids = list(ids)
+        if self._pending:
+            raise RuntimeError("call keep() for the last scored segment before scoring another")
+        if not ids:
+            return np.zeros(0, dtype=np.float32)
+        s = self.scorer
+        if self._cache.get_seq_length() + len(ids) > s.max_context:
+            keep = self._history[-max(1, min(s.overlap, s.max_context - len(ids) - 1)) :]
+            self._cache, self._history, self._position = None, [], 0
+            self._feed(keep)
+        first = self._next
+        logp = self._feed(ids)
+        self._history = self._history[: len(self._history) - len(ids)]
+        targets = torch.tensor(ids, device=logp.device)
+        out = torch.empty(len(ids), dtype=torch.float32)
+        out[0] = first[targets[0]]
+        if len(ids) > 1:
+            out[1:] = logp[:-1].gather(-1, targets[1:].unsqueeze(-1)).squeeze(-1).cpu()
+        self._pending = ids
+        return out.numpy()
+
+    def keep(self, mask: Sequence[bool]) -> None:
+        """Keep the tokens of the last scored segment where ``mask`` is true."""
+        import torch
+
+        ids, self._pending = self._pending, []
+        kept = [t for t, k in zip(ids, mask, strict=True) if k]
+        if self.exact:
+            self._cache.crop(-len(ids))
+            self._position -= len(ids)
+            if kept:
+                self._feed(kept)
+            else:
+                self._history_next()
+            return
+        self._history.extend(kept)
+        if len(kept) == len(ids):
+            return
+        total = self._cache.get_seq_length()
+        index = torch.tensor(
+            list(range(total - len(ids))) + [total - len(ids) + i for i, k in enumerate(mask) if k],
+            device=self.scorer.device,
+        )
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(-2, index)
+            layer.values = layer.values.index_select(-2, index)
+
+    def _history_next(self) -> None:
+        """After cropping a scored segment, recover the log-probs of the token after the kept
+        text by feeding its last token again."""
+        last = self._history.pop()
+        self._cache.crop(-1)
+        self._position -= 1
+        self._feed([last])
+
+    def commit(self, ids: Sequence[int]) -> None:
+        """Append ``ids`` (a separator, say) to the kept text."""
+        if self._pending:
+            raise RuntimeError("call keep() for the last scored segment first")
+        if ids:
+            self._feed(list(ids))

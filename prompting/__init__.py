@@ -1,1 +1,62 @@
-"""In-context demonstrations: a persisted pool, retrievers, orderers, assembly under a budget."""
+"""In-context demonstrations: a persisted pool, retrievers, orderers, assembly under a budget.
+
+Importing ``prompting`` loads neither faiss nor torch; they load when a pool is built or a
+scorer is used.
+
+Typical use::
+
+    pool = Pool(provider.embedder()).fit(records)
+    result = get_retriever("knn").fit(pool).retrieve("book a table for two", k=4)
+    result = get_orderer("similarity").order(result)
+    prompt = assemble(result.query, result, counter=provider.token_counter("gpt-4o"),
+                      budget_tokens=512)
+"""
+
+from prompting.assembly import TEMPLATES, AssembledPrompt, Template, assemble, get_template
+from prompting.index import IndexConfig
+from prompting.ordering import Orderer
+from prompting.pipeline import Demonstrations, demonstrate
+from prompting.pool import Pool, demonstration, record_label, record_output
+from prompting.registry import (
+    ORDER_NAMES,
+    ORDERERS,
+    RETRIEVER_NAMES,
+    RETRIEVERS,
+    OrderName,
+    RetrieverName,
+    get_orderer,
+    get_retriever,
+)
+from prompting.result import Demonstration, RetrievalResult
+from prompting.retrievers import Retriever
+from prompting.store import PoolStore, check_pool_name, read_demonstrations
+
+__all__ = [
+    "ORDERERS",
+    "ORDER_NAMES",
+    "RETRIEVERS",
+    "RETRIEVER_NAMES",
+    "TEMPLATES",
+    "AssembledPrompt",
+    "Demonstration",
+    "Demonstrations",
+    "IndexConfig",
+    "OrderName",
+    "Orderer",
+    "Pool",
+    "PoolStore",
+    "RetrievalResult",
+    "Retriever",
+    "RetrieverName",
+    "Template",
+    "assemble",
+    "check_pool_name",
+    "demonstrate",
+    "demonstration",
+    "get_orderer",
+    "get_retriever",
+    "get_template",
+    "read_demonstrations",
+    "record_label",
+    "record_output",
+]

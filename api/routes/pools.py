@@ -1,0 +1,135 @@
+"""Demonstration pools and retrieval: ``/v1/pools`` and ``/v1/demonstrations``.
+
+Routes are plain ``def`` so embedding and LM probing run in the threadpool, not on the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.state import AppState, State
+from prompting import PoolStore, check_pool_name, demonstrate, demonstration
+
+router = APIRouter(tags=["pools"])
+STORE_KEY = "pools"
+
+
+def install(state: AppState) -> PoolStore:
+    """Put the pool store in ``state.extras`` (the lifespan calls this once)."""
+    if STORE_KEY not in state.extras:
+        settings = state.settings
+        state.extras[STORE_KEY] = PoolStore(
+            settings.data_dir, lambda: state.provider.embedder(settings.embedder_model)
+        )
+    return state.extras[STORE_KEY]  # type: ignore[no-any-return]
+
+
+def get_store(state: State) -> PoolStore:
+    return install(state)
+
+
+Store = Annotated[PoolStore, Depends(get_store)]
+
+
+class PoolRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    text: str
+    label: str | None = None
+    output: str | None = None
+
+
+class CreatePoolRequest(BaseModel):
+    name: str
+    records: list[PoolRecord] = Field(min_length=1)
+    replace: bool = False
+
+
+class AddRecordsRequest(BaseModel):
+    records: list[PoolRecord] = Field(min_length=1)
+
+
+class PoolResponse(BaseModel):
+    name: str
+    size: int
+    labels: list[str]
+    index: str
+
+
+class DemonstrationsRequest(BaseModel):
+    pool: str
+    query: str
+    k: int
+    method: str = "knn"
+    order: str = "similarity"
+    budget_tokens: int | None = None
+    model: str = Field("cl100k_base", description="Target model whose tokenizer counts tokens.")
+    instruction: str | None = None
+
+
+class DemonstrationItem(BaseModel):
+    id: str
+    text: str
+    label: str | None = None
+    output: str | None = None
+    score: float
+
+
+class DemonstrationsResponse(BaseModel):
+    method: str
+    order: str | None
+    demonstrations: list[DemonstrationItem]
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    tokens: int | None = None
+    dropped: list[str] | None = None
+
+
+def _records(items: list[PoolRecord]) -> list[Any]:
+    return [demonstration(r.id, r.text, label=r.label, output=r.output) for r in items]
+
+
+def _describe(name: str, store: PoolStore) -> PoolResponse:
+    pool = store.get(name)
+    return PoolResponse(name=name, size=len(pool), labels=pool.labels_, index=pool.index_.kind)
+
+
+@router.post("/v1/pools", response_model=PoolResponse, status_code=201)
+def create_pool(body: CreatePoolRequest, store: Store) -> PoolResponse:
+    """Create (or with ``replace`` overwrite) a named pool from records."""
+    check_pool_name(body.name)
+    store.create(body.name, _records(body.records), replace=body.replace)
+    return _describe(body.name, store)
+
+
+@router.post("/v1/pools/{name}/records", response_model=PoolResponse)
+def add_records(name: str, body: AddRecordsRequest, store: Store) -> PoolResponse:
+    """Add records to a pool without rebuilding its index."""
+    store.add(name, _records(body.records))
+    return _describe(name, store)
+
+
+@router.post(
+    "/v1/demonstrations", response_model=DemonstrationsResponse, response_model_exclude_none=True
+)
+def demonstrations(body: DemonstrationsRequest, store: Store, state: State) -> dict[str, Any]:
+    """Retrieve, order and (with ``budget_tokens``) assemble demonstrations for a query."""
+    pool = store.get(body.pool)
+    provider = state.provider
+    found = demonstrate(
+        pool,
+        body.query,
+        body.k,
+        method=body.method,
+        order=body.order,
+        budget_tokens=body.budget_tokens,
+        counter=provider.token_counter(body.model) if body.budget_tokens is not None else None,
+        scorer=lambda: provider.scorer(state.settings.scorer_model),
+        instruction=body.instruction,
+        retriever=store.retriever(body.pool, body.method),
+    )
+    return found.to_dict()

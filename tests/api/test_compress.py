@@ -1,0 +1,147 @@
+"""POST /v1/compress and `thresher compress`: errors, and parity with the Python call."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.routes.compress import compression_scorer
+from api.state import AppState
+from compression import get_compressor
+from core.backends import LocalBackend
+from core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def client(provider, local_lm):
+    settings = Settings()
+    state = AppState(
+        settings=settings, provider=provider, backend=LocalBackend(local_lm, max_new_tokens=8)
+    )
+    with TestClient(create_app(settings, state=state)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def story(data_dir):
+    return json.loads((data_dir / "longqa_small.jsonl").open().readline())
+
+
+def test_compress_returns_counts_and_kept_spans(client, story):
+    response = client.post(
+        "/v1/compress",
+        json={"context": story["context"], "question": story["question"], "rate": 0.4},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["origin_tokens"] > body["compressed_tokens"] > 0
+    assert body["ratio"] == pytest.approx(body["origin_tokens"] / body["compressed_tokens"], 1e-3)
+    original = story["context"] + "\n\n" + story["question"]
+    spans = body["kept"]
+    assert spans and all(0 <= a < b <= len(original) for a, b in spans)
+    assert body["compressed"].endswith(story["question"])
+
+
+def test_compress_messages(client, story):
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": story["context"]},
+        {"role": "assistant", "content": "I read it."},
+        {"role": "user", "content": story["question"]},
+    ]
+    body = client.post("/v1/compress", json={"messages": messages, "rate": 0.5}).json()
+    assert [m["role"] for m in body["messages"]] == [m["role"] for m in messages]
+    assert body["messages"][-1]["content"] == story["question"]
+
+
+def test_short_prompt_is_unchanged(client):
+    body = client.post("/v1/compress", json={"context": "Tiny prompt.", "rate": 0.5}).json()
+    assert body["ratio"] == 1.0 and body["compressed"] == "Tiny prompt." and body["note"]
+
+
+@pytest.mark.parametrize(
+    "payload, param",
+    [
+        ({"context": "text", "rate": 1.5}, "rate"),
+        ({"context": "text", "rate": 0}, "rate"),
+        ({"context": "text", "target_tokens": 0}, "target_tokens"),
+        ({"context": ""}, "context"),
+        ({"context": "text", "method": "zip"}, "method"),
+        ({"messages": [{"role": "user", "content": ""}]}, "messages"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"rate": 0.5}, "context"),
+    ],
+)
+def test_bad_input_is_422_with_the_field(client, payload, param):
+    response = client.post("/v1/compress", json=payload)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+
+
+def test_invalid_utf8_body_is_rejected(client):
+    response = client.post(
+        "/v1/compress",
+        content=b'{"context": "caf\xe9 au lait", "rate": 0.5}',
+        headers={"content-type": "application/json"},
+    )
+    assert 400 <= response.status_code < 500
+    assert "error" in response.json()
+
+
+def run_cli(*args, stdin=None):
+    return subprocess.run(
+        [sys.executable, "-m", "api", "compress", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (["--rate", "2"], b"text", "rate must be in (0, 1]"),
+        (["--target-tokens", "0"], b"text", "target_tokens must be positive"),
+        (["no-such-file.txt"], None, "does not exist"),
+        (["-"], b"caf\xe9", "not valid UTF-8"),
+        (["--method", "zip"], b"text", "Unknown method 'zip'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(args, stdin, message):
+    result = run_cli(*args, stdin=stdin)
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert message in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_cli_api_and_python_agree(client, provider, counter, story, tmp_path):
+    """The same prompt through the three ways in gives the same compression."""
+    path = tmp_path / "story.txt"
+    path.write_text(story["context"], encoding="utf-8")
+    args = ["--rate", "0.4", "--question", story["question"], "--method", "llmlingua"]
+    cli = run_cli(str(path), *args, "--json")
+    assert cli.returncode == 0, cli.stderr.decode()
+    from_cli = json.loads(cli.stdout)
+    from_api = client.post(
+        "/v1/compress",
+        json={
+            "context": story["context"],
+            "question": story["question"],
+            "rate": 0.4,
+            "method": "llmlingua",
+        },
+    ).json()
+    compressor = get_compressor(
+        "llmlingua", scorer=compression_scorer(provider, Settings()), counter=counter
+    )
+    from_python = compressor.compress(story["context"], question=story["question"], rate=0.4)
+    for key in ("compressed", "origin_tokens", "compressed_tokens", "ratio"):
+        assert from_cli[key] == from_api[key] == from_python.to_dict()[key], key
