@@ -129,3 +129,4 @@ def main() -> None:
 
 # Command modules register themselves below, one line each (heavy imports stay inside commands).
 import api.commands.select  # noqa: E402, F401, I001
+import api.commands.filter  # noqa: E402, F401, I001

@@ -1,0 +1,241 @@
+"""Quality steps for instruction data: rules, dedup, diversity, judge, perplexity/IFD and a
+learned classifier (see selection.quality, selection.dedup, selection.diversity)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from core.record import Record
+from selection.dedup import Deduplicator
+from selection.quality.classifier import QualityClassifier
+from selection.quality.heuristics import DEFAULT_RULES, HeuristicFilter, RuleName
+from selection.quality.perplexity import PerplexityScorer
+from selection.registry import StepContext, StepParams, register_step
+
+
+class RulesParams(StepParams):
+    rules: list[RuleName] = Field(default_factory=lambda: list(DEFAULT_RULES))
+
+
+@register_step("quality_rules", params=RulesParams, example={})
+class QualityRules:
+    """Heuristic rules on instruction, input and every response; each firing rule is a reason."""
+
+    def __init__(self, name: str, params: RulesParams, context: StepContext) -> None:
+        self.name = name
+        self.filter = HeuristicFilter(rules=tuple(params.rules), name=name)
+
+    def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
+        return self.filter.keep(records)
+
+
+class DedupParams(StepParams):
+    method: Literal["exact", "minhash", "semantic"] = "minhash"
+    threshold: float = Field(0.7, gt=0, le=1)
+    ngram: int = Field(3, ge=1)
+    num_perm: int = Field(128, ge=16)
+    max_df: float = Field(0.01, gt=0, le=1)
+    prefer: Literal["first", "fluent", "score"] = "fluent"
+    score: str | None = None
+    largest: bool = True
+
+
+ID_BYTES = 60  # ids are carried in fit statistics in 6-byte chunks (exact in float64)
+
+
+def encode_ids(ids: Sequence[str]) -> np.ndarray:
+    """Ids as float64 columns, so they travel in a step's fit statistics."""
+    out = np.zeros((len(ids), ID_BYTES // 6))
+    for i, rid in enumerate(ids):
+        raw = rid.encode("utf-8")[:ID_BYTES].ljust(ID_BYTES, b"\0")
+        out[i] = [int.from_bytes(raw[k : k + 6], "big") for k in range(0, ID_BYTES, 6)]
+    return out
+
+
+def decode_id(row: np.ndarray) -> str:
+    raw = b"".join(int(v).to_bytes(6, "big") for v in row)
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+@register_step("dedup", params=DedupParams, example={"method": "exact"})
+class DedupStep:
+    """Drops exact, near (MinHash) or semantic duplicates, keeping one copy per cluster; each
+    dropped row's reason names the id it duplicates.
+
+    Streams: every batch contributes one signature row per record (its position, id, rank cost
+    and hash, MinHash signature or embedding); the rows are concatenated and clustered once on
+    the driver, and the filter then drops all but each cluster's representative.
+    """
+
+    fit_reduce = "concat"
+
+    def __init__(self, name: str, params: DedupParams, context: StepContext) -> None:
+        self.name = name
+        self.params = params
+        self.context = context
+        self._dedup: Deduplicator | None = None
+        self.duplicate_of_: dict[int, str] = {}
+
+    @property
+    def dedup(self) -> Deduplicator:
+        if self._dedup is None:
+            p = self.params
+            embedder = self.context.provider.embedder() if p.method == "semantic" else None
+            self._dedup = Deduplicator(
+                method=p.method, threshold=p.threshold, ngram=p.ngram, num_perm=p.num_perm,
+                max_df=p.max_df, prefer=p.prefer, score=p.score, largest=p.largest,
+                embedder=embedder, name=self.name,
+            )  # fmt: skip
+        return self._dedup
+
+    def fit_stats(self, records: Sequence[Record]) -> np.ndarray:
+        pos = np.array([[r.metadata.get("pos", i)] for i, r in enumerate(records)], dtype=float)
+        signatures = self.dedup.signatures(records)
+        if not len(records):
+            return np.zeros((0, 1 + ID_BYTES // 6 + signatures.shape[1]))
+        return np.column_stack([pos, encode_ids([r.id for r in records]), signatures])
+
+    def fit_from_stats(self, total: np.ndarray) -> None:
+        if not len(total):
+            self.duplicate_of_ = {}
+            return
+        total = total[np.argsort(total[:, 0], kind="stable")]
+        width = ID_BYTES // 6
+        best = self.dedup.cluster_signatures(total[:, 1 + width :])
+        self.duplicate_of_ = {
+            int(total[i, 0]): decode_id(total[b, 1 : 1 + width])
+            for i, b in enumerate(best.tolist())
+            if b != i
+        }
+
+    def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
+        found = [self.duplicate_of_.get(int(r.metadata.get("pos", -1))) for r in records]
+        mask = np.array([d is None for d in found], dtype=bool)
+        method = self.params.method
+        return mask, [None if d is None else f"{method} duplicate of {d}" for d in found]
+
+
+class DiversityParams(StepParams):
+    budget: int = Field(gt=0)
+    strategy: Literal["kcenter", "score_first"] = "kcenter"
+    score: str | None = None
+    min_distance: float = Field(0.1, ge=0, le=2)
+
+
+@register_step("diversity", params=DiversityParams, example={"budget": 5})
+class DiversityStep:
+    """Keeps a diverse subset of at most ``budget`` rows (k-center greedy or DEITA score-first)."""
+
+    def __init__(self, name: str, params: DiversityParams, context: StepContext) -> None:
+        self.name = name
+        self.params = params
+        self.context = context
+
+    def select(self, records: Sequence[Record], k: int | None = None) -> list[Record]:
+        from selection.diversity import DiverseSubset
+
+        p = self.params
+        subset = DiverseSubset(
+            self.context.provider.embedder(), p.budget, p.strategy, p.score, p.min_distance,
+            name=self.name,
+        )  # fmt: skip
+        return subset.select(records, k)
+
+
+class JudgeParams(StepParams):
+    backend: str = Field(description="'local' or an OpenAI-compatible base URL (.../v1).")
+    model: str = "judge"
+    optional: bool = Field(False, description="Record ratings as missing if the judge is down.")
+    concurrency: int = Field(8, gt=0)
+    retries: int = Field(3, ge=0)
+    timeout: float = Field(60.0, gt=0)
+
+
+# No conformance example: rating 400 rows with a generating LM is a job, not a unit test; the
+# judge is tested against a real server in tests/selection/quality/test_judge.py.
+@register_step("judge", params=JudgeParams)
+class JudgeStep:
+    """AlpaGasus-style 0-5 rating by an LLM; missing ratings are NaN, never a default."""
+
+    def __init__(self, name: str, params: JudgeParams, context: StepContext) -> None:
+        import asyncio
+
+        from core.errors import BackendError
+        from selection.quality.judge import LLMJudge
+
+        self.name = name
+        self.params = params
+        self.judge = LLMJudge(
+            self._backend(params, context), model=params.model,
+            concurrency=params.concurrency, retries=params.retries, name=name,
+        )  # fmt: skip
+        self.available = True
+        try:
+            asyncio.run(self.judge.check())
+        except BackendError:
+            if not params.optional:
+                raise
+            self.available = False
+
+    @staticmethod
+    def _backend(params: JudgeParams, context: StepContext):  # type: ignore[no-untyped-def]
+        from functools import partial
+
+        from core.backends import LocalBackend, OpenAICompatibleBackend
+
+        if params.backend == "local":
+            return LocalBackend(context.provider.causal_lm(), max_new_tokens=48)
+        # One HTTP client per event loop: the judge opens and closes it around each batch.
+        return partial(OpenAICompatibleBackend, params.backend, timeout=params.timeout)
+
+    def score(self, records: Sequence[Record]) -> np.ndarray:
+        if not self.available:
+            return np.full(len(records), np.nan)
+        return self.judge.score(records)
+
+
+class PerplexityParams(StepParams):
+    model: str | None = Field(None, description="Causal LM (default: the settings' scorer).")
+    max_prompt_tokens: int = Field(384, ge=0)
+    max_response_tokens: int = Field(128, gt=0)
+
+
+@register_step("perplexity", params=PerplexityParams, example={"max_response_tokens": 8})
+class PerplexityStep:
+    """PPL of each response given its request, alone, and their ratio IFD (Superfiltering)."""
+
+    def __init__(self, name: str, params: PerplexityParams, context: StepContext) -> None:
+        self.name = name
+        self.params = params
+        self.context = context
+        self.score_names = [name, f"{name}.alone", f"{name}.ifd"]
+        self._scorer: PerplexityScorer | None = None
+
+    def score(self, records: Sequence[Record]) -> np.ndarray:
+        if self._scorer is None:
+            provider = self.context.provider
+            lm = provider.scorer(self.params.model) if self.params.model else provider.scorer()
+            self._scorer = PerplexityScorer(
+                lm, self.params.max_prompt_tokens, self.params.max_response_tokens, self.name
+            )
+        return self._scorer.score(records)
+
+
+class ClassifierParams(StepParams):
+    path: str = Field(description="Folder written by QualityClassifier.save.")
+
+
+@register_step("classifier", params=ClassifierParams)
+class ClassifierStep:
+    """P(good) from a hashed n-gram classifier fitted on a good set versus a raw set."""
+
+    def __init__(self, name: str, params: ClassifierParams, context: StepContext) -> None:
+        self.name = name
+        self.model = QualityClassifier.load(context.resolve(params.path))
+
+    def score(self, records: Sequence[Record]) -> np.ndarray:
+        return self.model.score(records)
