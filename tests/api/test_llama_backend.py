@@ -14,12 +14,15 @@ import pytest
 from tests.api.conftest import make_app
 from tests.api.servers import free_port, serve_app, wait_until_up
 
+# slow until the portable wheel is verified here (the native build crashed in ggml's AMX code);
+# `make test-slow` builds the server once and runs these.
+pytestmark = pytest.mark.slow
 ALIAS = "smollm2-gguf"
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
 LLAMA_PYTHON = Path(
     os.environ.get(
         "THRESHER_LLAMA_PYTHON",
-        Path.home() / ".cache" / "thresher" / "llama-server-venv" / "bin" / "python",
+        Path.home() / ".cache" / "thresher" / "llama-server-venv-portable" / "bin" / "python",
     )
 )
 
