@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,7 @@ from api.proxy import RetryPolicy
 from api.routes import chat, compress, health, jobs, models, monitoring, pools
 from api.routing import build_router
 from api.settings import ServiceSettings, service_settings
-from api.stages import default_stages
+from api.stages import LatencyModel, default_stages
 from api.state import AppState
 from core.models import ModelProvider
 from core.settings import Settings
@@ -37,6 +38,8 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     if state.jobs is None:
         state.jobs = JobStore(settings.jobs_db_path())
     state.extras.setdefault("job_runner", JobRunner(state.jobs))
+    state.extras.setdefault("latency", LatencyModel())
+    state.extras.setdefault("compression_lock", threading.Lock())
     return state
 
 
