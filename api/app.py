@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             )
         complete_state(built, service, metrics)
         pools.install(built)
-        built.extras.setdefault("compressors", compress.build_compressors(service, built.provider))
+        if "compressors" not in built.extras:  # setdefault would build them even when given
+            built.extras["compressors"] = compress.build_compressors(service, built.provider)
         app.state.thresher = built
         runner = built.extras["job_runner"]
         resumed = runner.resume()

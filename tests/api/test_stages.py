@@ -9,7 +9,9 @@ import json
 import openai
 import pytest
 
-from tests.api.conftest import make_app
+from api.app import create_app
+from api.settings import ServiceSettings
+from tests.api.conftest import local_state, make_app
 from tests.api.servers import fault_backend, serve_app
 
 STORY = json.loads((__import__("pathlib").Path(__file__).parents[1] / "data" / "api" /
@@ -113,12 +115,15 @@ def test_caller_mistakes_are_4xx(proxy):
 
 
 def test_a_broken_stage_fails_open(provider, local_lm, echo_url):
-    # A scoring model that cannot be loaded: a real failure inside the stage.
-    app = make_app(
-        provider, local_lm, routes={"ok": echo_url}, compress_min_tokens=0,
+    # A scoring model that cannot be loaded: a real failure inside the stage. (/v1/compress's
+    # own compressors are left out: they would load that model at startup.)
+    settings = ServiceSettings(
+        preload_models=False, routes={"ok": echo_url}, compress_min_tokens=0,
         scorer_model="/nonexistent/model",
     )  # fmt: skip
-    with serve_app(app) as base:
+    state = local_state(provider, local_lm, settings)
+    state.extras["compressors"] = {}
+    with serve_app(create_app(settings, state=state)) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
         answer, headers = ask(client, LONG, compression={"rate": 0.5})
     assert headers["x-thresher-failed-stage"] == "compression"
