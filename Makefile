@@ -43,7 +43,7 @@ $(LLAMA_STAMP):
 	mkdir -p $(LLAMA_WHEELS)
 	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-		$(LLAMA_VENV)/bin/pip wheel --quiet --no-deps \
+		$(LLAMA_VENV)/bin/pip wheel --quiet --no-deps --no-cache-dir \
 		-w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(LLAMA_VENV)/bin/pip install --quiet --find-links $(LLAMA_WHEELS) \
 		"llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
