@@ -55,6 +55,14 @@ test: $(STAMP)
 test-slow: $(STAMP) $(LLAMA_STAMP)
 	THRESHER_LLAMA_PYTHON=$(LLAMA_VENV)/bin/python $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
+bench-smoke: $(STAMP)
+	$(BIN)/python bench/dsir.py --smoke
+	$(BIN)/python bench/instruction_quality.py --smoke
+	$(BIN)/python bench/compression.py --smoke
+	$(BIN)/python bench/icl.py --smoke
+	$(BIN)/python bench/retrieval_latency.py --smoke
+	$(BIN)/python bench/proxy.py --smoke
+
 lint: $(STAMP)
 	$(BIN)/ruff check core selection prompting compression api tests bench
 
