@@ -208,8 +208,11 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=2000)
     parser.add_argument("--smoke", action="store_true", help="tiny input, under a minute")
     parser.add_argument("--skip-ray", action="store_true")
-    parser.add_argument("--with-ray", action="store_true",
-                        help="with --smoke: run Ray too (its start-up alone takes ~20s here)")
+    parser.add_argument(
+        "--with-ray",
+        action="store_true",
+        help="with --smoke: run Ray too (its start-up alone takes ~20s here)",
+    )
     parser.add_argument("--peer-procs", type=int, default=2)
     parser.add_argument(
         "--peer-min-length",
