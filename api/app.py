@@ -3,52 +3,78 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import chat, compress, health, pools
+from api.guard import OPEN_PATHS, Guard
+from api.jobs.store import JobStore
+from api.jobs.worker import JobRunner
+from api.metrics import Metrics
+from api.proxy import RetryPolicy
+from api.routes import chat, compress, health, jobs, models, monitoring, pools
+from api.routing import build_router
+from api.settings import ServiceSettings, service_settings
+from api.stages import LatencyModel, default_stages
 from api.state import AppState
-from core.backends import ChatBackend, LocalBackend, OpenAICompatibleBackend
 from core.models import ModelProvider
-from core.settings import Settings, load_settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def build_backend(settings: Settings, provider: ModelProvider) -> ChatBackend:
-    """The backend named by settings: ``local`` or an OpenAI-compatible base URL."""
-    if settings.backend == "local":
-        lm = provider.causal_lm(settings.local_model)
-        return LocalBackend(lm, max_new_tokens=settings.local_max_new_tokens)
-    return OpenAICompatibleBackend(
-        settings.backend, api_key=settings.backend_api_key, timeout=settings.backend_timeout
-    )
+def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics) -> AppState:
+    """Fill in what a caller-built state lacks (tests pass a provider and a backend)."""
+    state.settings = settings
+    state.metrics = metrics
+    state.router = state.router or build_router(settings, state.provider, default=state.backend)
+    for name in state.router.tokenizers():  # no first request pays for loading a vocabulary
+        state.provider.token_counter(name)
+    state.retry = state.retry or RetryPolicy(settings.backend_retries, settings.backend_backoff)
+    state.stages = state.stages or default_stages()
+    if state.jobs is None:
+        state.jobs = JobStore(settings.jobs_db_path())
+    state.extras.setdefault("job_runner", JobRunner(state.jobs))
+    state.extras.setdefault("latency", LatencyModel())
+    state.extras.setdefault("compression_lock", threading.Lock())
+    return state
 
 
 def create_app(settings: Settings | None = None, *, state: AppState | None = None) -> FastAPI:
     """Build the service. Tests may pass a ready ``state`` to reuse session-loaded models."""
-    settings = settings or load_settings()
+    service = service_settings(settings)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = state
         if built is None:
-            provider = ModelProvider.from_settings(settings)
-            backend = build_backend(settings, provider)
-            if settings.preload_models:
-                provider.embedder(settings.embedder_model)
-                provider.scorer(settings.scorer_model)
-            built = AppState(settings=settings, provider=provider, backend=backend)
+            provider = ModelProvider.from_settings(service)
+            router = build_router(service, provider)
+            if service.preload_models:
+                provider.embedder(service.embedder_model)
+                provider.scorer(service.scorer_model)
+            built = AppState(
+                settings=service, provider=provider, backend=router.default, router=router
+            )
+        complete_state(built, service, metrics)
         pools.install(built)
-        built.extras.setdefault("compressors", compress.build_compressors(settings, built.provider))
+        if "compressors" not in built.extras:  # setdefault would build them even when given
+            built.extras["compressors"] = compress.build_compressors(service, built.provider)
         app.state.thresher = built
+        runner = built.extras["job_runner"]
+        resumed = runner.resume()
+        if resumed:
+            log.warning("requeued %d selection jobs left running: %s", len(resumed), resumed)
         try:
             yield
         finally:
-            await built.backend.aclose()
+            runner.stop()
+            assert built.router is not None
+            await built.router.aclose()
 
     app = FastAPI(
         title="Thresher",
@@ -57,9 +83,44 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(
+        Guard,
+        api_keys=service.api_keys,
+        max_body_bytes=service.max_body_bytes,
+        rate_limit_per_minute=service.rate_limit_per_minute,
+        metrics=metrics,
+    )
     # One router per resource, one line each.
     app.include_router(health.router)
     app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(monitoring.router)
+    app.include_router(jobs.router)
     app.include_router(pools.router)
     app.include_router(compress.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """The generated spec plus what middleware does: bearer keys on every route but health."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "THRESHER_API_KEYS"}
+        }
+        schema["security"] = [{"bearer": []}]
+        for path, item in schema["paths"].items():
+            for operation in item.values():
+                if path in OPEN_PATHS:
+                    operation["security"] = []
+                else:
+                    operation.setdefault("responses", {}).setdefault(
+                        "401", {"description": "Missing or unknown API key."}
+                    )
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -78,20 +78,29 @@ def serve(
     backend: Annotated[
         str | None, typer.Option(help="'local' or an OpenAI-compatible base URL.")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Local model name or folder.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The model to serve: a local model name, or the remote model's name."),
+    ] = None,
 ) -> None:
     """Serve the REST API and the OpenAI-compatible proxy."""
     import uvicorn
 
     from api.app import create_app
-    from core.settings import load_settings
+    from api.settings import service_settings
 
+    remote = backend is not None and backend != "local"
     overrides = {
         k: v
-        for k, v in {"host": host, "port": port, "backend": backend, "local_model": model}.items()
+        for k, v in {
+            "host": host,
+            "port": port,
+            "backend": backend,
+            "backend_model" if remote else "local_model": model,
+        }.items()
         if v is not None
     }
-    settings = load_settings(**overrides)
+    settings = service_settings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 

@@ -22,6 +22,9 @@ from core.errors import (
 log = logging.getLogger(__name__)
 
 
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -93,7 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
             str(exc.detail),
             type_,
             None,
-            None,
+            HTTP_CODES.get(exc.status_code),
             headers=getattr(exc, "headers", None),
         )
 

@@ -11,7 +11,7 @@ data-selection runs from its own venv (bench/.venv-dsir, created on first use) b
 peer, not a dependency. Usage::
 
     python bench/dsir.py            # ../shared/data raw_pool.jsonl -> target_reviews.jsonl
-    python bench/dsir.py --smoke    # 3,000 raw rows, 300 targets, 200 picks, Ray with 1 worker
+    python bench/dsir.py --smoke    # 3,000 raw rows, 300 targets, 200 picks, no Ray (--with-ray)
 """
 
 from __future__ import annotations
@@ -208,6 +208,11 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=2000)
     parser.add_argument("--smoke", action="store_true", help="tiny input, under a minute")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument(
+        "--with-ray",
+        action="store_true",
+        help="with --smoke: run Ray too (its start-up alone takes ~20s here)",
+    )
     parser.add_argument("--peer-procs", type=int, default=2)
     parser.add_argument(
         "--peer-min-length",
@@ -236,7 +241,7 @@ def main() -> None:
         runs = {"data-selection 1.0.3": run_peer(args, raw, target, work)}
         runs["thresher local, 1 worker"] = run_thresher(args, raw, target, work, "local", 1)
         runs["thresher local, 2 workers"] = run_thresher(args, raw, target, work, "local", 2)
-        if not args.skip_ray:
+        if not args.skip_ray and (args.with_ray or not args.smoke):
             for workers in (1,) if args.smoke else (1, 2):
                 runs[f"thresher ray, {workers} worker(s)"] = run_thresher(
                     args, raw, target, work, "ray", workers

@@ -1,75 +1,117 @@
-"""OpenAI-compatible chat pass-through: the request body goes to the backend unchanged."""
+"""The OpenAI-compatible proxy: ``/v1/chat/completions`` and ``/v1/completions``.
+
+The body goes to the backend as sent, after the pipeline its ``thresher`` object configures;
+the answer comes back in OpenAI's shape with a ``thresher`` report and ``x-thresher-*`` headers.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.state import State
-from core.errors import BackendError
+from api.pipeline import (
+    Kind,
+    Pipeline,
+    PipelineReport,
+    RequestContext,
+    ThresherOptions,
+    merge_options,
+)
+from api.proxy import relay_sse
+from api.state import AppState, State
 from core.record import validate_messages
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["proxy"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {}}}
+    for code, text in {
+        400: "Malformed JSON.",
+        401: "Missing or unknown API key.",
+        404: "Unknown model.",
+        413: "Request body too large.",
+        422: "A field has the wrong type or value (error.param names it).",
+        429: "Rate limit reached.",
+        502: "The backend failed after retries.",
+        504: "The backend timed out after retries.",
+    }.items()
+}
 
 
-class ChatCompletionRequest(BaseModel):
-    """The OpenAI chat request; fields not named here pass through to the backend untouched."""
+class ProxyRequest(BaseModel):
+    """Fields every proxied request has; the rest pass through to the backend untouched."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
-    messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    thresher: ThresherOptions | None = Field(
+        None, description="Thresher's request pipeline (the OpenAI SDK's extra_body)."
+    )
 
 
-class ModelCard(BaseModel):
-    id: str
-    object: str = "model"
-    owned_by: str = "thresher"
+class ChatCompletionRequest(ProxyRequest):
+    """The OpenAI chat completion request."""
+
+    messages: list[dict[str, Any]] = Field(min_length=1)
 
 
-class ModelList(BaseModel):
-    object: str = "list"
-    data: list[ModelCard]
+class CompletionRequest(ProxyRequest):
+    """The OpenAI (legacy) completion request."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: ChatCompletionRequest, state: State) -> Any:
-    body = request.model_dump(exclude_none=True)
-    body.pop("thresher", None)
-    validate_messages(body["messages"], field_name="messages")
+@router.post("/v1/chat/completions", responses=ERRORS, response_model=None)
+async def chat_completions(
+    request: ChatCompletionRequest, state: State
+) -> JSONResponse | StreamingResponse:
+    """Chat completion through the pipeline; ``stream: true`` answers with SSE."""
+    return await forward(state, "chat", request)
+
+
+@router.post("/v1/completions", responses=ERRORS, response_model=None)
+async def completions(request: CompletionRequest, state: State) -> JSONResponse | StreamingResponse:
+    """Text completion through the pipeline; ``stream: true`` answers with SSE."""
+    return await forward(state, "completion", request)
+
+
+async def forward(
+    state: AppState, kind: Kind, request: ProxyRequest
+) -> JSONResponse | StreamingResponse:
+    assert state.router and state.metrics and state.retry and state.stages  # built in lifespan
+    # exclude_unset: the body goes on as the client wrote it, explicit nulls included.
+    body = request.model_dump(exclude_unset=True, exclude={"thresher"})
+    route = state.router.resolve(request.model)
+    if kind == "chat":
+        validate_messages(body["messages"], field_name="messages")
+    raw = request.thresher.model_dump(exclude_unset=True) if request.thresher else None
+    options = merge_options(state.settings.pipeline, raw)  # type: ignore[attr-defined]
+    ctx = RequestContext(kind, body, options, state.provider.token_counter(route.tokenizer))
+    stages = state.stages.build(options, state)
+    pipeline = Pipeline(stages, state.metrics.observe_stage)
+    # Counting alone is fast; stages may load or run models, so they go to a thread.
+    report: PipelineReport = (
+        await asyncio.to_thread(pipeline.run, ctx) if stages else pipeline.run(ctx)
+    )
+    state.metrics.observe_report(report)
+    out = {**ctx.body, "model": route.upstream_model}
+    backend, metrics = route.backend, state.metrics
+    headers = report.headers()
     if request.stream:
-        stream = state.backend.stream_chat(body)
-        first = await anext(aiter(stream), None)  # fail before the 200 if the backend is down
-        return StreamingResponse(_sse(first, stream), media_type="text/event-stream")
-    return await state.backend.chat(body)
-
-
-@router.get("/v1/models", response_model=ModelList)
-async def list_models(state: State) -> ModelList:
-    return ModelList(data=[ModelCard(id=m) for m in await state.backend.models()])
-
-
-async def _sse(first: dict | None, rest: AsyncIterator[dict]) -> AsyncIterator[bytes]:
-    try:
-        if first is not None:
-            yield f"data: {json.dumps(first)}\n\n".encode()
-        async for chunk in rest:
-            yield f"data: {json.dumps(chunk)}\n\n".encode()
-    except BackendError as exc:
-        # Headers are gone; the OpenAI clients read an error event in the stream.
-        error = {
-            "error": {
-                "message": str(exc),
-                "type": "api_error",
-                "param": None,
-                "code": "backend_error",
-            }
-        }
-        yield f"data: {json.dumps(error)}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+        start = backend.stream_chat if kind == "chat" else backend.stream_complete
+        first, rest = await state.retry.open_stream(backend.name, lambda: start(out), metrics)
+        events = relay_sse(
+            first, rest, backend=backend.name, metrics=metrics, extra={"thresher": report.as_dict()}
+        )
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    call = backend.chat if kind == "chat" else backend.complete
+    answer = await state.retry.call(backend.name, lambda: call(out), metrics)
+    answer["thresher"] = report.as_dict()
+    return JSONResponse(answer, headers=headers)

@@ -1,19 +1,12 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.state import AppState
-from core.backends import LocalBackend
-from core.settings import Settings
+from tests.api.conftest import LOCAL, make_app
 
 
 @pytest.fixture(scope="module")
 def client(provider, local_lm, embedder, scorer):
-    settings = Settings()
-    state = AppState(
-        settings=settings, provider=provider, backend=LocalBackend(local_lm, max_new_tokens=8)
-    )
-    with TestClient(create_app(settings, state=state)) as c:
+    with TestClient(make_app(provider, local_lm)) as c:
         yield c
 
 
@@ -24,18 +17,33 @@ def test_healthz_names_the_loaded_models(client):
     assert any("all-MiniLM-L6-v2" in m for m in body["models"])
 
 
-def test_chat_pass_through(client):
+def test_chat_pass_through_reports_tokens(client):
     response = client.post(
         "/v1/chat/completions",
         json={
-            "model": "SmolLM2-135M-Instruct",
+            "model": LOCAL,
             "temperature": 0,
             "max_tokens": 6,
             "messages": [{"role": "user", "content": "Say hello."}],
         },
     )
     assert response.status_code == 200
-    assert response.json()["choices"][0]["message"]["content"]
+    body = response.json()
+    assert body["choices"][0]["message"]["content"]
+    # No stage configured: nothing saved, and the usage block is the backend's own.
+    assert body["thresher"]["tokens_before"] == body["thresher"]["tokens_after"] > 0
+    assert response.headers["x-thresher-saved-tokens"] == "0"
+    assert body["usage"]["prompt_tokens"] >= body["thresher"]["tokens_before"]
+
+
+def test_completion_pass_through(client):
+    response = client.post(
+        "/v1/completions",
+        json={"model": LOCAL, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["object"] == "text_completion"
+    assert response.json()["choices"][0]["text"]
 
 
 def test_chat_stream_is_server_sent_events(client):
@@ -43,7 +51,7 @@ def test_chat_stream_is_server_sent_events(client):
         "POST",
         "/v1/chat/completions",
         json={
-            "model": "m",
+            "model": LOCAL,
             "stream": True,
             "temperature": 0,
             "max_tokens": 4,
@@ -52,22 +60,59 @@ def test_chat_stream_is_server_sent_events(client):
     ) as response:
         lines = [line for line in response.iter_lines() if line]
     assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-thresher-tokens-before"].isdigit()
     assert lines[0].startswith("data: {") and lines[-1] == "data: [DONE]"
+    assert '"thresher"' in lines[0]
+
+
+def test_models_lists_what_is_routable(client):
+    ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert LOCAL in ids
 
 
 @pytest.mark.parametrize(
-    "body, param",
+    "body, status, param",
     [
-        ({"model": "m"}, "messages"),
-        ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-        ({"model": "m", "messages": "hi"}, "messages"),
+        ({"model": LOCAL}, 422, "messages"),
+        (
+            {"model": LOCAL, "messages": [{"role": "wizard", "content": "x"}]},
+            422,
+            "messages[0].role",
+        ),
+        ({"model": LOCAL, "messages": "hi"}, 422, "messages"),
+        ({"model": 7, "messages": [{"role": "user", "content": "x"}]}, 422, "model"),
+        (
+            {"model": LOCAL, "max_tokens": "many", "messages": [{"role": "user", "content": "x"}]},
+            422,
+            "max_tokens",
+        ),
+        ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+        (
+            {
+                "model": LOCAL,
+                "messages": [{"role": "user", "content": "x"}],
+                "thresher": {"compression": {"rate": 3}},
+            },
+            422,
+            "thresher.compression.rate",
+        ),
+        (
+            {
+                "model": LOCAL,
+                "messages": [{"role": "user", "content": "x"}],
+                "thresher": {"surprise": 1},
+            },
+            422,
+            "thresher.surprise",
+        ),
     ],
 )
-def test_bad_chat_requests_get_openai_error_bodies(client, body, param):
+def test_bad_chat_requests_get_openai_error_bodies(client, body, status, param):
     response = client.post("/v1/chat/completions", json=body)
-    assert response.status_code == 422
+    assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert "Traceback" not in response.text
 
 
 def test_malformed_json_is_a_400(client):
@@ -76,3 +121,13 @@ def test_malformed_json_is_a_400(client):
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
+
+
+def test_metrics_count_requests_and_tokens(client):
+    client.post(
+        "/v1/chat/completions",
+        json={"model": LOCAL, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]},
+    )
+    text = client.get("/metrics").text
+    assert 'thresher_requests_total{route="/v1/chat/completions",status="200"}' in text
+    assert "thresher_prompt_tokens_total" in text and "thresher_request_seconds_bucket" in text

@@ -96,3 +96,14 @@ def test_fresh_starts_over_and_a_changed_recipe_is_refused(tmp_path, raw_path):
         raise AssertionError("a different recipe reused the folder")
     again = selection.run_recipe(changed, tmp_path, progress=False, fresh=True)
     assert len(read_jsonl(again.output_path)) == 4 and not again.resumed
+
+
+def test_commands_have_help():
+    for command in ("select", "dsir"):
+        run = subprocess.run(
+            [sys.executable, "-m", "api", command, "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0 and "Usage" in run.stdout, run.stderr

@@ -1,0 +1,1 @@
+"""Selection jobs: a SQLite job store and a worker process that runs recipes."""

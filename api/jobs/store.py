@@ -1,0 +1,174 @@
+"""Job state in SQLite (embedded, WAL): the service and its worker process share it, and a
+restart of either loses no job: a job left ``running`` by a dead worker is queued again and the
+selection engine resumes it from its output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from core.errors import NotFoundError
+
+Status = Literal["queued", "running", "succeeded", "failed"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    recipe TEXT NOT NULL,
+    output_dir TEXT NOT NULL,
+    progress TEXT NOT NULL DEFAULT '',
+    result TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    pid INTEGER,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+)
+"""
+
+
+@dataclass
+class Job:
+    """One selection job as stored."""
+
+    id: str
+    status: Status
+    recipe: dict[str, Any]
+    output_dir: Path
+    progress: str
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    pid: int | None
+    created: float
+    updated: float
+
+
+class JobStore:
+    """Jobs in one SQLite file; every call opens a short transaction (safe across processes)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def create(self, recipe: dict[str, Any], output_dir: Path, job_id: str | None = None) -> Job:
+        job_id = job_id or uuid.uuid4().hex
+        now = time.time()
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO jobs (id, status, recipe, output_dir, created, updated) "
+                "VALUES (?, 'queued', ?, ?, ?, ?)",
+                (job_id, json.dumps(recipe), str(output_dir), now, now),
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"No selection job {job_id!r}; GET /v1/selection/jobs lists them.", field="job_id"
+            )
+        return _job(row)
+
+    def list(self, limit: int = 100) -> list[Job]:
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
+            return [_job(r) for r in rows.fetchall()]
+
+    def count(self, status: Status) -> int:
+        with self._db() as db:
+            return int(
+                db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
+            )
+
+    def claim(self, pid: int) -> Job | None:
+        """Atomically take the oldest queued job for the worker ``pid``."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created LIMIT 1"
+            ).fetchone()
+            if row is None:
+                db.execute("COMMIT")
+                return None
+            db.execute(
+                "UPDATE jobs SET status = 'running', pid = ?, attempts = attempts + 1, "
+                "updated = ? WHERE id = ?",
+                (pid, time.time(), row["id"]),
+            )
+            db.execute("COMMIT")
+        return self.get(row["id"])
+
+    def set_progress(self, job_id: str, progress: str) -> None:
+        self._update(job_id, progress=progress)
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> None:
+        self._update(job_id, status="succeeded", result=json.dumps(result), pid=None)
+
+    def fail(self, job_id: str, error: str) -> None:
+        self._update(job_id, status="failed", error=error, pid=None)
+
+    def requeue_orphans(self) -> list[str]:
+        """Queue again every ``running`` job whose worker process is gone."""
+        with self._db() as db:
+            rows = db.execute("SELECT id, pid FROM jobs WHERE status = 'running'").fetchall()
+        orphans = [r["id"] for r in rows if not _alive(r["pid"])]
+        for job_id in orphans:
+            self._update(job_id, status="queued", pid=None, progress="requeued after a restart")
+        return orphans
+
+    def _update(self, job_id: str, **values: Any) -> None:
+        values["updated"] = time.time()
+        columns = ", ".join(f"{k} = ?" for k in values)
+        with self._db() as db:
+            db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*values.values(), job_id))
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        status=row["status"],
+        recipe=json.loads(row["recipe"]),
+        output_dir=Path(row["output_dir"]),
+        progress=row["progress"],
+        result=json.loads(row["result"]) if row["result"] else None,
+        error=row["error"],
+        attempts=row["attempts"],
+        pid=row["pid"],
+        created=row["created"],
+        updated=row["updated"],
+    )

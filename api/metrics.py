@@ -1,0 +1,72 @@
+"""Prometheus metrics of one app: requests, latency per route and per stage, tokens, errors.
+
+Each app has its own registry, so several apps in one process (tests, benches) do not collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from api.pipeline import PipelineReport, StageReport
+
+# Proxy overhead is sub-millisecond and compression takes seconds: buckets span both.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The service's counters and histograms, fed by the middleware, pipeline and proxy."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "thresher_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "thresher_request_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.stage_latency = Histogram(
+            "thresher_stage_seconds",
+            "Pipeline stage latency",
+            ["stage", "status"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "thresher_prompt_tokens",
+            "Prompt tokens before and after the pipeline",
+            ["phase"],
+            registry=r,
+        )
+        self.saved = Counter("thresher_tokens_saved", "Prompt tokens saved", registry=r)
+        self.backend_errors = Counter(
+            "thresher_backend_errors",
+            "Backend failures by backend and kind",
+            ["backend", "kind"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "thresher_rejected_requests", "Requests refused before routing", ["reason"], registry=r
+        )
+
+    def observe_stage(self, stage: StageReport) -> None:
+        self.stage_latency.labels(stage.name, stage.status).observe(stage.ms / 1000)
+
+    def observe_report(self, report: PipelineReport) -> None:
+        self.prompt_tokens.labels("before").inc(report.tokens_before)
+        self.prompt_tokens.labels("after").inc(report.tokens_after)
+        if report.saved > 0:
+            self.saved.inc(report.saved)
+
+    def backend_error(self, backend: str, kind: str) -> None:
+        self.backend_errors.labels(backend, kind).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

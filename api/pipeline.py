@@ -1,0 +1,268 @@
+"""The request-time pipeline: retrieve -> order -> fit one token budget -> compress -> forward.
+
+Each stage is optional and timed. A caller's mistake (an unknown method or pool) is caught when
+the stage is built, before anything runs, and answered with a 4xx; once running, a stage fails
+open: whatever it raises, the original request goes to the backend unchanged and the report
+says which stage failed and why.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.errors import ConfigError, InputError
+from core.record import message_text
+from core.tokens import TokenCounter
+
+log = logging.getLogger(__name__)
+Kind = Literal["chat", "completion"]
+
+
+class DemonstrationOptions(BaseModel):
+    """Few-shot demonstrations retrieved from a named pool and placed before the query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str = Field(min_length=1)
+    k: int = Field(4, ge=1, le=64)
+    method: str = "knn"
+    order: str | None = None
+
+
+class CompressionOptions(BaseModel):
+    """Prompt compression: keep ``rate`` of the tokens, or at most ``target_tokens``."""
+
+    # The spec says what the validator does: the two targets exclude each other.
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"not": {"required": ["rate", "target_tokens"]}}
+    )
+
+    method: str = "llmlingua"
+    rate: float | None = Field(None, gt=0, le=1)
+    target_tokens: int | None = Field(None, ge=1)
+    protect: list[str] = Field(default_factory=list)
+    # Skip when the learned time estimate exceeds this (overrides the deployment budget).
+    max_latency_ms: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CompressionOptions:
+        if {"rate", "target_tokens"} <= self.model_fields_set:
+            raise ValueError("give either rate or target_tokens, not both")
+        return self
+
+
+class ThresherOptions(BaseModel):
+    """The ``thresher`` object of a proxied request (the OpenAI SDK's ``extra_body``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    demonstrations: DemonstrationOptions | None = None
+    compression: CompressionOptions | None = None
+    budget_tokens: int | None = Field(None, ge=1)
+
+
+def merge_options(defaults: dict[str, Any], request: dict[str, Any] | None) -> ThresherOptions:
+    """Deployment defaults overlaid by the request; a request ``null`` switches a stage off."""
+    merged = _deep_merge(defaults, request or {})
+    try:
+        return ThresherOptions.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in ("thresher", *first.get("loc", ())))
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise InputError(f"{where}: {message}", field=where) from None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class StageReport:
+    """What one stage did: ``ran``, ``skipped`` (with the reason) or ``failed`` (fail open)."""
+
+    name: str
+    status: Literal["ran", "skipped", "failed"]
+    ms: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class PipelineReport:
+    """Tokens before and after and time per stage; returned in the body and in headers."""
+
+    tokens_before: int = 0
+    tokens_after: int = 0
+    counter: str = ""
+    stages: list[StageReport] = field(default_factory=list)
+    failed: str | None = None
+
+    @property
+    def saved(self) -> int:
+        return self.tokens_before - self.tokens_after
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tokens_before": self.tokens_before,
+            "tokens_after": self.tokens_after,
+            "saved_tokens": self.saved,
+            "counter": self.counter,
+            "stages": [s.__dict__ for s in self.stages],
+            "failed_stage": self.failed,
+        }
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "x-thresher-tokens-before": str(self.tokens_before),
+            "x-thresher-tokens-after": str(self.tokens_after),
+            "x-thresher-saved-tokens": str(self.saved),
+        }
+        if self.stages:
+            headers["x-thresher-stages"] = ", ".join(
+                f"{s.name};status={s.status};ms={s.ms:.1f}" for s in self.stages
+            )
+        if self.failed:
+            headers["x-thresher-failed-stage"] = self.failed
+            headers["x-thresher-fail-open"] = "original request forwarded"
+        return headers
+
+
+@dataclass
+class Retrieved:
+    """Demonstrations found for a request (a ``prompting.RetrievalResult``) and the template
+    that writes them (``classification`` for labelled pools, else ``generation``)."""
+
+    result: Any
+    template: str
+
+
+@dataclass
+class RequestContext:
+    """What stages read and change. ``body`` is what will be forwarded."""
+
+    kind: Kind
+    body: dict[str, Any]
+    options: ThresherOptions
+    counter: TokenCounter
+    # Retrieved, ordered demonstrations waiting to be placed by the budget stage.
+    demonstrations: Retrieved | None = None
+    # Tokens the compressible text may use after the budget stage; None = no budget.
+    text_budget: int | None = None
+
+    def prompt_tokens(self) -> int:
+        return count_prompt(self.kind, self.body, self.counter)
+
+
+class Stage(Protocol):
+    """One optional step of the request pipeline; ``run`` may block (it runs in a thread)."""
+
+    name: str
+
+    def skip_reason(self, ctx: RequestContext) -> str | None: ...
+
+    def run(self, ctx: RequestContext) -> None: ...
+
+
+def count_prompt(kind: Kind, body: dict[str, Any], counter: TokenCounter) -> int:
+    """Prompt tokens as ``counter`` counts the text a backend will read (message contents)."""
+    if kind == "chat":
+        return sum(counter.count(message_text(m)) for m in body.get("messages", []))
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, list):
+        return sum(counter.count(p) for p in prompt if isinstance(p, str))
+    return counter.count(prompt) if isinstance(prompt, str) else 0
+
+
+StageObserver = Callable[[StageReport], None]
+
+
+class Pipeline:
+    """Runs stages in order over a context; timing each, failing open.
+
+    Args:
+        stages: The stages configured for this request, in pipeline order.
+        observe: Called with each stage's report (the service feeds its metrics with it).
+    """
+
+    def __init__(self, stages: list[Stage], observe: StageObserver | None = None) -> None:
+        self.stages = stages
+        self.observe = observe
+
+    def run(self, ctx: RequestContext) -> PipelineReport:
+        report = PipelineReport(counter=getattr(ctx.counter, "name", type(ctx.counter).__name__))
+        report.tokens_before = ctx.prompt_tokens()
+        original = copy.deepcopy(ctx.body)
+        for stage in self.stages:
+            reason = stage.skip_reason(ctx)
+            if reason is not None:
+                self._record(report, StageReport(stage.name, "skipped", 0.0, reason))
+                continue
+            start = time.perf_counter()
+            try:
+                stage.run(ctx)
+            except Exception as exc:  # noqa: BLE001 - any failure forwards the original
+                log.exception("pipeline stage %s failed; forwarding the original", stage.name)
+                ms = (time.perf_counter() - start) * 1000
+                detail = f"{type(exc).__name__}: {exc}"[:300]
+                self._record(report, StageReport(stage.name, "failed", ms, detail))
+                report.failed = stage.name
+                ctx.body = original
+                break
+            ms = (time.perf_counter() - start) * 1000
+            self._record(report, StageReport(stage.name, "ran", ms))
+        report.tokens_after = ctx.prompt_tokens()
+        return report
+
+    def _record(self, report: PipelineReport, stage: StageReport) -> None:
+        report.stages.append(stage)
+        if self.observe is not None:
+            self.observe(stage)
+
+
+StageFactory = Callable[[ThresherOptions, Any], "Stage | None"]
+
+
+class StageRegistry:
+    """The pipeline's stages in order, each built per request from its options (or absent)."""
+
+    def __init__(self) -> None:
+        self._factories: list[tuple[str, StageFactory]] = []
+
+    def register(self, name: str, factory: StageFactory) -> None:
+        self._factories.append((name, factory))
+
+    def build(self, options: ThresherOptions, services: Any) -> list[Stage]:
+        return [s for _, f in self._factories if (s := f(options, services)) is not None]
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self._factories]
+
+
+def unavailable(option: str, package: str) -> StageFactory:
+    """A factory for a stage whose package is not part of this build: asking for it is a 4xx."""
+
+    def factory(options: ThresherOptions, services: Any) -> Stage | None:
+        if getattr(options, option) is None:
+            return None
+        raise ConfigError(
+            f"thresher.{option} needs the {package}/ package, which this build does not have; "
+            f"drop thresher.{option} from the request.",
+            field=f"thresher.{option}",
+        )
+
+    return factory

@@ -1,0 +1,194 @@
+"""Selection jobs: submit a recipe (with an input path or an upload), follow it, download results.
+
+Jobs run in a worker process; their state lives in SQLite, so a restart of the service loses
+none. Input paths must lie under the roots in ``THRESHER_JOBS_INPUT_ROOTS``: a request cannot
+make the service read an arbitrary file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from api.jobs.store import Job
+from api.state import AppState, State
+from core.errors import ConfigError, InputError, NotFoundError
+
+router = APIRouter(tags=["selection"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such job, file or input path."},
+    422: {"description": "A bad recipe key or input path (error.param names it)."},
+}
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+UPLOAD_CHUNK = 1 << 20
+
+
+class SelectionJobRequest(BaseModel):
+    """A recipe (the selection engine's YAML/JSON as an object) and where its input is."""
+
+    recipe: dict[str, Any] = Field(description="The selection recipe (inputs, steps, output).")
+    input_path: str | None = Field(
+        None, description="Replaces the recipe's input paths (must be under an allowed root)."
+    )
+
+
+class SelectionJobResponse(BaseModel):
+    id: str
+    status: str
+    progress: str
+    attempts: int
+    created: float
+    updated: float
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    files: list[str] = Field(default_factory=list, description="Download URLs of the results.")
+
+
+class SelectionJobList(BaseModel):
+    data: list[SelectionJobResponse]
+
+
+@router.post(
+    "/v1/selection/jobs", response_model=SelectionJobResponse, status_code=202, responses=ERRORS
+)
+def submit_job(request: SelectionJobRequest, state: State) -> SelectionJobResponse:
+    """Queue a recipe; the answer has the job id to poll."""
+    recipe = dict(request.recipe)
+    if request.input_path is not None:
+        recipe["inputs"] = _override_inputs(recipe.get("inputs"), request.input_path)
+    return _submit(state, recipe, uuid.uuid4().hex)
+
+
+@router.post(
+    "/v1/selection/jobs/upload",
+    response_model=SelectionJobResponse,
+    status_code=202,
+    responses=ERRORS,
+)
+def submit_upload(
+    state: State,
+    file: Annotated[UploadFile, File(description="The input data (jsonl, jsonl.gz, parquet).")],
+    recipe: Annotated[str, Form(description="The recipe as JSON text.")],
+) -> SelectionJobResponse:
+    """Queue a recipe over an uploaded file (the file replaces the recipe's inputs)."""
+    try:
+        parsed = json.loads(recipe)
+    except ValueError:
+        raise InputError("recipe must be JSON text (a recipe object).", field="recipe") from None
+    if not isinstance(parsed, dict):
+        raise InputError("recipe must be a JSON object.", field="recipe")
+    job_id = uuid.uuid4().hex
+    name = Path(file.filename or "input.jsonl").name
+    if not name or name.startswith("."):
+        raise InputError(f"Upload file name {file.filename!r} is not usable.", field="file")
+    target = _jobs_dir(state) / job_id / "input" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(name + ".part")
+    with tmp.open("wb") as out:
+        while chunk := file.file.read(UPLOAD_CHUNK):
+            out.write(chunk)
+    tmp.replace(target)
+    parsed["inputs"] = _override_inputs(parsed.get("inputs"), str(target))
+    return _submit(state, parsed, job_id)
+
+
+@router.get("/v1/selection/jobs", response_model=SelectionJobList)
+def list_jobs(state: State) -> SelectionJobList:
+    """The most recent jobs first."""
+    return SelectionJobList(data=[_response(j) for j in _store(state).list()])
+
+
+@router.get("/v1/selection/jobs/{job_id}", response_model=SelectionJobResponse, responses=ERRORS)
+def get_job(job_id: str, state: State) -> SelectionJobResponse:
+    """Status, progress (the engine's progress bar), and the result when done."""
+    return _response(_store(state).get(_check_id(job_id)))
+
+
+@router.get(
+    "/v1/selection/jobs/{job_id}/files/{name:path}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
+)
+def download(job_id: str, name: str, state: State) -> FileResponse:
+    """One file the job wrote (the kept rows, rejects, scores, report)."""
+    job = _store(state).get(_check_id(job_id))
+    root = job.output_dir.resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise NotFoundError(f"Job {job_id} has no file {name!r}; see its 'files'.", field="name")
+    return FileResponse(path, filename=path.name)
+
+
+def _submit(state: AppState, recipe: dict[str, Any], job_id: str) -> SelectionJobResponse:
+    import selection
+
+    checked = selection.load_recipe(recipe)  # ConfigError names the bad key: a 422
+    for spec in checked.inputs:
+        _check_input(state, checked.resolve(spec.path))
+    store = _store(state)
+    job = store.create(checked.to_dict(), _jobs_dir(state) / job_id, job_id)
+    state.extras["job_runner"].ensure_running()
+    return _response(job)
+
+
+def _override_inputs(inputs: Any, path: str) -> list[Any]:
+    first = inputs[0] if isinstance(inputs, list) and inputs else {}
+    spec = dict(first) if isinstance(first, dict) else {}
+    spec["path"] = path
+    return [spec]
+
+
+def _check_input(state: AppState, path: Path) -> None:
+    resolved = path.resolve()
+    roots = [Path(r).resolve() for r in _roots(state)]
+    if not any(resolved.is_relative_to(r) for r in roots):
+        raise InputError(
+            f"Input {str(path)!r} is outside the allowed roots {[str(r) for r in roots]}; "
+            "upload the file instead, or add its folder to THRESHER_JOBS_INPUT_ROOTS.",
+            field="input_path",
+        )
+    if not resolved.exists():
+        raise NotFoundError(f"Input {str(path)!r} does not exist.", field="input_path")
+
+
+def _roots(state: AppState) -> list[Path]:
+    settings: Any = state.settings
+    return [*(settings.jobs_input_roots or [settings.data_dir]), _jobs_dir(state)]
+
+
+def _jobs_dir(state: AppState) -> Path:
+    return state.settings.jobs_dir_path()  # type: ignore[attr-defined, no-any-return]
+
+
+def _store(state: AppState) -> Any:
+    if state.jobs is None:
+        raise ConfigError("Selection jobs are off in this deployment.", field="jobs_db")
+    return state.jobs
+
+
+def _check_id(job_id: str) -> str:
+    if not JOB_ID.match(job_id):
+        raise NotFoundError(f"No selection job {job_id!r}.", field="job_id")
+    return job_id
+
+
+def _response(job: Job) -> SelectionJobResponse:
+    files = (job.result or {}).get("files", [])
+    return SelectionJobResponse(
+        id=job.id,
+        status=job.status,
+        progress=job.progress,
+        attempts=job.attempts,
+        created=job.created,
+        updated=job.updated,
+        error=job.error,
+        result=job.result,
+        files=[f"/v1/selection/jobs/{job.id}/files/{f}" for f in files],
+    )

@@ -1,0 +1,97 @@
+"""Service settings: the core :class:`~core.settings.Settings` plus what the proxy needs.
+
+Read from ``THRESHER_*`` variables like the core settings; dict and list fields take JSON, e.g.
+``THRESHER_ROUTES='{"gpt-4o-mini": {"url": "https://api.openai.com/v1", "api_key": "sk-..."}}'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.errors import ConfigError
+from core.settings import Settings
+
+
+class RouteSpec(BaseModel):
+    """Where one model name goes. ``url`` is ``local`` or an OpenAI-compatible base URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    api_key: str | None = None
+    # The name the backend knows the model by, when it differs from the public name.
+    upstream_model: str | None = None
+    # Token counter for reports and budgets: a tiktoken encoding or a local model name.
+    tokenizer: str | None = None
+    timeout: float | None = Field(None, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value != "local" and not value.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"Route url {value!r} must be 'local' or an http(s) base URL such as "
+                "http://127.0.0.1:8080/v1.",
+                field="routes",
+            )
+        return value.rstrip("/")
+
+
+class ServiceSettings(Settings):
+    """Settings of the REST service and the proxy (defaults: local, open, no rate limit)."""
+
+    # Model name -> backend. The key "*" routes every model name not listed. The default
+    # backend (``backend``) always serves ``backend_model`` or, when local, ``local_model``.
+    routes: dict[str, RouteSpec] = Field(default_factory=dict)
+    tokenizer: str = "cl100k_base"
+    # Deployment defaults of the per-request ``thresher`` object (same shape, JSON).
+    pipeline: dict[str, Any] = Field(default_factory=dict)
+    # Compress only when it pays: skip prompts shorter than this many tokens ...
+    compress_min_tokens: int = Field(200, ge=0)
+    # ... and skip when the predicted compression time (learned per method) exceeds this.
+    compress_latency_budget_ms: float | None = Field(None, gt=0)
+    backend_retries: int = Field(2, ge=0, le=10)
+    backend_max_connections: int = Field(256, ge=1)
+    backend_backoff: float = Field(0.25, ge=0)
+    # Requests per minute per API key (or per client address when no keys are set).
+    rate_limit_per_minute: int | None = Field(None, gt=0)
+    jobs_db: Path | None = None
+    jobs_dir: Path | None = None
+    # Folders a job's input path may point into (default: data_dir); uploads are always allowed.
+    jobs_input_roots: list[Path] = Field(default_factory=list)
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _plain_urls(cls, value: Any) -> Any:
+        # A bare string is shorthand for {"url": string}.
+        if isinstance(value, dict):
+            return {k: {"url": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    def jobs_db_path(self) -> Path:
+        return self.jobs_db or self.data_dir / "jobs.sqlite"
+
+    def jobs_dir_path(self) -> Path:
+        return self.jobs_dir or self.data_dir / "jobs"
+
+
+def service_settings(settings: Settings | None = None, **overrides: object) -> ServiceSettings:
+    """Upgrade core settings (or read the environment) into :class:`ServiceSettings`."""
+    from pydantic import ValidationError
+
+    if isinstance(settings, ServiceSettings) and not overrides:
+        return settings
+    values = settings.model_dump(exclude_unset=True) if settings is not None else {}
+    try:
+        return ServiceSettings(**{**values, **overrides})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        top = name.split(".")[0]
+        raise ConfigError(
+            f"Setting {name} (THRESHER_{top.upper()}): {message}", field=name
+        ) from None

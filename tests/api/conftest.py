@@ -1,0 +1,45 @@
+"""API fixtures: the app on session-loaded models, in-process and under uvicorn on loopback."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from api.app import create_app
+from api.settings import ServiceSettings
+from api.state import AppState
+from core.backends import LocalBackend
+from tests.api.servers import serve_app
+
+LOCAL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _service_data_dir(tmp_path_factory):
+    """Job databases and job folders of every test app go to a temporary folder."""
+    old = os.environ.get("THRESHER_DATA_DIR")
+    os.environ["THRESHER_DATA_DIR"] = str(tmp_path_factory.mktemp("service"))
+    yield
+    if old is None:
+        os.environ.pop("THRESHER_DATA_DIR")
+    else:
+        os.environ["THRESHER_DATA_DIR"] = old
+
+
+def local_state(provider, local_lm, settings: ServiceSettings) -> AppState:
+    backend = LocalBackend(local_lm, max_new_tokens=8)
+    return AppState(settings=settings, provider=provider, backend=backend)
+
+
+def make_app(provider, local_lm, **overrides):
+    """An app on the local backend (session models), with settings overrides."""
+    settings = ServiceSettings(preload_models=False, **overrides)
+    return create_app(settings, state=local_state(provider, local_lm, settings))
+
+
+@pytest.fixture(scope="session")
+def live_local(provider, local_lm):
+    """The app on the local backend, under uvicorn on a free loopback port."""
+    with serve_app(make_app(provider, local_lm)) as url:
+        yield url

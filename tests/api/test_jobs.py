@@ -1,0 +1,120 @@
+"""Selection jobs end to end: submit, follow, download; uploads; bad input; a restart loses
+no job. The worker process runs the real selection engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.jobs.store import JobStore
+from tests.api.conftest import make_app
+
+RECIPE = {"steps": [{"type": "length"}, {"type": "top_k", "score": "length", "k": 7}]}
+
+
+@pytest.fixture(scope="module")
+def rows_path(tmp_path_factory, data_dir):
+    folder = tmp_path_factory.mktemp("inputs")
+    path = folder / "rows.jsonl"
+    lines = (data_dir / "api" / "intent_pool_small.jsonl").read_text().splitlines()[:40]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(provider, local_lm, rows_path, tmp_path_factory):
+    home = tmp_path_factory.mktemp("jobs")
+    app = make_app(provider, local_lm, data_dir=home, jobs_input_roots=[rows_path.parent])
+    with TestClient(app) as c:
+        yield c
+
+
+def wait_for(client, job_id, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/selection/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.5)
+    raise TimeoutError(job)
+
+
+def test_submit_follow_and_download(client, rows_path):
+    response = client.post(
+        "/v1/selection/jobs", json={"recipe": RECIPE, "input_path": str(rows_path)}
+    )
+    assert response.status_code == 202, response.text
+    job = wait_for(client, response.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert "7" in job["result"]["summary"]
+    output = next(f for f in job["files"] if f.endswith(job["result"]["output_path"]))
+    assert not job["result"]["output_path"].startswith("/")
+    kept = [json.loads(line) for line in client.get(output).text.splitlines()]
+    assert len(kept) == 7
+    assert job["id"] in [j["id"] for j in client.get("/v1/selection/jobs").json()["data"]]
+
+
+def test_upload(client, rows_path):
+    response = client.post(
+        "/v1/selection/jobs/upload",
+        files={"file": ("mine.jsonl", rows_path.read_bytes())},
+        data={"recipe": json.dumps(RECIPE)},
+    )
+    assert response.status_code == 202, response.text
+    assert wait_for(client, response.json()["id"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "body, status, param",
+    [
+        ({"recipe": {"stepz": []}, "input_path": "{rows}"}, 422, "stepz"),
+        ({"recipe": RECIPE, "input_path": "/etc/passwd"}, 422, "input_path"),
+        ({"recipe": RECIPE, "input_path": "{dir}/missing.jsonl"}, 404, "input_path"),
+        ({"recipe": "steps: []"}, 422, "recipe"),
+    ],
+)
+def test_bad_jobs_are_4xx(client, rows_path, body, status, param):
+    if isinstance(body.get("input_path"), str):
+        body = {**body, "input_path": body["input_path"].format(rows=rows_path,
+                                                               dir=rows_path.parent)}  # fmt: skip
+    response = client.post("/v1/selection/jobs", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"].startswith(param)
+
+
+def test_unknown_job_and_file_traversal_are_404(client, rows_path):
+    assert client.get("/v1/selection/jobs/" + "0" * 32).status_code == 404
+    job = client.post(
+        "/v1/selection/jobs", json={"recipe": RECIPE, "input_path": str(rows_path)}
+    ).json()
+    wait_for(client, job["id"])
+    response = client.get(f"/v1/selection/jobs/{job['id']}/files/../../jobs.sqlite")
+    assert response.status_code == 404
+
+
+def test_a_restart_loses_no_job(provider, local_lm, rows_path, tmp_path):
+    # Jobs written while no service runs: one queued, one left "running" by a dead worker.
+    store = JobStore(tmp_path / "jobs.sqlite")
+    recipe = {**RECIPE, "inputs": [str(rows_path)]}
+    orphan = store.create(recipe, tmp_path / "jobs" / "a")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert store.claim(dead.pid).id == orphan.id
+    queued = store.create(recipe, tmp_path / "jobs" / "b")
+    app = make_app(provider, local_lm, data_dir=tmp_path, jobs_input_roots=[rows_path.parent])
+    with TestClient(app) as client:
+        for job in (queued, orphan):
+            assert wait_for(client, job.id)["status"] == "succeeded"
+    assert store.get(orphan.id).attempts == 2
+
+
+def test_job_routes_need_a_key_like_the_rest(provider, local_lm):
+    with TestClient(make_app(provider, local_lm, api_keys=["k"])) as client:
+        assert client.get("/v1/selection/jobs").status_code == 401
+        ok = client.get("/v1/selection/jobs", headers={"Authorization": "Bearer k"})
+        assert ok.status_code == 200
