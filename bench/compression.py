@@ -30,7 +30,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DATA = ROOT.parent.parent / "shared" / "data" / "longqa.jsonl"
+DATA = ROOT.parent / "shared" / "data" / "longqa.jsonl"
 PEER_VENV = ROOT / "bench" / ".venv-llmlingua"
 PEER_MODEL = ROOT / "bench" / ".models" / "smollm2-peer"
 ANSWER_TOKENS = 64  # gold answers are scored on their first tokens (the solution's opening)

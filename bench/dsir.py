@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's Thresher, not another install
-DATA = ROOT.parent.parent / "shared" / "data"
+DATA = ROOT.parent / "shared" / "data"
 PEER_VENV = ROOT / "bench" / ".venv-dsir"
 PEER = "data-selection==1.0.3"
 REVIEW = "amazon_fine_food"
