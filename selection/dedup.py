@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import ConfigError, DependencyMissingError
+from core.errors import ConfigError, require
 from core.record import Record
 from selection.quality.charlm import CharNgramLM
 from selection.quality.heuristics import normalise
@@ -278,12 +278,9 @@ class Deduplicator:
         return pairs
 
     def _minhash_pairs(self, texts: list[str]) -> list[tuple[int, int]]:
-        try:
-            from datasketch import MinHashLSH
-        except ImportError as exc:
-            raise DependencyMissingError("datasketch", "selection") from exc
+        datasketch = require("datasketch", "selection")
         sets = self._shingle_sets(texts)
-        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+        lsh = datasketch.MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
         pairs: list[tuple[int, int]] = []
         for i, s in enumerate(sets):
             if len(s) == 0:
@@ -303,10 +300,7 @@ class Deduplicator:
         return self._semantic_pairs_from(self.embedder.encode(texts))
 
     def _semantic_pairs_from(self, vectors: np.ndarray) -> list[tuple[int, int]]:
-        try:
-            import faiss
-        except ImportError as exc:
-            raise DependencyMissingError("faiss", "selection") from exc
+        faiss = require("faiss", "selection")
         if len(vectors) == 0:
             return []
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import DependencyMissingError, InputError, NotFoundError
+from core.errors import InputError, NotFoundError, require
 from core.record import Record
 from selection.quality.turns import turns
 
@@ -49,11 +49,8 @@ class QualityClassifier:
     intercept_: float = field(default=0.0, init=False)
 
     def _vectorizer(self) -> Any:
-        try:
-            from sklearn.feature_extraction.text import HashingVectorizer
-        except ImportError as exc:
-            raise DependencyMissingError("sklearn", "selection") from exc
-        return HashingVectorizer(
+        text = require("sklearn.feature_extraction.text", "selection")
+        return text.HashingVectorizer(
             n_features=self.n_features,
             ngram_range=(1, self.ngram),
             analyzer=self.analyzer,
