@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import ConfigError
-from core.settings import Settings
+from core.settings import Settings, check_backend_url
 
 
 class RouteSpec(BaseModel):
@@ -31,13 +31,7 @@ class RouteSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if value != "local" and not value.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"Route url {value!r} must be 'local' or an http(s) base URL such as "
-                "http://127.0.0.1:8080/v1.",
-                field="routes",
-            )
-        return value.rstrip("/")
+        return check_backend_url(value, "Route url", field="routes")
 
 
 class ServiceSettings(Settings):

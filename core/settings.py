@@ -60,13 +60,18 @@ class Settings(BaseSettings):
     @field_validator("backend")
     @classmethod
     def _check_backend(cls, value: str) -> str:
-        if value != "local" and not value.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"THRESHER_BACKEND is {value!r}; use 'local' or an http(s) base URL such as "
-                "http://127.0.0.1:8080/v1.",
-                field="backend",
-            )
-        return value.rstrip("/")
+        return check_backend_url(value, "THRESHER_BACKEND", field="backend")
+
+
+def check_backend_url(value: str, name: str, *, field: str) -> str:
+    """A backend is ``local`` or an http(s) base URL; returns it without a trailing slash."""
+    if value != "local" and not value.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{name} is {value!r}; use 'local' or an http(s) base URL such as "
+            "http://127.0.0.1:8080/v1.",
+            field=field,
+        )
+    return value.rstrip("/")
 
 
 def load_settings(**overrides: object) -> Settings:
