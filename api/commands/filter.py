@@ -30,8 +30,7 @@ def filter_rows(
 ) -> None:
     """Drop defective, duplicate rows (each with the rule that dropped it); optionally rate them
     with an LLM judge and keep a diverse subset of BUDGET rows."""
-    import selection
-    from api.commands.select import _finish
+    from api.commands.select import run_and_report
     from core.errors import NotFoundError
     from selection.recipes import builtin_recipe
 
@@ -48,5 +47,4 @@ def filter_rows(
     recipe["inputs"] = [{"path": str(input.resolve()), "shape": "auto"}]
     recipe["output"] = {"path": str(out.resolve()), "scores": "inline", "write_dropped": True}
     folder = out.resolve().parent / f"{out.name}.thresher"
-    result = selection.run_recipe(recipe, folder, progress=progress, fresh=fresh)
-    _finish(result)
+    run_and_report(recipe, folder, progress=progress, fresh=fresh)

@@ -24,18 +24,10 @@ def select(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run a selection recipe; running it again with the same folder resumes it."""
-    import selection
-
     folder = out if out is not None else recipe.parent / f"{recipe.stem}.out"
-    result = selection.run_recipe(
-        recipe,
-        folder,
-        executor=executor,
-        progress=progress,
-        fresh=fresh,  # type: ignore[arg-type]
-        strict=strict or None,
+    run_and_report(
+        recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict
     )
-    _finish(result)
 
 
 @app.command("dsir")
@@ -56,8 +48,6 @@ def dsir(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Select NUM rows of RAW that look like TARGET (DSIR importance resampling)."""
-    import selection
-
     recipe = {
         "inputs": [
             {"path": str(p.resolve()), "text_field": text_field, "shape": "text"} for p in raw
@@ -80,18 +70,31 @@ def dsir(
         "workers": workers,
     }
     folder = out.resolve().parent / f"{out.name}.thresher"
+    run_and_report(
+        recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict
+    )
+
+
+def run_and_report(
+    recipe: object,
+    folder: Path,
+    *,
+    executor: str = "local",
+    progress: bool = True,
+    fresh: bool = False,
+    strict: bool = False,
+) -> None:
+    """Run a recipe (resuming an unfinished job in ``folder``) and print where things went."""
+    import selection
+
     result = selection.run_recipe(
-        recipe,
+        recipe,  # type: ignore[arg-type]
         folder,
-        executor=executor,
+        executor=executor,  # type: ignore[arg-type]
         progress=progress,
-        fresh=fresh,  # type: ignore[arg-type]
+        fresh=fresh,
         strict=strict or None,
     )
-    _finish(result)
-
-
-def _finish(result) -> None:  # type: ignore[no-untyped-def]
     if result.resumed:
         typer.echo("resumed the unfinished job found in the output folder")
     typer.echo(f"wrote {result.output_path} (report: {result.report_dir / 'report.html'})")
