@@ -154,6 +154,9 @@ def _response_error(name: str, status: int, content: bytes) -> BackendResponseEr
     )
 
 
+GREEDY_BELOW_TEMPERATURE = 1e-4
+
+
 class LocalBackend:
     """A Hugging Face causal LM on this machine (CUDA when present), in OpenAI shapes.
 
@@ -259,8 +262,11 @@ class LocalBackend:
             )
         temperature = body.get("temperature", 1.0)
         temperature = 1.0 if temperature is None else float(temperature)
-        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": temperature > 0}
-        if temperature > 0:
+        # Below this, sampling is argmax in all but name, and dividing float32 logits by a
+        # near-zero temperature overflows them to inf (NaN probabilities), so decode greedily.
+        sample = temperature >= GREEDY_BELOW_TEMPERATURE
+        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": sample}
+        if sample:
             kwargs["temperature"] = temperature
             kwargs["top_p"] = float(body.get("top_p") or 1.0)
         stop = body.get("stop")

@@ -67,3 +67,11 @@ def test_unreachable_openai_backend_is_a_clear_error():
     backend = OpenAICompatibleBackend("http://127.0.0.1:9/v1", timeout=2)
     with pytest.raises(BackendUnavailableError, match="unreachable"):
         asyncio.run(backend.chat({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+
+
+def test_near_zero_temperature_decodes_greedily(local_backend):
+    # 1e-166 is positive, but dividing float32 logits by it overflows; it must behave as 0.
+    body = {"prompt": "The capital of France is", "max_tokens": 4}
+    greedy = asyncio.run(local_backend.complete({**body, "temperature": 0}))
+    tiny = asyncio.run(local_backend.complete({**body, "temperature": 1e-166}))
+    assert tiny["choices"][0]["text"] == greedy["choices"][0]["text"]
