@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.state import State
+from api.errors import error_responses
+from api.state import State, client_counter
 from compression import DEFAULT_METHOD, Compressor, get_compressor, method_names
 from core.errors import InputError
 from core.models import ModelProvider
@@ -60,12 +61,19 @@ class CompressResponse(BaseModel):
     method: str
     note: str | None = None
     messages: list[dict[str, Any]] | None = None
-    kept: list[tuple[int, int]] = Field(
+    # Pairs as two-item lists: FastAPI writes a tuple as a 3.0-style list of ``items``, which
+    # is not a valid OpenAPI 3.1 schema.
+    kept: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
         description="[start, end) character ranges of the original prompt that were kept."
     )
 
 
-@router.post("/v1/compress", response_model=CompressResponse, response_model_exclude_none=True)
+@router.post(
+    "/v1/compress",
+    response_model=CompressResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(503),  # the scoring LM or the target tokenizer is missing
+)
 def compress(request: CompressRequest, state: State) -> CompressResponse:
     compressors: dict[str, Compressor] = state.extras["compressors"]
     if request.method not in compressors:
@@ -75,7 +83,7 @@ def compress(request: CompressRequest, state: State) -> CompressResponse:
         )
     compressor = compressors[request.method]
     if request.target_model:
-        counter = state.provider.token_counter(request.target_model)
+        counter = client_counter(state.provider, request.target_model, "target_model")
         compressor = get_compressor(
             request.method,
             scorer=compressor.scorer,

@@ -18,16 +18,14 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from api.errors import error_responses
 from api.jobs.paths import RecipeGuard
 from api.jobs.store import Job
 from api.state import AppState, State
 from core.errors import ConfigError, InputError, NotFoundError
 
 router = APIRouter(tags=["selection"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such job, file or input path."},
-    422: {"description": "A bad recipe key or input path (error.param names it)."},
-}
+ERRORS = error_responses(404)  # no such job, file or input path
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 UPLOAD_CHUNK = 1 << 20
 
