@@ -63,8 +63,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             )
         complete_state(built, service, metrics)
         pools.install(built)
-        if "compressors" not in built.extras:  # setdefault would build them even when given
-            built.extras["compressors"] = compress.build_compressors(service, built.provider)
+        if service.preload_models:  # else on the first /v1/compress (a proxy starts in 1 s)
+            compress.compressors(built)
         app.state.thresher = built
         runner = built.extras["job_runner"]
         resumed = runner.resume()

@@ -54,7 +54,8 @@ def client_counter(provider: ModelProvider, name: str, field: str) -> TokenCount
     return provider.token_counter(name)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI would run a plain def in the threadpool, a thread hop on every request.
     return request.app.state.thresher  # type: ignore[no-any-return]
 
 

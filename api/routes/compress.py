@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import error_responses
-from api.state import State, client_counter
+from api.state import AppState, State, client_counter
 from compression import DEFAULT_METHOD, Compressor, get_compressor, method_names
 from core.errors import InputError
 from core.models import ModelProvider
@@ -33,6 +34,17 @@ def build_compressors(settings: Settings, provider: ModelProvider) -> dict[str, 
     scorer = compression_scorer(provider, settings)
     counter = provider.token_counter(DEFAULT_TARGET_MODEL)
     return {n: get_compressor(n, scorer=scorer, counter=counter) for n in method_names()}
+
+
+_BUILD = threading.Lock()
+
+
+def compressors(state: AppState) -> dict[str, Compressor]:
+    """The state's compressors, built once on first use (or by the lifespan when preloading)."""
+    with _BUILD:
+        if "compressors" not in state.extras:
+            state.extras["compressors"] = build_compressors(state.settings, state.provider)
+    return state.extras["compressors"]  # type: ignore[no-any-return]
 
 
 class CompressRequest(BaseModel):
@@ -75,13 +87,13 @@ class CompressResponse(BaseModel):
     responses=error_responses(503),  # the scoring LM or the target tokenizer is missing
 )
 def compress(request: CompressRequest, state: State) -> CompressResponse:
-    compressors: dict[str, Compressor] = state.extras["compressors"]
-    if request.method not in compressors:
+    built = compressors(state)
+    if request.method not in built:
         raise InputError(
-            f"Unknown compression method {request.method!r}; use one of {list(compressors)}.",
+            f"Unknown compression method {request.method!r}; use one of {list(built)}.",
             field="method",
         )
-    compressor = compressors[request.method]
+    compressor = built[request.method]
     if request.target_model:
         counter = client_counter(state.provider, request.target_model, "target_model")
         compressor = get_compressor(

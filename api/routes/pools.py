@@ -28,7 +28,7 @@ def install(state: AppState) -> PoolStore:
     return state.extras[STORE_KEY]  # type: ignore[no-any-return]
 
 
-def get_store(state: State) -> PoolStore:
+async def get_store(state: State) -> PoolStore:
     return install(state)
 
 
