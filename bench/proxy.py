@@ -141,11 +141,10 @@ async def run_asyncio(url: str, clients: int, seconds: float) -> dict[str, float
 def measure(url: str, clients: int, seconds: float, pid: int) -> dict[str, float]:
     warm = httpx.post(url, json=BODY, timeout=30)
     warm.raise_for_status()
+    load = run_wrk if shutil.which("wrk") else lambda *a: asyncio.run(run_asyncio(*a))
+    load(url, clients, 1.0)  # warm-up at full concurrency: connections and pools filled
     before = cpu_seconds(pid)
-    if shutil.which("wrk"):
-        row = run_wrk(url, clients, seconds)
-    else:
-        row = asyncio.run(run_asyncio(url, clients, seconds))
+    row = load(url, clients, seconds)
     row["cpu_ms_per_request"] = (cpu_seconds(pid) - before) * 1000 / max(1, row["requests"])
     return row
 
@@ -199,6 +198,8 @@ def overhead(delays: list[float], clients: list[int], seconds: float, workers: i
 
 def end_to_end(data: Path, stories: int, rate: float, method: str, max_tokens: int) -> None:
     """Total time per long prompt through the proxy on the local backend, compressed or not."""
+    # This checkout's packages, not bench/compression.py nor another install of thresher.
+    sys.path.insert(0, str(ROOT))
     from fastapi.testclient import TestClient
 
     from api.app import create_app
@@ -209,6 +210,11 @@ def end_to_end(data: Path, stories: int, rate: float, method: str, max_tokens: i
     results = []
     with TestClient(create_app(settings)) as client:
         model = settings.local_model
+        # Untimed: the first generation and the first compression pay one-off warm-up costs.
+        warm = [{"role": "user", "content": rows[0]["context"][:2000]}]
+        for thresher in (None, {"compression": {"method": method, "rate": rate}}):
+            body = {"model": model, "messages": warm, "max_tokens": 2}
+            client.post("/v1/chat/completions", json={**body, "thresher": thresher})
         for row in rows:
             messages = [
                 {"role": "system", "content": "Answer the question about the story briefly."},
