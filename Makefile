@@ -11,10 +11,12 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: setup run test test-slow bench-smoke lint clean llama-server
 
 # A real third-party OpenAI-compatible server for the API tests: llama-cpp-python's server, in
-# its own venv (its pins stay out of ours). The wheel builds from source once (about 6 minutes
-# on 2 cores) and is cached; later setups reuse it. Portable flags: a native build enables
-# ggml's AMX kernels where the CPU lists AMX, and they crash (general protection fault) on VMs
-# that do not grant AMX state, as seen here.
+# its own venv (its pins stay out of ours). The wheel builds from source once and is cached
+# in ~/.cache/thresher (17 CPU-minutes: 27 min wall on this shared 2-core VM at load 7, about
+# 9 on an idle one); later setups reuse it. Portable flags (AVX2/FMA/F16C, no AMX, no AVX-512):
+# a native build enables ggml's AMX kernels where the CPU lists AMX, and they crash (general
+# protection fault) on VMs that do not grant AMX state, as seen here; the portable build runs.
+# Not in the default `make test`: a fresh CI machine would pay the build on every run.
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 THRESHER_CACHE := $(HOME)/.cache/thresher

@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.guard import OPEN_PATHS, Guard
+from api.guard import Guard
 from api.jobs.store import JobStore
 from api.jobs.worker import JobRunner
 from api.metrics import Metrics
+from api.openapi import openapi
 from api.proxy import RetryPolicy
 from api.routes import chat, compress, health, jobs, models, monitoring, pools
 from api.routing import build_router
@@ -62,8 +63,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             )
         complete_state(built, service, metrics)
         pools.install(built)
-        if "compressors" not in built.extras:  # setdefault would build them even when given
-            built.extras["compressors"] = compress.build_compressors(service, built.provider)
+        if service.preload_models:  # else on the first /v1/compress (a proxy starts in 1 s)
+            compress.compressors(built)
         app.state.thresher = built
         runner = built.extras["job_runner"]
         resumed = runner.resume()
@@ -98,29 +99,5 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(jobs.router)
     app.include_router(pools.router)
     app.include_router(compress.router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def _openapi(app: FastAPI) -> dict:
-    """The generated spec plus what middleware does: bearer keys on every route but health."""
-    if app.openapi_schema is None:
-        from fastapi.openapi.utils import get_openapi
-
-        schema = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=app.routes
-        )
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "THRESHER_API_KEYS"}
-        }
-        schema["security"] = [{"bearer": []}]
-        for path, item in schema["paths"].items():
-            for operation in item.values():
-                if path in OPEN_PATHS:
-                    operation["security"] = []
-                else:
-                    operation.setdefault("responses", {}).setdefault(
-                        "401", {"description": "Missing or unknown API key."}
-                    )
-        app.openapi_schema = schema
-    return app.openapi_schema

@@ -82,6 +82,15 @@ def serve(
         str | None,
         typer.Option(help="The model to serve: a local model name, or the remote model's name."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes. Each builds its own models, backends, metrics and rate "
+            "limits; one selection-job worker runs at a time across them.",
+        ),
+    ] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn).")] = True,
 ) -> None:
     """Serve the REST API and the OpenAI-compatible proxy."""
     import uvicorn
@@ -100,8 +109,14 @@ def serve(
         }.items()
         if v is not None
     }
-    settings = service_settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    settings = service_settings(**overrides)  # checked here: a bad value fails before forking
+    run = {"host": settings.host, "port": settings.port, "log_level": "info"}
+    if workers == 1:
+        uvicorn.run(create_app(settings), access_log=access_log, **run)  # type: ignore[arg-type]
+        return
+    # Each worker process builds the app from the environment, so the options travel there.
+    os.environ.update({f"THRESHER_{k.upper()}": str(v) for k, v in overrides.items()})
+    uvicorn.run("api.app:create_app", factory=True, workers=workers, access_log=access_log, **run)  # type: ignore[arg-type]
 
 
 def main() -> None:

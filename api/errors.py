@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import (
@@ -23,6 +24,41 @@ log = logging.getLogger(__name__)
 
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+class ErrorDetail(BaseModel):
+    """OpenAI's error object: the clients read ``message`` and branch on ``type``/``code``."""
+
+    message: str
+    type: str
+    param: str | None = Field(description="The request field at fault, when there is one.")
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer of the service has this body."""
+
+    error: ErrorDetail
+
+
+# What each status means here; routes list the ones they can answer (api/openapi.py adds the
+# ones middleware and body parsing answer on every route).
+ERROR_TEXT = {
+    400: "The body is not valid JSON.",
+    401: "Missing or unknown API key.",
+    404: "A named resource (model, pool, job, file) does not exist.",
+    413: "The body is over THRESHER_MAX_BODY_BYTES.",
+    422: "A field has the wrong type or value; error.param names it.",
+    429: "The key's rate limit is reached; see Retry-After.",
+    502: "The backend failed after retries.",
+    503: "A model this request needs is not available here.",
+    504: "The backend timed out after retries.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these statuses, each with the OpenAI error body."""
+    return {code: {"model": ErrorResponse, "description": ERROR_TEXT[code]} for code in codes}
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:

@@ -61,7 +61,7 @@ class CompressionOptions(BaseModel):
 class ThresherOptions(BaseModel):
     """The ``thresher`` object of a proxied request (the OpenAI SDK's ``extra_body``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)  # NO_OPTIONS is shared
 
     demonstrations: DemonstrationOptions | None = None
     compression: CompressionOptions | None = None
@@ -70,6 +70,8 @@ class ThresherOptions(BaseModel):
 
 def merge_options(defaults: dict[str, Any], request: dict[str, Any] | None) -> ThresherOptions:
     """Deployment defaults overlaid by the request; a request ``null`` switches a stage off."""
+    if not defaults and not request:
+        return NO_OPTIONS  # the plain proxy's case: nothing to merge or validate
     merged = _deep_merge(defaults, request or {})
     try:
         return ThresherOptions.model_validate(merged)
@@ -78,6 +80,9 @@ def merge_options(defaults: dict[str, Any], request: dict[str, Any] | None) -> T
         where = ".".join(str(p) for p in ("thresher", *first.get("loc", ())))
         message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
         raise InputError(f"{where}: {message}", field=where) from None
+
+
+NO_OPTIONS = ThresherOptions()
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +211,8 @@ class Pipeline:
     def run(self, ctx: RequestContext) -> PipelineReport:
         report = PipelineReport(counter=getattr(ctx.counter, "name", type(ctx.counter).__name__))
         report.tokens_before = ctx.prompt_tokens()
-        original = copy.deepcopy(ctx.body)
+        # Only stages change the body; a pass-through pays no copy.
+        original = copy.deepcopy(ctx.body) if self.stages else ctx.body
         for stage in self.stages:
             reason = stage.skip_reason(ctx)
             if reason is not None:
@@ -225,7 +231,8 @@ class Pipeline:
                 break
             ms = (time.perf_counter() - start) * 1000
             self._record(report, StageReport(stage.name, "ran", ms))
-        report.tokens_after = ctx.prompt_tokens()
+        ran = any(s.status == "ran" for s in report.stages)
+        report.tokens_after = ctx.prompt_tokens() if ran else report.tokens_before
         return report
 
     def _record(self, report: PipelineReport, stage: StageReport) -> None:

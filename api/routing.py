@@ -10,8 +10,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from api.http_backend import AiohttpBackend
 from api.settings import RouteSpec, ServiceSettings
-from core.backends import ChatBackend, LocalBackend, OpenAICompatibleBackend
+from core.backends import ChatBackend, LocalBackend
 from core.errors import BackendError, NotFoundError
 from core.registry import canonical_name
 
@@ -38,7 +39,6 @@ class BackendRouter:
         routes: Extra routes by model name, each with its own backend.
         tokenizer: Token counter name used where a route names none.
         default_tokenizer: The default backend's counter (its own tokenizer when local).
-        clients: HTTP clients built for the backends, closed with the router.
     """
 
     def __init__(
@@ -48,14 +48,12 @@ class BackendRouter:
         routes: dict[str, tuple[ChatBackend, RouteSpec]] | None = None,
         tokenizer: str = "cl100k_base",
         default_tokenizer: str | None = None,
-        clients: list[Any] | None = None,
     ) -> None:
         self.default = default
         self.default_models = default_models
         self.routes = routes or {}
         self.tokenizer = tokenizer
         self.default_tokenizer = default_tokenizer or tokenizer
-        self.clients = clients or []  # the HTTP clients the router made, closed with it
 
     def resolve(self, model: str) -> Route:
         """The route for ``model``; :class:`NotFoundError` names the routable models if none."""
@@ -109,8 +107,6 @@ class BackendRouter:
     async def aclose(self) -> None:
         for backend in self.backends():
             await backend.aclose()
-        for client in self.clients:
-            await client.aclose()
 
 
 def build_router(
@@ -125,7 +121,6 @@ def build_router(
     """
     remote: dict[tuple[str, str | None, float | None], ChatBackend] = {}
     local: list[ChatBackend] = []
-    clients: list[Any] = []
     if isinstance(default, LocalBackend):
         local.append(default)
 
@@ -137,17 +132,14 @@ def build_router(
             return local[0]
         key = (url, api_key, timeout)
         if key not in remote:
-            import httpx
-
-            # httpx keeps 20 idle connections by default: under more concurrent requests it
-            # would open and close a TCP connection per request.
-            size = settings.backend_max_connections
-            client = httpx.AsyncClient(
-                timeout=httpx.Timeout(timeout or settings.backend_timeout, connect=10.0),
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            # The pool keeps as many idle connections as requests may run at once, so none
+            # pays for a new TCP connection under load.
+            remote[key] = AiohttpBackend(
+                url,
+                api_key=api_key,
+                timeout=timeout or settings.backend_timeout,
+                max_connections=settings.backend_max_connections,
             )
-            clients.append(client)
-            remote[key] = OpenAICompatibleBackend(url, api_key=api_key, client=client)
         return remote[key]
 
     default = default or make(settings.backend, settings.backend_api_key, None)
@@ -165,6 +157,4 @@ def build_router(
     if not default_models and WILDCARD not in routes:
         # A remote default with no model named forwards every name, as a plain proxy would.
         routes[WILDCARD] = (default, RouteSpec(url=settings.backend))
-    return BackendRouter(
-        default, default_models, routes, settings.tokenizer, default_tokenizer, clients
-    )
+    return BackendRouter(default, default_models, routes, settings.tokenizer, default_tokenizer)

@@ -54,7 +54,9 @@ class ServiceSettings(Settings):
     rate_limit_per_minute: int | None = Field(None, gt=0)
     jobs_db: Path | None = None
     jobs_dir: Path | None = None
-    # Folders a job's input path may point into (default: data_dir); uploads are always allowed.
+    # Folders a job's recipe may read (inputs, DSIR targets, classifier and model folders;
+    # default: data_dir); relative paths resolve under the first. A job always reads its upload
+    # and writes only inside its own folder (api/jobs/paths.py).
     jobs_input_roots: list[Path] = Field(default_factory=list)
 
     @field_validator("routes", mode="before")

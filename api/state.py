@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request
 
 from core.backends import ChatBackend
+from core.errors import InputError
 from core.models import ModelProvider
+from core.registry import KNOWN_MODELS, canonical_name
 from core.settings import Settings
+from core.tokens import TokenCounter, tiktoken_encoding_for
 
 if TYPE_CHECKING:
     from api.jobs.store import JobStore
@@ -34,7 +37,25 @@ class AppState:
     jobs: JobStore | None = None
 
 
-def get_state(request: Request) -> AppState:
+def client_counter(provider: ModelProvider, name: str, field: str) -> TokenCounter:
+    """The token counter a request names: an OpenAI model or encoding, or a known offline
+    model. Never a folder path (the provider would load a tokenizer from it), and an unknown
+    name is the caller's mistake (422 naming ``field``), not the service's (503)."""
+    try:
+        known = tiktoken_encoding_for(name) is not None
+    except InputError as exc:
+        raise InputError(str(exc), field=field) from None
+    if not known and canonical_name(name) not in KNOWN_MODELS:
+        raise InputError(
+            f"{field} {name!r} is not a tokenizer here; use an OpenAI model or encoding "
+            f"(cl100k_base, o200k_base, gpt-4o, ...) or one of {sorted(KNOWN_MODELS)}.",
+            field=field,
+        )
+    return provider.token_counter(name)
+
+
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI would run a plain def in the threadpool, a thread hop on every request.
     return request.app.state.thresher  # type: ignore[no-any-return]
 
 

@@ -1,10 +1,12 @@
-"""The fastest OpenAI-shaped backend we can write (raw ASGI, fixed answer), to measure the
-proxy's own overhead. Run: ``python bench/fast_backend.py PORT``."""
+"""The fastest OpenAI-shaped backend we can write (raw ASGI on uvloop + httptools, fixed answer),
+to measure the proxy's own overhead. ``--delay-ms`` waits before answering, like a fast LLM
+server's short completion. Run: ``python bench/fast_backend.py PORT [--delay-ms 50]``."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
-import sys
 
 import uvicorn
 
@@ -21,18 +23,32 @@ ANSWER = json.dumps(
     }
 ).encode()
 MODELS = json.dumps({"object": "list", "data": [{"id": "fast", "object": "model"}]}).encode()
+HEADERS = [(b"content-type", b"application/json")]
 
 
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    body = MODELS if scope["path"].endswith("/models") else ANSWER
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def make_app(delay: float):  # type: ignore[no-untyped-def]
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        models = scope["path"].endswith("/models")
+        if delay and not models:
+            await asyncio.sleep(delay)
+        body = MODELS if models else ANSWER
+        headers = [*HEADERS, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    uvicorn.run(
+        make_app(args.delay_ms / 1000), host="127.0.0.1", port=args.port, log_level="warning",
+        access_log=False, loop="uvloop", http="httptools", backlog=4096,
+    )  # fmt: skip

@@ -1,12 +1,18 @@
-"""Proxy overhead: p50/p99 added latency and requests/s through ``thresher serve`` against a fast
-loopback backend, 50 concurrent clients, compared with the same load sent to the backend direct.
-With ``--e2e``: long prompts end to end on the local backend, with and without compression.
+"""Proxy overhead: p50/p99 added latency and requests/s through ``thresher serve`` against a
+loopback backend, compared with the same load sent to the backend direct, at the same
+concurrency. The load comes from wrk (C, one thread, so it eats little of the CPU it measures);
+without wrk, from a lean asyncio loop. The backend answers at once (``--delay-ms 0``: the proxy
+saturates, and added latency is queueing) and after a short service time (50 ms, like a short
+completion of a fast LLM server, where the proxy is not saturated). With ``--e2e``: long prompts
+end to end on the local backend, with and without compression.
 
-    python bench/proxy.py            # 4000 requests each way
-    python bench/proxy.py --smoke    # 400 requests each way, well under a minute
+    python bench/proxy.py                   # 50 and 1 clients, delay 0 and 50 ms, 10 s each
+    python bench/proxy.py --workers 2       # the proxy as 2 server processes
+    python bench/proxy.py --smoke           # delay 0, 3 s each, well under a minute
     python bench/proxy.py --e2e --data ../shared/data/longqa.jsonl --stories 6
 
-Both servers are real processes on loopback; the load loop is bounded in count and time.
+The proxy's CPU per request (user + system seconds of its processes / requests) is reported too:
+it does not depend on how busy the machine is, unlike the latencies.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +42,10 @@ BODY = {
         {"role": "user", "content": "Summarise the plot of a short story in one line, please."},
     ],
 }
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%s]]
+"""
 
 
 def free_port() -> int:
@@ -43,7 +56,7 @@ def free_port() -> int:
 
 def start(cmd: list[str], url: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             httpx.get(url, timeout=1)
@@ -56,46 +69,137 @@ def start(cmd: list[str], url: str, env: dict[str, str] | None = None) -> subpro
     raise TimeoutError(url)
 
 
-async def load(url: str, total: int, clients: int, time_limit: float) -> tuple[np.ndarray, float]:
-    """``clients`` workers share ``total`` requests; returns latencies (s) and wall time."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (uvicorn's workers), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def run_wrk(url: str, clients: int, seconds: float) -> dict[str, float]:
+    """wrk's p50/p99 and requests/s (one thread: the generator's own CPU stays small)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % json.dumps(BODY))
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{clients}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        script.name,
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} failed requests:\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return {"requests": requests, "p50_ms": ms("50%"), "p99_ms": ms("99%"), "rps": rps}
+
+
+async def run_asyncio(url: str, clients: int, seconds: float) -> dict[str, float]:
+    """The fallback load: ``clients`` closed-loop workers for ``seconds``."""
     latencies: list[float] = []
-    remaining = [total]
-    deadline = time.monotonic() + time_limit
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while remaining[0] > 0 and time.monotonic() < deadline:
-            remaining[0] -= 1
-            t0 = time.perf_counter()
-            response = await client.post(url, json=BODY)
-            latencies.append(time.perf_counter() - t0)
-            response.raise_for_status()
-
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        for _ in range(min(clients, 20)):  # warm connections and caches
-            await client.post(url, json=BODY)
-        start_time = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(clients)))
-        wall = time.perf_counter() - start_time
-    return np.array(latencies), wall
+        deadline = time.monotonic() + seconds
 
+        async def worker() -> None:
+            while time.monotonic() < deadline:
+                t0 = time.perf_counter()
+                response = await client.post(url, json=BODY)
+                latencies.append(time.perf_counter() - t0)
+                response.raise_for_status()
 
-def summary(name: str, lat: np.ndarray, wall: float) -> dict[str, float]:
-    row = {
-        "requests": int(len(lat)),
-        "p50_ms": float(np.percentile(lat, 50) * 1000),
-        "p99_ms": float(np.percentile(lat, 99) * 1000),
-        "rps": float(len(lat) / wall),
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - began
+    lat = np.array(latencies) * 1000
+    return {
+        "requests": len(lat),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "rps": len(lat) / wall,
     }
-    print(
-        f"{name:<8} {row['requests']:>6} req  p50 {row['p50_ms']:7.2f} ms  "
-        f"p99 {row['p99_ms']:7.2f} ms  {row['rps']:8.1f} req/s"
-    )
+
+
+def measure(url: str, clients: int, seconds: float, pid: int) -> dict[str, float]:
+    warm = httpx.post(url, json=BODY, timeout=30)
+    warm.raise_for_status()
+    load = run_wrk if shutil.which("wrk") else lambda *a: asyncio.run(run_asyncio(*a))
+    load(url, clients, 1.0)  # warm-up at full concurrency: connections and pools filled
+    before = cpu_seconds(pid)
+    row = load(url, clients, seconds)
+    row["cpu_ms_per_request"] = (cpu_seconds(pid) - before) * 1000 / max(1, row["requests"])
     return row
+
+
+def overhead(delays: list[float], clients: list[int], seconds: float, workers: int) -> list[dict]:
+    """Direct and proxied runs for each backend delay and client count."""
+    env = {
+        **os.environ,
+        "THRESHER_PRELOAD_MODELS": "false",
+        "THRESHER_DATA_DIR": str(ROOT / ".thresher" / "bench"),
+        "THRESHER_LOG_LEVEL": "WARNING",
+    }
+    tool = "wrk -t1" if shutil.which("wrk") else "asyncio+httpx"
+    print(f"load: {tool}, {seconds:g} s per run; proxy: {workers} worker process(es)")
+    rows = []
+    for delay in delays:
+        backend_port, proxy_port = free_port(), free_port()
+        backend_url = f"http://127.0.0.1:{backend_port}/v1"
+        backend = start(
+            [sys.executable, "bench/fast_backend.py", str(backend_port), "--delay-ms", str(delay)],
+            f"{backend_url}/models",
+        )
+        serve = [sys.executable, "-m", "api", "serve", "--port", str(proxy_port),
+                 "--backend", backend_url, "--model", "fast", "--workers", str(workers),
+                 "--no-access-log"]  # fmt: skip
+        proxy = start(serve, f"http://127.0.0.1:{proxy_port}/healthz", env)
+        try:
+            for n in clients:
+                direct = measure(f"{backend_url}/chat/completions", n, seconds, backend.pid)
+                proxied = measure(
+                    f"http://127.0.0.1:{proxy_port}/v1/chat/completions", n, seconds, proxy.pid
+                )
+                row = {"delay_ms": delay, "clients": n, "direct": direct, "proxy": proxied,
+                       "p50_added_ms": proxied["p50_ms"] - direct["p50_ms"],
+                       "p99_added_ms": proxied["p99_ms"] - direct["p99_ms"]}  # fmt: skip
+                rows.append(row)
+                print(
+                    f"delay {delay:4g} ms  {n:3d} clients | direct p50 {direct['p50_ms']:7.2f} "
+                    f"p99 {direct['p99_ms']:7.2f} ms {direct['rps']:7.0f} req/s | proxy p50 "
+                    f"{proxied['p50_ms']:7.2f} p99 {proxied['p99_ms']:7.2f} ms "
+                    f"{proxied['rps']:7.0f} req/s | added p50 {row['p50_added_ms']:+7.2f} "
+                    f"p99 {row['p99_added_ms']:+7.2f} ms | proxy CPU "
+                    f"{proxied['cpu_ms_per_request']:.2f} ms/req"
+                )
+        finally:
+            for proc in (proxy, backend):
+                proc.terminate()
+                proc.wait(20)
+    return rows
 
 
 def end_to_end(data: Path, stories: int, rate: float, method: str, max_tokens: int) -> None:
     """Total time per long prompt through the proxy on the local backend, compressed or not."""
+    # This checkout's packages, not bench/compression.py nor another install of thresher.
+    sys.path.insert(0, str(ROOT))
     from fastapi.testclient import TestClient
 
     from api.app import create_app
@@ -106,6 +210,11 @@ def end_to_end(data: Path, stories: int, rate: float, method: str, max_tokens: i
     results = []
     with TestClient(create_app(settings)) as client:
         model = settings.local_model
+        # Untimed: the first generation and the first compression pay one-off warm-up costs.
+        warm = [{"role": "user", "content": rows[0]["context"][:2000]}]
+        for thresher in (None, {"compression": {"method": method, "rate": rate}}):
+            body = {"model": model, "messages": warm, "max_tokens": 2}
+            client.post("/v1/chat/completions", json={**body, "thresher": thresher})
         for row in rows:
             messages = [
                 {"role": "system", "content": "Answer the question about the story briefly."},
@@ -149,9 +258,12 @@ def end_to_end(data: Path, stories: int, rate: float, method: str, max_tokens: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="400 requests each way")
-    parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--smoke", action="store_true", help="delay 0 only, 3 s per run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--clients", type=int, nargs="+", default=[50, 1])
+    parser.add_argument("--delays", type=float, nargs="+", default=[0.0, 50.0],
+                        help="backend service times in ms")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="proxy server processes")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--e2e", action="store_true", help="long prompts on the local backend")
     parser.add_argument("--data", type=Path, default=ROOT / "tests/data/api/longqa_small.jsonl")
@@ -164,46 +276,10 @@ def main() -> None:
         stories = 1 if args.smoke else args.stories
         end_to_end(args.data, stories, args.rate, args.method, args.max_tokens)
         return
-    total = 400 if args.smoke else args.requests
-
-    backend_port, proxy_port = free_port(), free_port()
-    backend_url = f"http://127.0.0.1:{backend_port}/v1"
-    env = {
-        **os.environ,
-        "THRESHER_PRELOAD_MODELS": "false",
-        "THRESHER_DATA_DIR": str(ROOT / ".thresher" / "bench"),
-        "THRESHER_LOG_LEVEL": "WARNING",
-    }
-    backend = start(
-        [sys.executable, "bench/fast_backend.py", str(backend_port)], f"{backend_url}/models"
-    )
-    serve = [sys.executable, "-m", "api", "serve", "--port", str(proxy_port),
-             "--backend", backend_url, "--model", "fast"]  # fmt: skip
-    proxy = start(serve, f"http://127.0.0.1:{proxy_port}/healthz", env)
-    try:
-        print(f"{total} requests, {args.clients} concurrent clients, each way")
-        direct = summary("direct", *asyncio.run(
-            load(f"{backend_url}/chat/completions", total, args.clients, 300)
-        ))  # fmt: skip
-        proxied = summary("proxy", *asyncio.run(
-            load(f"http://127.0.0.1:{proxy_port}/v1/chat/completions", total, args.clients, 300)
-        ))  # fmt: skip
-    finally:
-        proxy.terminate()
-        backend.terminate()
-        proxy.wait(10)
-        backend.wait(10)
-    added = {
-        "p50_added_ms": proxied["p50_ms"] - direct["p50_ms"],
-        "p99_added_ms": proxied["p99_ms"] - direct["p99_ms"],
-        "rps_ratio": proxied["rps"] / direct["rps"],
-    }
-    print(
-        f"added    p50 {added['p50_added_ms']:+.2f} ms  p99 {added['p99_added_ms']:+.2f} ms  "
-        f"proxy/direct req/s {added['rps_ratio']:.2f}"
-    )
+    seconds, delays = (3.0, [0.0]) if args.smoke else (args.seconds, args.delays)
+    rows = overhead(delays, args.clients, seconds, args.workers)
     if args.json:
-        args.json.write_text(json.dumps({"direct": direct, "proxy": proxied, **added}, indent=2))
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

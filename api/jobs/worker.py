@@ -6,6 +6,7 @@ never takes the other down. Progress is the engine's own progress bar, read from
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -78,7 +79,13 @@ def describe(result: Any, job_dir: Path) -> dict[str, Any]:
 
 
 def worker_main(db_path: str, idle_exit_seconds: float | None = None) -> None:
-    """Loop: claim a queued job, run it; exit after ``idle_exit_seconds`` with nothing to do."""
+    """Loop: claim a queued job, run it; exit after ``idle_exit_seconds`` with nothing to do.
+
+    One worker runs at a time per job database: with several server processes (``serve
+    --workers N``) each may start one, and the others wait on the lock until it exits.
+    """
+    lock = Path(db_path).with_name(Path(db_path).name + ".worker.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when this process exits
     store = JobStore(db_path)
     idle_since = time.monotonic()
     while True:

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.errors import error_responses
 from api.pipeline import (
     Kind,
     Pipeline,
@@ -23,22 +24,29 @@ from api.pipeline import (
 )
 from api.proxy import relay_sse
 from api.state import AppState, State
-from core.record import validate_messages
+from core.record import ROLES, validate_messages
 
 router = APIRouter(tags=["proxy"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/json": {}}}
-    for code, text in {
-        400: "Malformed JSON.",
-        401: "Missing or unknown API key.",
-        404: "Unknown model.",
-        413: "Request body too large.",
-        422: "A field has the wrong type or value (error.param names it).",
-        429: "Rate limit reached.",
-        502: "The backend failed after retries.",
-        504: "The backend timed out after retries.",
-    }.items()
+# 404: an unknown model; 503: the local model is missing (the rest: api/openapi.py).
+ERRORS = error_responses(404, 502, 503, 504)
+ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The backend's answer in OpenAI's shape, with a ``thresher`` report; "
+        "with ``stream: true``, server-sent events ending in ``data: [DONE]``.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            # Each event's data is one JSON chunk (or an error object), then "[DONE]".
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"data": {"type": "string"}},
+                }
+            },
+        },
+    },
+    **ERRORS,
 }
 
 
@@ -56,10 +64,31 @@ class ProxyRequest(BaseModel):
     )
 
 
+# What core.record.validate_messages checks, said in the spec (other message keys pass through).
+MESSAGE_SCHEMA = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {"role": {"enum": sorted(ROLES)}},
+    "anyOf": [
+        {"required": ["content"], "properties": {"content": {"type": ["string", "array"]}}},
+        {
+            "required": ["tool_calls"],
+            "properties": {"tool_calls": {"type": "array", "minItems": 1}},
+        },
+        {
+            "required": ["function_call"],
+            "properties": {"function_call": {"type": "object", "minProperties": 1}},
+        },
+    ],
+}
+
+
 class ChatCompletionRequest(ProxyRequest):
     """The OpenAI chat completion request."""
 
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(
+        min_length=1, json_schema_extra={"items": MESSAGE_SCHEMA}
+    )
 
 
 class CompletionRequest(ProxyRequest):
@@ -68,7 +97,7 @@ class CompletionRequest(ProxyRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
 
 
-@router.post("/v1/chat/completions", responses=ERRORS, response_model=None)
+@router.post("/v1/chat/completions", responses=ANSWER, response_model=None)
 async def chat_completions(
     request: ChatCompletionRequest, state: State
 ) -> JSONResponse | StreamingResponse:
@@ -76,7 +105,7 @@ async def chat_completions(
     return await forward(state, "chat", request)
 
 
-@router.post("/v1/completions", responses=ERRORS, response_model=None)
+@router.post("/v1/completions", responses=ANSWER, response_model=None)
 async def completions(request: CompletionRequest, state: State) -> JSONResponse | StreamingResponse:
     """Text completion through the pipeline; ``stream: true`` answers with SSE."""
     return await forward(state, "completion", request)

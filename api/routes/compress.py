@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.state import State
+from api.errors import error_responses
+from api.state import AppState, State, client_counter
 from compression import DEFAULT_METHOD, Compressor, get_compressor, method_names
 from core.errors import InputError
 from core.models import ModelProvider
@@ -32,6 +34,17 @@ def build_compressors(settings: Settings, provider: ModelProvider) -> dict[str, 
     scorer = compression_scorer(provider, settings)
     counter = provider.token_counter(DEFAULT_TARGET_MODEL)
     return {n: get_compressor(n, scorer=scorer, counter=counter) for n in method_names()}
+
+
+_BUILD = threading.Lock()
+
+
+def compressors(state: AppState) -> dict[str, Compressor]:
+    """The state's compressors, built once on first use (or by the lifespan when preloading)."""
+    with _BUILD:
+        if "compressors" not in state.extras:
+            state.extras["compressors"] = build_compressors(state.settings, state.provider)
+    return state.extras["compressors"]  # type: ignore[no-any-return]
 
 
 class CompressRequest(BaseModel):
@@ -60,22 +73,29 @@ class CompressResponse(BaseModel):
     method: str
     note: str | None = None
     messages: list[dict[str, Any]] | None = None
-    kept: list[tuple[int, int]] = Field(
+    # Pairs as two-item lists: FastAPI writes a tuple as a 3.0-style list of ``items``, which
+    # is not a valid OpenAPI 3.1 schema.
+    kept: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
         description="[start, end) character ranges of the original prompt that were kept."
     )
 
 
-@router.post("/v1/compress", response_model=CompressResponse, response_model_exclude_none=True)
+@router.post(
+    "/v1/compress",
+    response_model=CompressResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(503),  # the scoring LM or the target tokenizer is missing
+)
 def compress(request: CompressRequest, state: State) -> CompressResponse:
-    compressors: dict[str, Compressor] = state.extras["compressors"]
-    if request.method not in compressors:
+    built = compressors(state)
+    if request.method not in built:
         raise InputError(
-            f"Unknown compression method {request.method!r}; use one of {list(compressors)}.",
+            f"Unknown compression method {request.method!r}; use one of {list(built)}.",
             field="method",
         )
-    compressor = compressors[request.method]
+    compressor = built[request.method]
     if request.target_model:
-        counter = state.provider.token_counter(request.target_model)
+        counter = client_counter(state.provider, request.target_model, "target_model")
         compressor = get_compressor(
             request.method,
             scorer=compressor.scorer,

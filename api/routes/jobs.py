@@ -1,8 +1,9 @@
 """Selection jobs: submit a recipe (with an input path or an upload), follow it, download results.
 
 Jobs run in a worker process; their state lives in SQLite, so a restart of the service loses
-none. Input paths must lie under the roots in ``THRESHER_JOBS_INPUT_ROOTS``: a request cannot
-make the service read an arbitrary file.
+none. Every file a recipe names must lie under the roots in ``THRESHER_JOBS_INPUT_ROOTS`` (reads)
+or in the job's own folder (the output): a request cannot make the service read or write an
+arbitrary file (api/jobs/paths.py). Relative paths resolve under the first root.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from api.errors import error_responses
+from api.jobs.paths import RecipeGuard
 from api.jobs.store import Job
 from api.state import AppState, State
 from core.errors import ConfigError, InputError, NotFoundError
 
 router = APIRouter(tags=["selection"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such job, file or input path."},
-    422: {"description": "A bad recipe key or input path (error.param names it)."},
-}
+ERRORS = error_responses(404)  # no such job, file or input path
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 UPLOAD_CHUNK = 1 << 20
 
@@ -63,7 +63,8 @@ def submit_job(request: SelectionJobRequest, state: State) -> SelectionJobRespon
     recipe = dict(request.recipe)
     if request.input_path is not None:
         recipe["inputs"] = _override_inputs(recipe.get("inputs"), request.input_path)
-    return _submit(state, recipe, uuid.uuid4().hex)
+    field = "input_path" if request.input_path is not None else None
+    return _submit(state, recipe, uuid.uuid4().hex, field)
 
 
 @router.post(
@@ -96,7 +97,7 @@ def submit_upload(
             out.write(chunk)
     tmp.replace(target)
     parsed["inputs"] = _override_inputs(parsed.get("inputs"), str(target))
-    return _submit(state, parsed, job_id)
+    return _submit(state, parsed, job_id, "file")
 
 
 @router.get("/v1/selection/jobs", response_model=SelectionJobList)
@@ -126,14 +127,18 @@ def download(job_id: str, name: str, state: State) -> FileResponse:
     return FileResponse(path, filename=path.name)
 
 
-def _submit(state: AppState, recipe: dict[str, Any], job_id: str) -> SelectionJobResponse:
+def _submit(
+    state: AppState, recipe: dict[str, Any], job_id: str, inputs_field: str | None
+) -> SelectionJobResponse:
     import selection
 
-    checked = selection.load_recipe(recipe)  # ConfigError names the bad key: a 422
-    for spec in checked.inputs:
-        _check_input(state, checked.resolve(spec.path))
-    store = _store(state)
-    job = store.create(checked.to_dict(), _jobs_dir(state) / job_id, job_id)
+    guard = _guard(state)
+    if not recipe.get("base_dir"):
+        recipe = {**recipe, "base_dir": str(guard.read_roots[0])}
+    checked = selection.load_recipe(recipe).to_dict()  # ConfigError names the bad key: a 422
+    output_dir = _jobs_dir(state) / job_id
+    guard.check(checked, output_dir, inputs_field)
+    job = _store(state).create(checked, output_dir, job_id)
     state.extras["job_runner"].ensure_running()
     return _response(job)
 
@@ -145,22 +150,11 @@ def _override_inputs(inputs: Any, path: str) -> list[Any]:
     return [spec]
 
 
-def _check_input(state: AppState, path: Path) -> None:
-    resolved = path.resolve()
-    roots = [Path(r).resolve() for r in _roots(state)]
-    if not any(resolved.is_relative_to(r) for r in roots):
-        raise InputError(
-            f"Input {str(path)!r} is outside the allowed roots {[str(r) for r in roots]}; "
-            "upload the file instead, or add its folder to THRESHER_JOBS_INPUT_ROOTS.",
-            field="input_path",
-        )
-    if not resolved.exists():
-        raise NotFoundError(f"Input {str(path)!r} does not exist.", field="input_path")
-
-
-def _roots(state: AppState) -> list[Path]:
+def _guard(state: AppState) -> RecipeGuard:
     settings: Any = state.settings
-    return [*(settings.jobs_input_roots or [settings.data_dir]), _jobs_dir(state)]
+    roots = settings.jobs_input_roots or [settings.data_dir]
+    backends = {"local", settings.backend, *(spec.url for spec in settings.routes.values())}
+    return RecipeGuard(tuple(Path(r).resolve() for r in roots), frozenset(backends))
 
 
 def _jobs_dir(state: AppState) -> Path:

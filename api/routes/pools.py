@@ -10,7 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.state import AppState, State
+from api.errors import error_responses
+from api.state import AppState, State, client_counter
 from prompting import PoolStore, check_pool_name, demonstrate, demonstration
 
 router = APIRouter(tags=["pools"])
@@ -27,7 +28,7 @@ def install(state: AppState) -> PoolStore:
     return state.extras[STORE_KEY]  # type: ignore[no-any-return]
 
 
-def get_store(state: State) -> PoolStore:
+async def get_store(state: State) -> PoolStore:
     return install(state)
 
 
@@ -43,8 +44,12 @@ class PoolRecord(BaseModel):
     output: str | None = None
 
 
+# The spec says what prompting.check_pool_name enforces (it stays the check).
+POOL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class CreatePoolRequest(BaseModel):
-    name: str
+    name: str = Field(json_schema_extra={"pattern": POOL_NAME})
     records: list[PoolRecord] = Field(min_length=1)
     replace: bool = False
 
@@ -63,7 +68,7 @@ class PoolResponse(BaseModel):
 class DemonstrationsRequest(BaseModel):
     pool: str
     query: str
-    k: int
+    k: int = Field(ge=1)
     method: str = "knn"
     order: str = "similarity"
     budget_tokens: int | None = None
@@ -98,7 +103,9 @@ def _describe(name: str, store: PoolStore) -> PoolResponse:
     return PoolResponse(name=name, size=len(pool), labels=pool.labels_, index=pool.index_.kind)
 
 
-@router.post("/v1/pools", response_model=PoolResponse, status_code=201)
+@router.post(
+    "/v1/pools", response_model=PoolResponse, status_code=201, responses=error_responses(503)
+)
 def create_pool(body: CreatePoolRequest, store: Store) -> PoolResponse:
     """Create (or with ``replace`` overwrite) a named pool from records."""
     check_pool_name(body.name)
@@ -106,7 +113,9 @@ def create_pool(body: CreatePoolRequest, store: Store) -> PoolResponse:
     return _describe(body.name, store)
 
 
-@router.post("/v1/pools/{name}/records", response_model=PoolResponse)
+@router.post(
+    "/v1/pools/{name}/records", response_model=PoolResponse, responses=error_responses(404)
+)
 def add_records(name: str, body: AddRecordsRequest, store: Store) -> PoolResponse:
     """Add records to a pool without rebuilding its index."""
     store.add(name, _records(body.records))
@@ -114,7 +123,10 @@ def add_records(name: str, body: AddRecordsRequest, store: Store) -> PoolRespons
 
 
 @router.post(
-    "/v1/demonstrations", response_model=DemonstrationsResponse, response_model_exclude_none=True
+    "/v1/demonstrations",
+    response_model=DemonstrationsResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(404, 503),  # an unknown pool; a scoring LM that is missing
 )
 def demonstrations(body: DemonstrationsRequest, store: Store, state: State) -> dict[str, Any]:
     """Retrieve, order and (with ``budget_tokens``) assemble demonstrations for a query."""
@@ -127,7 +139,11 @@ def demonstrations(body: DemonstrationsRequest, store: Store, state: State) -> d
         method=body.method,
         order=body.order,
         budget_tokens=body.budget_tokens,
-        counter=provider.token_counter(body.model) if body.budget_tokens is not None else None,
+        counter=(
+            client_counter(provider, body.model, "model")
+            if body.budget_tokens is not None
+            else None
+        ),
         scorer=lambda: provider.scorer(state.settings.scorer_model),
         instruction=body.instruction,
         retriever=store.retriever(body.pool, body.method),

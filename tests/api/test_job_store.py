@@ -3,6 +3,8 @@ workers never claim the same job."""
 
 from __future__ import annotations
 
+import fcntl
+import multiprocessing
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from api.jobs.store import JobStore
-from api.jobs.worker import last_progress_line
+from api.jobs.worker import last_progress_line, worker_main
 from core.errors import NotFoundError
 
 
@@ -66,3 +68,22 @@ def test_progress_is_the_last_bar_drawn(tmp_path):
     log.write_text("dsir:  10%|#  | 1/10\rdsir:  90%|#########| 9/10\r")
     assert last_progress_line(log).startswith("dsir:  90%")
     assert last_progress_line(tmp_path / "missing.log") == ""
+
+
+def test_one_selection_worker_runs_at_a_time(tmp_path):
+    # Another server process's worker holds the lock: a second one waits, then runs.
+    db = tmp_path / "jobs.sqlite"
+    JobStore(db)
+    held = (tmp_path / "jobs.sqlite.worker.lock").open("w")
+    fcntl.flock(held, fcntl.LOCK_EX)
+    second = multiprocessing.get_context("spawn").Process(target=worker_main, args=(str(db), 0.1))
+    second.start()
+    try:
+        second.join(3)
+        assert second.is_alive()  # waiting for the lock, not polling the store
+        held.close()  # the first worker exits
+        second.join(30)
+        assert second.exitcode == 0  # it ran, found nothing to do, and exited when idle
+    finally:
+        if second.is_alive():
+            second.terminate()

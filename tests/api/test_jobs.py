@@ -87,6 +87,49 @@ def test_bad_jobs_are_4xx(client, rows_path, body, status, param):
     assert response.json()["error"]["param"].startswith(param)
 
 
+@pytest.mark.parametrize(
+    "recipe, param",
+    [
+        ({**RECIPE, "inputs": ["/etc/hostname"]}, "recipe.inputs[0].path"),
+        ({**RECIPE, "inputs": ["rows.jsonl"], "output": {"path": "/tmp/x.jsonl"}},
+         "recipe.output.path"),
+        ({"inputs": ["rows.jsonl"], "steps": [{"type": "classifier", "path": "/etc"}]},
+         "recipe.steps[0].path"),
+        ({"inputs": ["rows.jsonl"],
+          "steps": [{"type": "judge", "backend": "http://10.0.0.1/v1"}]},
+         "recipe.steps[0].backend"),
+    ],
+)  # fmt: skip
+def test_files_a_recipe_names_stay_in_the_allowed_folders(client, recipe, param):
+    response = client.post("/v1/selection/jobs", json={"recipe": recipe})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_a_relative_input_resolves_under_the_first_root(client):
+    response = client.post(
+        "/v1/selection/jobs", json={"recipe": {**RECIPE, "inputs": ["rows.jsonl"]}}
+    )
+    assert response.status_code == 202, response.text
+    assert wait_for(client, response.json()["id"])["status"] == "succeeded"
+
+
+def test_an_upload_name_cannot_leave_the_job_folder(client, rows_path):
+    response = client.post(
+        "/v1/selection/jobs/upload",
+        files={"file": ("../../../escaped.jsonl", rows_path.read_bytes())},
+        data={"recipe": json.dumps({**RECIPE, "output": {"path": "../x.jsonl"}})},
+    )
+    assert response.status_code == 422 and response.json()["error"]["param"] == "recipe.output.path"
+    response = client.post(
+        "/v1/selection/jobs/upload",
+        files={"file": ("../../../escaped.jsonl", rows_path.read_bytes())},
+        data={"recipe": json.dumps(RECIPE)},
+    )
+    job = wait_for(client, response.json()["id"])
+    assert f"/v1/selection/jobs/{job['id']}/files/input/escaped.jsonl" in job["files"]
+
+
 def test_unknown_job_and_file_traversal_are_404(client, rows_path):
     assert client.get("/v1/selection/jobs/" + "0" * 32).status_code == 404
     job = client.post(

@@ -8,11 +8,13 @@ import sys
 
 import httpx
 import openai
+import pytest
 
 from tests.api.servers import fault_backend, free_port, wait_until_up
 
 
-def test_serve_proxies_to_the_backend_it_was_given(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_proxies_to_the_backend_it_was_given(tmp_path, workers):
     port = free_port()
     env = {**os.environ, "THRESHER_DATA_DIR": str(tmp_path), "THRESHER_PRELOAD_MODELS": "false"}
     with fault_backend() as (backend, _):
@@ -28,6 +30,8 @@ def test_serve_proxies_to_the_backend_it_was_given(tmp_path):
                 backend,
                 "--model",
                 "ok",
+                "--workers",
+                str(workers),
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -41,6 +45,13 @@ def test_serve_proxies_to_the_backend_it_was_given(tmp_path):
                 model="ok", messages=[{"role": "user", "content": "hi"}]
             )
             assert answer.choices[0].message.content == "echo 1 messages"
+            # Every worker process routes the same way (each built it from the environment).
+            for _ in range(6):
+                again = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    json={"model": "ok", "messages": [{"role": "user", "content": "hi"}]},
+                )
+                assert again.status_code == 200
             other = httpx.post(
                 f"http://127.0.0.1:{port}/v1/chat/completions",
                 json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},

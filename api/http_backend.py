@@ -1,0 +1,135 @@
+"""The proxy's OpenAI-compatible backend over aiohttp: the same wire behaviour and errors as
+:class:`core.backends.OpenAICompatibleBackend`, at a fraction of the CPU per request.
+
+Measured on this 2-core VM against a loopback backend, the client alone costs httpx 2.0 ms of CPU
+per request one at a time and 5.1 ms at 50 concurrent (its pool scans connections per request);
+aiohttp costs 0.3 ms either way. For a proxy whose only job is to forward, that is most of the
+overhead, so the routing table builds this backend for remote URLs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from core.backends import _response_error  # one place that reads an error body
+from core.errors import BackendTimeoutError, BackendUnavailableError
+
+Body = dict[str, Any]
+JSON = {"Content-Type": "application/json"}
+
+
+class AiohttpBackend:
+    """OpenAI, vLLM, llama.cpp server, TGI: anything that serves ``/v1/chat/completions``.
+
+    Args:
+        base_url: The server's OpenAI base URL (``.../v1``).
+        api_key: Sent as ``Authorization: Bearer``.
+        timeout: Seconds to wait for each read (a stream may run longer in total).
+        max_connections: Pooled keep-alive connections (at least the expected concurrency).
+        name: Shown in errors and metrics (default: the URL).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_connections: int = 256,
+        name: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.name = name or self.base_url
+        self.headers = {**JSON, **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._session: Any = None
+
+    def _client(self) -> Any:
+        # Made on first use: an aiohttp session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                timeout=aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=self.timeout),
+                headers=self.headers,
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def chat(self, body: Body) -> Body:
+        return await self._request("POST", "/chat/completions", {**body, "stream": False})
+
+    async def complete(self, body: Body) -> Body:
+        return await self._request("POST", "/completions", {**body, "stream": False})
+
+    def stream_chat(self, body: Body) -> AsyncIterator[Body]:
+        return self._stream("/chat/completions", {**body, "stream": True})
+
+    def stream_complete(self, body: Body) -> AsyncIterator[Body]:
+        return self._stream("/completions", {**body, "stream": True})
+
+    async def models(self) -> list[str]:
+        data = await self._request("GET", "/models", None)
+        return [m["id"] for m in data.get("data", []) if "id" in m]
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _request(self, method: str, path: str, body: Body | None) -> Body:
+        import aiohttp
+
+        data = orjson.dumps(body) if body is not None else None
+        try:
+            async with self._client().request(method, self.base_url + path, data=data) as resp:
+                content = await resp.read()
+                status = resp.status
+        except TimeoutError as exc:
+            raise BackendTimeoutError(f"Backend {self.name} timed out on {path}.") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendUnavailableError(f"Backend {self.name} is unreachable: {exc}.") from exc
+        if status >= 400:
+            raise _response_error(self.name, status, content)
+        try:
+            answer = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise BackendUnavailableError(
+                f"Backend {self.name} answered {path} with a body that is not JSON."
+            ) from exc
+        if not isinstance(answer, dict):
+            raise BackendUnavailableError(f"Backend {self.name} answered {path} with no object.")
+        return answer
+
+    async def _stream(self, path: str, body: Body) -> AsyncIterator[Body]:
+        import aiohttp
+
+        url = self.base_url + path
+        try:
+            async with self._client().post(url, data=orjson.dumps(body)) as resp:
+                if resp.status >= 400:
+                    raise _response_error(self.name, resp.status, await resp.read())
+                async for raw in resp.content:  # one SSE line at a time
+                    line = raw.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        return
+                    try:
+                        yield orjson.loads(data)
+                    except orjson.JSONDecodeError as exc:
+                        raise BackendUnavailableError(
+                            f"Backend {self.name} sent a stream event that is not JSON: "
+                            f"{data[:80]!r}"
+                        ) from exc
+        except TimeoutError as exc:
+            raise BackendTimeoutError(f"Backend {self.name} timed out while streaming.") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendUnavailableError(
+                f"Backend {self.name} broke off the stream: {exc}."
+            ) from exc

@@ -1,0 +1,117 @@
+"""Where a submitted recipe may read and write: every file it names is checked before it runs.
+
+A REST client must not make the service read or write an arbitrary file, nor call an address of
+its choosing. Reads (inputs, DSIR targets, classifier folders, a local model folder, the recipe's
+``base_dir``) must lie under the allowed roots (``THRESHER_JOBS_INPUT_ROOTS``, default the data
+dir) or the job's own folder (its upload); the output stays inside the job's folder; a judge's
+backend must be one this deployment already routes to. The walk goes by key names, so a step type
+added later with a ``path`` or ``*_dir`` parameter is covered without a change here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError, NotFoundError
+from core.registry import KNOWN_MODELS, canonical_name
+
+# Keys whose string value is a file or folder the engine will read.
+PATH_KEYS = frozenset({"path", "paths", "base_dir", "file", "dir", "folder"})
+PATH_SUFFIXES = ("_path", "_paths", "_dir", "_file", "_folder")
+
+
+def _names_a_file(key: str) -> bool:
+    return key in PATH_KEYS or key.endswith(PATH_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class RecipeGuard:
+    """Checks one validated recipe (its ``to_dict()``) against the deployment's limits.
+
+    Args:
+        read_roots: Folders a recipe may read from (resolved; symlinks followed).
+        backends: Backend URLs a judge step may call (``local`` and the configured ones).
+    """
+
+    read_roots: tuple[Path, ...]
+    backends: frozenset[str]
+
+    def check(
+        self, recipe: dict[str, Any], output_dir: Path, inputs_field: str | None = None
+    ) -> None:
+        """Raise :class:`InputError` naming the first field that points outside the limits.
+
+        Args:
+            recipe: The validated recipe as a dict, its ``base_dir`` set.
+            output_dir: The job's own folder.
+            inputs_field: The request field that set the inputs, if not the recipe's own.
+        """
+        # Another job's folder is not this job's to read: only its own joins the roots.
+        roots = (*self.read_roots, output_dir.resolve())
+        base = Path(recipe["base_dir"])
+        _readable(roots, base, "recipe.base_dir")
+        for index, spec in enumerate(recipe.get("inputs", [])):
+            field = inputs_field or f"recipe.inputs[{index}].path"
+            _readable(roots, _resolve(base, spec["path"]), field, must_exist=True)
+        output = recipe.get("output", {}).get("path", "")
+        target = (output_dir / output).resolve()
+        if Path(output).is_absolute() or not target.is_relative_to(output_dir.resolve()):
+            raise InputError(
+                f"recipe.output.path {output!r} leaves the job's folder; give a relative file "
+                "name (the results are downloaded from the job).",
+                field="recipe.output.path",
+            )
+        for index, step in enumerate(recipe.get("steps", [])):
+            self._check_step(step, base, f"recipe.steps[{index}]", roots)
+
+    def _check_step(
+        self, step: dict[str, Any], base: Path, where: str, roots: tuple[Path, ...]
+    ) -> None:
+        for field, key, value in _strings(step, where):
+            if _names_a_file(key):
+                _readable(roots, _resolve(base, value), field)
+            elif key == "backend" and value.rstrip("/") not in self.backends:
+                raise InputError(
+                    f"{field} {value!r} is not a backend of this deployment; use one of "
+                    f"{sorted(self.backends)} (THRESHER_BACKEND, THRESHER_ROUTES).",
+                    field=field,
+                )
+            elif key == "model" and canonical_name(value) not in KNOWN_MODELS:
+                # The model provider loads a local folder when the name is one: the same rule.
+                folder = Path(value).expanduser()
+                if folder.is_dir():
+                    _readable(roots, folder, field)
+
+
+def _readable(roots: tuple[Path, ...], path: Path, field: str, *, must_exist: bool = False) -> None:
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise InputError(
+            f"{field} {str(path)!r} is outside the folders jobs may read "
+            f"{[str(r) for r in roots[:-1]]}; upload the file instead, or add its folder to "
+            "THRESHER_JOBS_INPUT_ROOTS.",
+            field=field,
+        )
+    if must_exist and not resolved.exists():
+        raise NotFoundError(f"{field} {str(path)!r} does not exist.", field=field)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _strings(value: Any, where: str, key: str = "") -> Iterator[tuple[str, str, str]]:
+    """Every string in a nested step, as (field name, its key, value); list items keep the key
+    of their list (``target: [a.jsonl]`` and ``target: [{path: a.jsonl}]`` both count)."""
+    if isinstance(value, str):
+        yield where, key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{where}.{k}", str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{where}[{i}]", key)
