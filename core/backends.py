@@ -260,6 +260,14 @@ class LocalBackend:
             raise InputError(
                 f"max_tokens must be a positive integer, got {max_tokens!r}.", field="max_tokens"
             )
+        context = getattr(self.lm.model.config, "max_position_embeddings", None)
+        if context is not None and max_tokens > context:
+            # One request must not occupy a local deployment generating past the model's window.
+            raise InputError(
+                f"max_tokens is {max_tokens}, above {self.name}'s context of {context} tokens; "
+                "ask for fewer.",
+                field="max_tokens",
+            )
         temperature = body.get("temperature", 1.0)
         temperature = 1.0 if temperature is None else float(temperature)
         # Below this, sampling is argmax in all but name, and dividing float32 logits by a

@@ -75,3 +75,8 @@ def test_near_zero_temperature_decodes_greedily(local_backend):
     greedy = asyncio.run(local_backend.complete({**body, "temperature": 0}))
     tiny = asyncio.run(local_backend.complete({**body, "temperature": 1e-166}))
     assert tiny["choices"][0]["text"] == greedy["choices"][0]["text"]
+
+
+def test_max_tokens_beyond_the_context_is_refused(local_backend):
+    with pytest.raises(InputError, match="max_tokens is 2147483648"):
+        asyncio.run(local_backend.complete({"prompt": "Hi", "max_tokens": 2**31}))
