@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from embedcache import cached_encode  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from core.errors import InputError  # noqa: E402
 from core.models import ModelProvider  # noqa: E402
 from prompting import (  # noqa: E402
     RETRIEVER_NAMES,
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 if key in done:
                     rows.append(done[key])
                     continue
-                correct, tokens, kept = 0, [], []
+                correct, tokens, kept, zero_shot = 0, [], [], 0
                 start = time.perf_counter()
                 for row, vec in tqdm(
                     list(zip(test, vectors, strict=True)),
@@ -164,13 +166,18 @@ def run(args: argparse.Namespace) -> list[dict]:
                     leave=False,
                 ):
                     result = orderer.order(retriever.retrieve(row["text"], k, vector=vec))
-                    prompt = assemble(
+                    build = partial(
+                        assemble,
                         row["text"],
-                        result,
                         counter=counter,
                         budget_tokens=args.budget,
                         instruction=meta["instruction"],
                     )
+                    try:
+                        prompt = build(result)
+                    except InputError:  # a long query with a long demonstration: go zero-shot
+                        prompt = build([])
+                        zero_shot += 1
                     pred = labels[int(np.argmax(label_scorer(prompt.prompt)))]
                     correct += pred == row["label"]
                     tokens.append(prompt.tokens)
@@ -183,6 +190,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     "accuracy": correct / len(test),
                     "mean_tokens": float(np.mean(tokens)),
                     "mean_kept": float(np.mean(kept)),
+                    "zero_shot": zero_shot,
                     "fit_s": round(fit_s, 2),
                     "seconds": round(time.perf_counter() - start, 1),
                     "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
