@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from embedcache import cached_encode  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from core.errors import InputError  # noqa: E402
 from core.models import ModelProvider  # noqa: E402
 from prompting import (  # noqa: E402
     RETRIEVER_NAMES,
@@ -37,6 +40,9 @@ from prompting import (  # noqa: E402
     get_orderer,
     get_retriever,
 )
+
+# Every retriever is scored on --n-test queries, except that --n-test-other may cut the rest.
+CHEAP = ("random", "knn", "bm25")
 
 # The intent task ships in tests/data; pass --data ../shared/data/icl for all three tasks.
 DATA = os.environ.get(
@@ -55,9 +61,13 @@ def load_task(folder: Path, task: str) -> tuple[list, list[dict], dict]:
 
 
 class LabelScorer:
-    """Log-prob of each label after a prompt: one prefix forward, labels batched on its cache."""
+    """Log-prob of each label after a prompt: one prefix forward, labels batched on its cache.
 
-    def __init__(self, scorer, labels: list[str]) -> None:
+    The task instruction opens every prompt, so its KV cache is computed once and copied for
+    each query; only the demonstrations and the query run through the model per prompt.
+    """
+
+    def __init__(self, scorer, labels: list[str], shared: str | None = None) -> None:
         import torch
 
         self.torch = torch
@@ -68,14 +78,31 @@ class LabelScorer:
         self.batch = torch.full((len(labels), width), scorer.pad_id, dtype=torch.long)
         for i, ids in enumerate(self.label_ids):
             self.batch[i, : len(ids)] = torch.tensor(ids)
+        self.shared_ids = [scorer.start_id, *(scorer.encode(shared) if shared else [])]
+        with torch.inference_mode():
+            out = scorer.model(input_ids=torch.tensor([self.shared_ids]), use_cache=True)
+        self.shared_cache = out.past_key_values
 
     def __call__(self, prompt: str) -> np.ndarray:
+        import copy
+
         torch = self.torch
         model = self.scorer.model
-        prefix = torch.tensor([[self.scorer.start_id, *self.scorer.encode(prompt)]])
+        ids = [self.scorer.start_id, *self.scorer.encode(prompt)]
+        n = len(self.shared_ids)
+        cache = None
+        if len(ids) > n and ids[:n] == self.shared_ids:
+            cache, ids = copy.deepcopy(self.shared_cache), ids[n:]
         with torch.inference_mode():
-            out = model(input_ids=prefix, use_cache=True)
+            out = model(
+                input_ids=torch.tensor([ids]),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             first = torch.log_softmax(out.logits[0, -1].float(), -1)
+            if self.batch.shape[1] == 1:  # single-token labels: the prefix forward is enough
+                return np.array([float(first[ids[0]]) for ids in self.label_ids])
             cache = out.past_key_values
             cache.batch_repeat_interleave(len(self.labels))
             rest = model(input_ids=self.batch, past_key_values=cache, use_cache=False)
@@ -105,16 +132,23 @@ def run(args: argparse.Namespace) -> list[dict]:
             done[(row["task"], row["method"], row["k"], row["n_test"])] = row
     rows = []
     for task in args.tasks:
-        pool_records, test, meta = load_task(Path(args.data), task)
-        rng = np.random.default_rng(args.seed)
-        if args.n_test < len(test):
-            test = [test[i] for i in sorted(rng.choice(len(test), args.n_test, replace=False))]
-        pool = Pool(embedder).fit(pool_records)
-        vectors = embedder.encode([r["text"] for r in test])
+        pool_records, all_test, meta = load_task(Path(args.data), task)
+        # One fixed permutation: a smaller n is always a prefix of a larger one.
+        perm = np.random.default_rng(args.seed).permutation(len(all_test))
+        all_test = [all_test[i] for i in perm]
+        pool_vectors = cached_encode(
+            embedder, [r.content for r in pool_records], label=f"icl-{task}-pool"
+        )
+        pool = Pool(embedder).fit(pool_records, embeddings=pool_vectors)
+        all_vectors = cached_encode(
+            embedder, [r["text"] for r in all_test], label=f"icl-{task}-test"
+        )
         labels = meta["labels"]
-        label_scorer = LabelScorer(scorer, labels)
+        label_scorer = LabelScorer(scorer, labels, shared=meta["instruction"])
         orderer = get_orderer("similarity")
         for method in args.methods:
+            n = args.n_test if method in CHEAP or args.n_test_other is None else args.n_test_other
+            test, vectors = all_test[:n], all_vectors[:n]
             retriever = get_retriever(method, seed=args.seed)
             fit_start = time.perf_counter()
             retriever.fit(pool)
@@ -124,7 +158,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 if key in done:
                     rows.append(done[key])
                     continue
-                correct, tokens, kept = 0, [], []
+                correct, tokens, kept, zero_shot = 0, [], [], 0
                 start = time.perf_counter()
                 for row, vec in tqdm(
                     list(zip(test, vectors, strict=True)),
@@ -132,13 +166,18 @@ def run(args: argparse.Namespace) -> list[dict]:
                     leave=False,
                 ):
                     result = orderer.order(retriever.retrieve(row["text"], k, vector=vec))
-                    prompt = assemble(
+                    build = partial(
+                        assemble,
                         row["text"],
-                        result,
                         counter=counter,
                         budget_tokens=args.budget,
                         instruction=meta["instruction"],
                     )
+                    try:
+                        prompt = build(result)
+                    except InputError:  # a long query with a long demonstration: go zero-shot
+                        prompt = build([])
+                        zero_shot += 1
                     pred = labels[int(np.argmax(label_scorer(prompt.prompt)))]
                     correct += pred == row["label"]
                     tokens.append(prompt.tokens)
@@ -151,8 +190,10 @@ def run(args: argparse.Namespace) -> list[dict]:
                     "accuracy": correct / len(test),
                     "mean_tokens": float(np.mean(tokens)),
                     "mean_kept": float(np.mean(kept)),
+                    "zero_shot": zero_shot,
                     "fit_s": round(fit_s, 2),
                     "seconds": round(time.perf_counter() - start, 1),
+                    "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
                 }
                 print(json.dumps(entry), flush=True)
                 with open(out, "a", encoding="utf-8") as f:
@@ -181,16 +222,22 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(RETRIEVER_NAMES))
     parser.add_argument("--k", nargs="+", type=int, default=[4, 8])
     parser.add_argument("--n-test", type=int, default=100, help="test queries per task (subsample)")
+    parser.add_argument(
+        "--n-test-other",
+        type=int,
+        default=None,
+        help=f"test queries for retrievers other than {', '.join(CHEAP)} (default: --n-test)",
+    )
     parser.add_argument("--budget", type=int, default=1024, help="prompt token budget")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=DATA, help="folder of <task>_{pool,test}.jsonl")
     parser.add_argument("--out", default="bench/results/icl.jsonl")
-    parser.add_argument("--smoke", action="store_true", help="intent, 12 queries, random vs knn")
+    parser.add_argument("--smoke", action="store_true", help="intent, 10 queries, random vs knn")
     args = parser.parse_args()
     if args.smoke:
-        args.tasks, args.methods, args.k, args.n_test = ["intent"], ["random", "knn"], [4], 12
+        args.tasks, args.methods, args.k, args.n_test = ["intent"], ["random", "knn"], [4], 10
         args.out = str(Path(args.out).with_name("icl_smoke.jsonl"))
         Path(args.out).unlink(missing_ok=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,16 @@
-"""Retrieval latency: top-10 from a large pool, p50/p99 per query on CPU, and build time.
+"""Retrieval latency and recall: top-10 from a large pool of real sentences, flat vs IVF vs HNSW.
 
-Embedding 100k texts with MiniLM takes many minutes on 2 cores, so the large pool holds
-synthetic texts (Zipf-distributed words, so BM25 has something to rank) with random unit vectors;
-query vectors are given, which times everything but the query embedding. The query embedding
-itself is timed separately with the real MiniLM on real queries, and the end-to-end ``knn`` call
-(embed + search) on a real-text pool.
+The pool is ``--size`` distinct real sentences cut from ../shared/data (the mixed-domain raw pool
+and the instruction inputs and outputs), so the embeddings cluster like real text; queries are
+real held-out texts (the ICL test splits, none of them in the pool). Pool embeddings are cached
+under bench/.cache, so only the first run pays for them. For each index it reports the build
+time, recall@10 against exact search, the index search alone and ``knn`` end to end (live
+float32 query embedding + search + records), p50/p99 per query, one query at a time. ``--sweep``
+adds the recall/latency curve of IVF nprobe and HNSW efSearch, ``--flat-sizes`` the exact-search
+latency by pool size that sets where the automatic index leaves flat.
 
     python bench/retrieval_latency.py --smoke
-    python bench/retrieval_latency.py --size 100000 --queries 500
+    flock /work/helpers/bench.lock python bench/retrieval_latency.py --size 100000 --queries 300
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,38 +28,73 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from embedcache import cached_encode, shared_data  # noqa: E402
+
 from core.models import ModelProvider  # noqa: E402
 from prompting import IndexConfig, Pool, demonstration, get_retriever  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "prompting"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def synthetic(n: int, dim: int, rng: np.random.Generator) -> tuple[list, np.ndarray]:
-    vocab = np.array([f"w{i}" for i in range(20_000)])
-    ranks = np.minimum(rng.zipf(1.3, size=(n, 12)), len(vocab)) - 1
-    labels = [f"label{i}" for i in range(8)]
-    records = [
-        demonstration(f"s{i}", " ".join(vocab[ranks[i]]), label=labels[i % 8]) for i in range(n)
+def real_sentences(data: Path, n: int, seed: int) -> list[str]:
+    """``n`` distinct sentences (30-300 characters) from the raw pool and instruction data."""
+    seen: dict[str, str] = {}
+    sources = [
+        (data / "raw_pool.jsonl", ("text",)),
+        (data / "instructions.jsonl", ("input", "output")),
     ]
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return records, vectors
+    for path, fields in sources:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                for field in fields:
+                    for s in _SENTENCE.split(row[field].replace("\n", " ")):
+                        s = " ".join(s.split())
+                        if 30 <= len(s) <= 300:
+                            seen.setdefault(s.lower(), s)
+    texts = list(seen.values())
+    if len(texts) < n:
+        raise SystemExit(f"Only {len(texts)} distinct sentences; ask for --size <= {len(texts)}.")
+    rng = np.random.default_rng(seed)
+    return [texts[i] for i in sorted(rng.choice(len(texts), n, replace=False))]
+
+
+def real_queries(data: Path, n: int, seed: int) -> list[str]:
+    """``n`` held-out texts, drawn evenly from the three ICL test splits."""
+    texts = []
+    for task in ("intent", "rotten_tomatoes", "amazon_food"):
+        with open(data / "icl" / f"{task}_test.jsonl", encoding="utf-8") as f:
+            texts += [json.loads(line)["text"] for line in f]
+    rng = np.random.default_rng(seed)
+    return [texts[i] for i in rng.choice(len(texts), n, replace=False)]
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.array(seconds) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    }
 
 
-def time_queries(fn, queries: list, warmup: int = 3) -> dict[str, float]:
-    for q in queries[:warmup]:
-        fn(q)
+def timed(fn, items: list, warmup: int = 5) -> dict[str, float]:
+    for x in items[:warmup]:
+        fn(x)
     seconds = []
-    for q in queries:
+    for x in items:
         start = time.perf_counter()
-        fn(q)
+        fn(x)
         seconds.append(time.perf_counter() - start)
     return percentiles(seconds)
+
+
+def recall(found: np.ndarray, exact: np.ndarray) -> float:
+    k = exact.shape[1]
+    return float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact, strict=True)]))
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -64,85 +103,98 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
+    data = shared_data()
     embedder = ModelProvider(device="cpu").embedder()
-    rng = np.random.default_rng(0)
-    records, vectors = synthetic(args.size, embedder.dim, rng)
-    qv = rng.standard_normal((args.queries, embedder.dim)).astype(np.float32)
-    qv /= np.linalg.norm(qv, axis=1, keepdims=True)
-    qtext = [records[int(i)].text for i in rng.choice(args.size, args.queries)]
-    rows = []
+    texts = real_sentences(data, args.size, args.seed)
+    vectors = cached_encode(embedder, texts, label=f"sentences-{args.size}")
+    if args.embed_only:
+        return []
+    queries = real_queries(data, args.queries, args.seed)
+    qv = embedder.encode(queries)
+    exact = np.argsort(-(qv @ vectors.T), axis=1)[:, : args.k]
+    records = [demonstration(f"s{i}", t) for i, t in enumerate(texts)]
+    pool_name = f"real sentences {args.size}"
+    rows: list[dict] = []
+
+    def emit(row: dict) -> None:
+        row = {"pool": pool_name, "queries": len(queries), "load": load(), **row}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+    emit(
+        {
+            "index": "-",
+            "what": "embed query (MiniLM, float32)",
+            **timed(embedder.encode, [[q] for q in queries]),
+        }
+    )
     for kind in args.indexes:
         start = time.perf_counter()
         pool = Pool(embedder, index=IndexConfig(kind=kind)).fit(records, embeddings=vectors)
-        build = time.perf_counter() - start
-        methods = args.methods if kind == "flat" else ["knn"]
-        for method in methods:
-            start = time.perf_counter()
-            retriever = get_retriever(method).fit(pool)
-            fit = time.perf_counter() - start
-            stats = time_queries(
-                lambda i, r=retriever: r.retrieve(qtext[i], args.k, vector=qv[i]),
-                list(range(args.queries)),
-            )
-            if kind != "flat":  # how many of the exact top-k the approximate index finds
-                exact = np.argsort(-(qv[:50] @ vectors.T), axis=1)[:, : args.k]
-                found = [retriever.retrieve(qtext[i], args.k, vector=qv[i]).ids for i in range(50)]
-                stats["recall_at_k"] = float(
-                    np.mean(
-                        [
-                            len({f"s{j}" for j in exact[i]} & set(found[i])) / args.k
-                            for i in range(50)
-                        ]
-                    )
-                )
-            row = {
-                "pool": f"synthetic {args.size}",
-                "index": kind,
-                "method": method,
-                "build_s": round(build, 2),
-                "fit_s": round(fit, 2),
-                **stats,
+        build = round(time.perf_counter() - start, 2)
+        index = pool.index_
+        label = kind if kind != "auto" else f"auto={index.kind}"
+        found = pool.search(qv, args.k)[1]
+        params = index.params()
+        emit(
+            {
+                "index": label,
+                "what": "search",
+                "params": params,
+                "build_s": build,
+                "recall_at_10": round(recall(found, exact), 4),
+                **timed(lambda i, p=pool: p.search(qv[i], args.k), list(range(len(queries)))),
             }
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    if args.real_queries <= 0:
-        return rows
-    # Real text: MiniLM query embedding alone, and knn end to end (embed + search).
-    with open(REAL / "intent_pool.jsonl", encoding="utf-8") as f:
-        real = [json.loads(line) for line in f]
-    with open(REAL / "intent_test.jsonl", encoding="utf-8") as f:
-        queries = [json.loads(line)["text"] for line in f][: args.real_queries]
-    start = time.perf_counter()
-    pool = Pool(embedder).fit([demonstration(r["id"], r["text"], label=r["label"]) for r in real])
-    build = time.perf_counter() - start
-    knn = get_retriever("knn").fit(pool)
-    for what, fn in [
-        ("embed query (MiniLM)", lambda q: embedder.encode([q])),
-        ("knn end to end", lambda q: knn.retrieve(q, args.k)),
-    ]:
-        row = {
-            "pool": f"intent {len(pool)} (real)",
-            "index": "flat",
-            "method": what,
-            "build_s": round(build, 2),
-            "fit_s": 0.0,
-            **time_queries(fn, queries),
-        }
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        )
+        knn = get_retriever("knn").fit(pool)
+        emit(
+            {
+                "index": label,
+                "what": "knn end to end",
+                "params": params,
+                "build_s": build,
+                **timed(lambda q, r=knn: r.retrieve(q, args.k), queries),
+            }
+        )
+        if args.sweep and index.kind in ("ivf", "hnsw"):
+            values = [4, 8, 16, 32, 64, 128] if index.kind == "ivf" else [16, 32, 64, 128, 256]
+            for value in values:
+                index.tune(nprobe=value) if index.kind == "ivf" else index.tune(ef_search=value)
+                found = pool.search(qv, args.k)[1]
+                emit(
+                    {
+                        "index": label,
+                        "what": "sweep",
+                        "params": index.params(),
+                        "recall_at_10": round(recall(found, exact), 4),
+                        **timed(
+                            lambda i, p=pool: p.search(qv[i], args.k), list(range(len(queries)))
+                        ),
+                    }
+                )
+    for size in args.flat_sizes:
+        pool = Pool(embedder, index="flat").fit(records[:size], embeddings=vectors[:size])
+        emit(
+            {
+                "pool": f"real sentences {size}",
+                "index": "flat",
+                "what": "search by size",
+                **timed(lambda i, p=pool: p.search(qv[i], args.k), list(range(len(queries)))),
+            }
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| pool | index | method | build s | fit s | p50 ms | p99 ms | recall@k |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| pool | index | what | params | build s | recall@10 | p50 ms | p99 ms | load |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        recall = f"{r['recall_at_k']:.3f}" if "recall_at_k" in r else "exact"
+        params = " ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())
         lines.append(
-            f"| {r['pool']} | {r['index']} | {r['method']} | {r['build_s']} | {r['fit_s']} | "
-            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {recall} |"
+            f"| {r['pool']} | {r['index']} | {r['what']} | {params} | {r.get('build_s', '')} | "
+            f"{r.get('recall_at_10', '')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['load']} |"
         )
     return "\n".join(lines)
 
@@ -150,24 +202,30 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--real-queries", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--indexes", nargs="+", default=["flat", "ivf", "hnsw"])
-    parser.add_argument(
-        "--methods", nargs="+", default=["knn", "random", "mmr", "dpp", "label_balanced", "bm25"]
-    )
+    parser.add_argument("--indexes", nargs="+", default=["auto", "flat", "ivf", "hnsw"])
+    parser.add_argument("--sweep", action="store_true", help="IVF nprobe / HNSW efSearch curve")
+    parser.add_argument("--flat-sizes", nargs="*", type=int, default=[])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--embed-only", action="store_true", help="fill the embedding cache, no timing"
+    )
     parser.add_argument("--out", default="bench/results/retrieval_latency.json")
-    parser.add_argument("--smoke", action="store_true", help="5k records, 50 queries")
+    parser.add_argument("--smoke", action="store_true", help="2k sentences, 30 queries")
     args = parser.parse_args()
     if args.smoke:
-        args.size, args.queries, args.real_queries = 5_000, 50, 20
+        args.size, args.queries, args.sweep, args.flat_sizes = 2_000, 30, False, []
         args.out = str(Path(args.out).with_name("retrieval_latency_smoke.json"))
     rows = run(args)
+    if args.embed_only:
+        return
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=2))
+    tmp.write_text(
+        json.dumps({"command": " ".join(sys.argv), "threads": args.threads, "rows": rows}, indent=2)
+    )
     os.replace(tmp, args.out)
     print(table(rows))
 

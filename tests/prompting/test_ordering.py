@@ -48,8 +48,14 @@ def test_entropy_picks_the_order_with_the_highest_global_entropy(result, scorer)
 
 @pytest.mark.slow
 def test_entropy_writes_its_own_probe_set_with_the_lm(result, scorer, intent_pool):
+    # Two labels and short probes: what is under test is that the LM writes the probes.
     orderer = get_orderer(
-        "entropy", scorer=scorer, labels=intent_pool.labels_, n_orders=2, n_probe=2
+        "entropy",
+        scorer=scorer,
+        labels=intent_pool.labels_[:2],
+        n_orders=2,
+        n_probe=2,
+        max_probe_tokens=12,
     )
     info = orderer.order(result).info["entropy"]
     assert len(info["probes"]) == 2 and all(p.strip() for p in info["probes"])

@@ -30,6 +30,29 @@ def test_auto_index_switches_to_approximate_above_the_threshold(embedder, intent
     assert info.value.field == "index"
 
 
+def test_search_parameters_follow_the_pool_size_unless_set():
+    config = IndexConfig()
+    assert config.resolve_nlist(100_000) == 316 and config.resolve_nprobe(316) == 54
+    assert config.resolve_nlist(1_000_000) == 1000 and config.resolve_nprobe(1000) == 95
+    assert config.resolve_nlist(50) == 1 and config.resolve_nprobe(1) == 1
+    assert config.resolve_ef_search(10) == 80 and config.resolve_ef_search(2) == 64
+    fixed = IndexConfig(nlist=64, nprobe=8, ef_search=40)
+    assert fixed.resolve_nlist(100_000) == 64 and fixed.resolve_nprobe(64) == 8
+    assert fixed.resolve_ef_search(10) == 40
+    with pytest.raises(ConfigError) as info:
+        IndexConfig(nprobe=0)
+    assert info.value.field == "nprobe"
+
+
+def test_ivf_tuning_is_kept_through_save_and_load(embedder, intent_records, tmp_path):
+    pool = Pool(embedder, index="ivf").fit(intent_records)
+    assert pool.index_.params() == {"nlist": 3, "nprobe": 3}  # 120 records: 3 lists, all probed
+    pool.index_.tune(nprobe=1)
+    assert pool.index_.params()["nprobe"] == 1
+    loaded = Pool.load(pool.save(tmp_path / "p"), embedder)
+    assert loaded.index_.params() == {"nlist": 3, "nprobe": 1}
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_add_and_remove_online_then_round_trip(embedder, intent_records, kind, tmp_path):
     pool = Pool(embedder, index=kind).fit(intent_records[:60])

@@ -4,7 +4,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputError
-from prompting import RETRIEVER_NAMES, RetrievalResult, Retriever, get_retriever
+from prompting import (
+    RETRIEVER_NAMES,
+    Pool,
+    RetrievalResult,
+    Retriever,
+    demonstration,
+    get_retriever,
+)
+from prompting.diverse import LabelConfidence, votek_select, votek_two_stage
 
 SETTINGS = settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -145,3 +153,51 @@ def test_unknown_method_and_option_name_the_field():
     with pytest.raises(InputError) as info:
         get_retriever("knn", temperature=3)
     assert info.value.field == "method"
+
+
+def test_votek_without_a_scorer_is_the_graph_stage(intent_pool):
+    votek = get_retriever("votek", budget=12).fit(intent_pool)
+    graph_only = votek_select(intent_pool.embeddings_, intent_pool, 12, k_graph=15, rho=10.0)
+    assert votek.selected_.tolist() == graph_only.tolist()
+
+
+def test_votek_second_stage_takes_one_pick_per_confidence_bucket(intent_pool):
+    # A deterministic confidence (how close a text's embedding is to one direction) makes the
+    # buckets checkable; the LM's confidence goes through the same code.
+    direction = intent_pool.embeddings_[0]
+    row_of_text = {r.content: i for i, r in enumerate(intent_pool.records_)}
+
+    def confidence(text, demos, labels):
+        assert demos and labels
+        return float(intent_pool.embeddings_[row_of_text[text]] @ direction)
+
+    budget = 20
+    picks = votek_two_stage(intent_pool, budget, confidence, k_graph=15, rho=10.0, shots=2)
+    assert len(set(picks.tolist())) == budget
+    first = votek_select(intent_pool.embeddings_, intent_pool, 2, k_graph=15, rho=10.0)
+    assert picks[:2].tolist() == first.tolist()  # a tenth of the budget comes from the votes
+    rest = np.setdiff1d(np.arange(len(intent_pool)), first)
+    conf = intent_pool.embeddings_[rest] @ direction
+    ranked = rest[np.argsort(conf, kind="stable")]
+    kept = ranked[: round(0.9 * len(ranked))]
+    buckets = np.array_split(kept, budget - 2)
+    where = [next(i for i, b in enumerate(buckets) if p in b) for p in picks[2:]]
+    assert sorted(where) == list(range(budget - 2))  # one per bucket, none from the top tenth
+
+
+def test_votek_confidence_stage_with_the_real_lm(embedder, scorer, intent_records):
+    two = [r for r in intent_records if r.metadata["label"] in ("play_music", "get_weather")]
+    pool = Pool(embedder).fit(two[:12])
+    votek = get_retriever("votek", budget=3, scorer=scorer, sample=2, shots=1).fit(pool)
+    assert len(set(votek.selected_.tolist())) == 3
+    confidence = LabelConfidence(scorer)
+    demos = votek.retrieve("play some jazz", 2).demonstrations
+    sure = confidence("play some jazz by Miles Davis", demos, ["play_music", "get_weather"])
+    assert np.isfinite(sure) and sure < 0
+
+
+def test_votek_confidence_stage_needs_labels(embedder, scorer, intent_records):
+    pool = Pool(embedder).fit([demonstration(r.id, r.text) for r in intent_records[:10]])
+    with pytest.raises(InputError) as err:
+        get_retriever("votek", budget=3, scorer=scorer).fit(pool)
+    assert err.value.field == "scorer"
