@@ -130,3 +130,12 @@ def test_torch_threads_setting_reaches_torch(monkeypatch, tmp_path):
         load_settings()
     with pytest.raises(ConfigError, match="torch_threads"):
         ModelProvider(tmp_path, torch_threads=0)
+
+
+def test_bfloat16_embedder_matches_float32(provider, embedder):
+    texts = ["how do I reset my card pin", "the coffee tasted stale and bitter"]
+    half = provider.embedder(dtype="bfloat16")
+    assert half is not embedder and provider.embedder(dtype="bfloat16") is half
+    fast, exact = half.encode(texts), embedder.encode(texts)
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    assert (fast * exact).sum(axis=1).min() > 0.999
