@@ -121,13 +121,18 @@ def run(args: argparse.Namespace) -> list[dict]:
         print(json.dumps(row), flush=True)
         rows.append(row)
 
-    emit(
-        {
-            "index": "-",
-            "what": "embed query (MiniLM, float32)",
-            **timed(embedder.encode, [[q] for q in queries]),
-        }
-    )
+    # Pool vectors always come from the float32 model; queries may use a bfloat16 copy.
+    query_embedders = {
+        dtype: ModelProvider(device="cpu").embedder(dtype=dtype) for dtype in args.query_dtypes
+    }
+    for dtype, query_embedder in query_embedders.items():
+        emit(
+            {
+                "index": "-",
+                "what": f"embed query (MiniLM, {dtype})",
+                **timed(query_embedder.encode, [[q] for q in queries]),
+            }
+        )
     for kind in args.indexes:
         start = time.perf_counter()
         pool = Pool(embedder, index=IndexConfig(kind=kind)).fit(records, embeddings=vectors)
@@ -146,16 +151,21 @@ def run(args: argparse.Namespace) -> list[dict]:
                 **timed(lambda i, p=pool: p.search(qv[i], args.k), list(range(len(queries)))),
             }
         )
-        knn = get_retriever("knn").fit(pool)
-        emit(
-            {
-                "index": label,
-                "what": "knn end to end",
-                "params": params,
-                "build_s": build,
-                **timed(lambda q, r=knn: r.retrieve(q, args.k), queries),
-            }
-        )
+        for dtype, query_embedder in query_embedders.items():
+            pool.embedder = query_embedder
+            knn = get_retriever("knn").fit(pool)
+            found = pool.search(query_embedder.encode(queries), args.k)[1]
+            emit(
+                {
+                    "index": label,
+                    "what": f"knn end to end ({dtype} query)",
+                    "params": params,
+                    "build_s": build,
+                    "recall_at_10": round(recall(found, exact), 4),
+                    **timed(lambda q, r=knn: r.retrieve(q, args.k), queries),
+                }
+            )
+        pool.embedder = embedder
         if args.sweep and index.kind in ("ivf", "hnsw"):
             values = [4, 8, 16, 32, 64, 128] if index.kind == "ivf" else [16, 32, 64, 128, 256]
             for value in values:
@@ -208,6 +218,9 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="IVF nprobe / HNSW efSearch curve")
     parser.add_argument("--flat-sizes", nargs="*", type=int, default=[])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--query-dtypes", nargs="+", default=["float32", "bfloat16"], help="query embedder dtypes"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--embed-only", action="store_true", help="fill the embedding cache, no timing"
