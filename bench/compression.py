@@ -8,8 +8,13 @@ same given the original, scored by the same small LM in float32 (0 = nothing los
 in its own venv (bash bench/setup_llmlingua.sh) as a worker process; items alternate between
 methods so that a busy machine slows all of them alike.
 
-    python bench/compression.py            # 30 items
+    python bench/compression.py --peer-modes llmlingua longllmlingua   # 30 items
     python bench/compression.py --smoke    # 2 short items, no peer unless --peer
+
+Speed is reported against the peer mode doing the same job (its longllmlingua mode for
+Thresher's longllmlingua) and against the peer's llmlingua mode. The table and per-item rows
+are rewritten to bench/results/compression.json after every item, so a stopped run still
+leaves a table.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DATA = ROOT.parent / "shared" / "data" / "longqa.jsonl"
+# ../shared/data beside the checkout (CI), or two levels up from a worktree (/work/wt/NAME).
+DATA = (
+    next(
+        (p for p in (ROOT.parent / "shared", ROOT.parents[1] / "shared") if p.exists()),
+        ROOT.parent / "shared",
+    )
+    / "data"
+    / "longqa.jsonl"
+)
 PEER_VENV = ROOT / "bench" / ".venv-llmlingua"
 PEER_MODEL = ROOT / "bench" / ".models" / "smollm2-peer"
 ANSWER_TOKENS = 64  # gold answers are scored on their first tokens (the solution's opening)
@@ -88,6 +101,15 @@ class Peer:
         self.proc.wait(timeout=60)
 
 
+# Which peer mode does the same job as each Thresher method (speed is compared like for like).
+LIKE = {
+    "llmlingua": "llmlingua",
+    "longllmlingua": "longllmlingua",
+    "selective-context": "llmlingua",
+}
+OUT = ROOT / "bench" / "results" / "compression.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=30)
@@ -97,9 +119,14 @@ def main() -> None:
     parser.add_argument("--peer", action="store_true", help="run the peer in --smoke mode too")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--dtype", default="bfloat16", help="Thresher's scoring LM dtype")
-    parser.add_argument("--methods", default="llmlingua,longllmlingua,selective-context")
-    parser.add_argument("--peer-modes", default="llmlingua,longllmlingua")
-    parser.add_argument("--out", type=Path, help="write the table and per-item rows as JSON")
+    parser.add_argument("--methods", nargs="+", default=list(LIKE))
+    parser.add_argument("--peer-modes", nargs="+", default=["llmlingua", "longllmlingua"])
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"table + per-item rows as JSON, rewritten after every item "
+        f"(default {OUT.relative_to(ROOT)}; smoke runs write beside it with a _smoke suffix)",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads for Thresher and the peer alike"
     )
@@ -108,6 +135,9 @@ def main() -> None:
         "--match", action="store_true", help="also run Thresher at the peer's achieved length"
     )
     args = parser.parse_args()
+    methods_wanted = [m for arg in args.methods for m in arg.split(",") if m]
+    peer_modes = [m for arg in args.peer_modes for m in arg.split(",") if m]
+    out_path = args.out or (OUT.with_name("compression_smoke.json") if args.smoke else OUT)
 
     import torch
 
@@ -128,94 +158,116 @@ def main() -> None:
     judge = provider.scorer(dtype=args.judge_dtype)
     scorer = provider.scorer(dtype=args.dtype)
     methods = {
-        f"thresher {name}": get_compressor(name, scorer=scorer, counter=counter)
-        for name in args.methods.split(",")
+        f"thresher {name}": (name, get_compressor(name, scorer=scorer, counter=counter))
+        for name in methods_wanted
     }
     run_peer = not args.no_peer and (args.peer or not args.smoke)
     peers = {}
     if run_peer:
         if not (PEER_VENV / ".installed").exists() or not PEER_MODEL.exists():
             raise SystemExit("the peer is not set up; run: bash bench/setup_llmlingua.sh")
-        peers = {
-            f"llmlingua-0.2.2 {m}": Peer(m, args.rate, args.threads)
-            for m in args.peer_modes.split(",")
-        }
+        peers = {f"llmlingua-0.2.2 {m}": Peer(m, args.rate, args.threads) for m in peer_modes}
     rng = random.Random(0)
-    # The peer often keeps more than asked; Thresher at the peer's own achieved length gives
-    # the retention comparison at equal ratio.
-    matched = {f"{name} @peer length": c for name, c in methods.items() if peers and args.match}
-    names = [*methods, *matched, *peers, "random drop"]
+    # The peer often keeps more than asked; Thresher at the length the like-for-like peer mode
+    # achieved gives the retention comparison at equal ratio.
+    matched = {
+        f"{label} @peer length": (name, c, f"llmlingua-0.2.2 {LIKE[name]}")
+        for label, (name, c) in methods.items()
+        if args.match and f"llmlingua-0.2.2 {LIKE[name]}" in peers
+    }
+    like = {label: f"llmlingua-0.2.2 {LIKE[name]}" for label, (name, _) in methods.items()}
+    like.update({label: peer for label, (_, _, peer) in matched.items()})
+    names = [*methods, *peers, *matched, "random drop"]
     tallies: dict[str, Tally] = {name: Tally() for name in names}
-    per_item = []
+    per_item: list[dict] = []
 
-    def retention(prompt: str, answer_ids: list[int], base: float | None = None) -> float:
-        prefix = judge.encode(prompt + "\nAnswer:")
-        lp = judge.logprobs_ids([prefix + answer_ids])[0][len(prefix) :]
-        return float(lp.mean()) - (base or 0.0)
+    def thresher(compressor, context: str, question: str, **budget) -> tuple[str, float]:
+        start = time.perf_counter()
+        result = compressor.compress(context, question=question, **budget)
+        return result.text, time.perf_counter() - start
 
-    for row in tqdm(rows, desc="items", unit="item"):
+    for n, row in enumerate(tqdm(rows, desc="items", unit="item")):
         context, question = row["context"], row["question"]
         original = context + "\n\n" + question
         origin = counter.count(original)
-        answer_ids = judge.encode(" " + row["answer"])[:ANSWER_TOKENS]
-        base = retention(original, answer_ids)
+        item_in = {"context": context, "question": question}
+        order: list[str] = [*methods, *peers]
+        # Rotate the order every item, so load that drifts during an item hits every method.
+        order = order[n % len(order) :] + order[: n % len(order)]
         outputs: dict[str, tuple[str, float]] = {}
-        for name, compressor in methods.items():
-            start = time.perf_counter()
-            result = compressor.compress(context, question=question, rate=args.rate)
-            outputs[name] = (result.text, time.perf_counter() - start)
-        for name, peer in peers.items():
-            outputs[name] = peer({"context": context, "question": question})
-        peer_text = next(iter(outputs[n][0] for n in peers), None)
-        for name, compressor in matched.items():
-            start = time.perf_counter()
-            budget = counter.count(peer_text or "")
-            result = compressor.compress(context, question=question, target_tokens=budget)
-            outputs[name] = (result.text, time.perf_counter() - start)
+        for name in order:
+            if name in methods:
+                outputs[name] = thresher(methods[name][1], context, question, rate=args.rate)
+            else:
+                outputs[name] = peers[name](item_in)
+        for name, (_, c, peer) in matched.items():
+            budget = counter.count(outputs[peer][0])
+            outputs[name] = thresher(c, context, question, target_tokens=budget)
         start = time.perf_counter()
         ids = counter.encode(context)
         keep = sorted(rng.sample(range(len(ids)), round(len(ids) * args.rate)))
         dropped = counter.decode([ids[i] for i in keep]) + "\n\n" + question
         outputs["random drop"] = (dropped, time.perf_counter() - start)
+        answer_ids = judge.encode(" " + row["answer"])[:ANSWER_TOKENS]
+        labels = ["original", *outputs]
+        prompts = [original, *(text for text, _ in outputs.values())]
+        scores = retention(judge, prompts, answer_ids)
         item = {"id": row["id"], "origin_tokens": origin}
         for name, (text, seconds) in outputs.items():
             t = tallies[name]
             t.seconds.append(seconds)
             t.origin.append(origin)
             t.compressed.append(counter.count(text))
-            t.retention.append(retention(text, answer_ids, base))
+            t.retention.append(scores[labels.index(name)] - scores[0])
             item[name] = {"seconds": seconds, "tokens": t.compressed[-1], "ret": t.retention[-1]}
         per_item.append(item)
-        if args.out:  # after every item, atomically: a long run that dies keeps what it did
-            tmp = args.out.with_suffix(".tmp")
-            table = report(tallies, len(per_item), args.rate)
-            tmp.write_text(json.dumps({"table": table, "items": per_item}, indent=1))
-            os.replace(tmp, args.out)
+        # After every item, atomically: a run that is stopped keeps a table of what it did.
+        table = report(tallies, len(per_item), args.rate, like)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"command": sys.argv[1:], "table": table, "items": per_item}, indent=1)
+        )
+        os.replace(tmp, out_path)
 
-    print(report(tallies, len(rows), args.rate))
+    print(report(tallies, len(rows), args.rate, like))
     for peer in peers.values():
         peer.close()
 
 
-def report(tallies: dict[str, Tally], n: int, rate: float) -> str:
+def retention(judge, prompts: list[str], answer_ids: list[int]) -> list[float]:
+    """Mean log-prob of the gold answer's tokens after each prompt, one batched judge call."""
+    prefixes = [judge.encode(p + "\nAnswer:") for p in prompts]
+    scores = judge.logprobs_ids([p + answer_ids for p in prefixes])
+    return [float(s[len(p) :].mean()) for p, s in zip(prefixes, scores, strict=True)]
+
+
+def report(tallies: dict[str, Tally], n: int, rate: float, like: dict[str, str]) -> str:
+    peer_ll = tallies.get("llmlingua-0.2.2 llmlingua")
     lines = [
         f"{n} items, rate {rate} (target {1 / rate:.1f}x), answer retention = mean gold-answer "
-        "log-prob given compressed minus given original (higher is better, 0 = lossless)",
+        "log-prob given compressed minus given original (higher is better, 0 = lossless); "
+        "speed vs the peer mode doing the same job (llmlingua for llmlingua and "
+        "selective-context, longllmlingua for longllmlingua) and vs the peer's llmlingua mode",
         "",
-        "| method | s/item | tokens/s | ratio | retention | vs peer speed |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| method | s/item | tokens/s | ratio | retention | speed vs same-job peer "
+        "| speed vs peer llmlingua |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    peer = tallies.get("llmlingua-0.2.2 llmlingua")
+
+    def speed(peer: Tally | None, sec: float) -> str:
+        return f"{np.mean(peer.seconds) / sec:.1f}x" if peer and peer.seconds and sec else "-"
+
     for name, t in tallies.items():
         if not t.seconds:
             continue
         sec = float(np.mean(t.seconds))
         tps = sum(t.origin) / max(sum(t.seconds), 1e-9)
         ratio = sum(t.origin) / max(sum(t.compressed), 1)
-        speed = f"{np.mean(peer.seconds) / sec:.1f}x" if peer and peer.seconds else "-"
+        same = tallies.get(like.get(name, ""))
         lines.append(
             f"| {name} | {sec:.2f} | {tps:.0f} | {ratio:.2f} | {np.mean(t.retention):+.3f} "
-            f"| {speed} |"
+            f"| {speed(same, sec)} | {speed(peer_ll, sec) if name in like else '-'} |"
         )
     return "\n".join(lines)
 

@@ -27,6 +27,20 @@ def test_rate_is_met_and_result_is_consistent(name, compressors, counter, storie
     assert result.method == name
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_rate_is_met_on_a_20000_token_prompt(name, compressors, counter, stories):
+    # The upper bound: the KV stream outgrows max_context and restarts on the way.
+    story = "\n\n".join(s["context"] for s in stories)
+    copies = -(-20_000 // counter.count(story))
+    text = "\n\n".join(f"Part {i + 1}.\n\n{story}" for i in range(copies))
+    result = compressors[name].compress(text, rate=0.33)
+    assert result.origin_tokens >= 20_000
+    target = round(result.origin_tokens * 0.33)
+    assert abs(result.compressed_tokens - target) <= 0.1 * target, result.compressed_tokens
+    assert result.compressed_tokens == counter.count(result.text)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_target_tokens_and_contexts_with_instruction(name, compressors, counter, stories):
     contexts = [s["context"] for s in stories[:2]]
