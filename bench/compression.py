@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument(
         "--match", action="store_true", help="also run Thresher at the peer's achieved length"
     )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the items already in the output, run the rest"
+    )
     args = parser.parse_args()
     methods_wanted = [m for arg in args.methods for m in arg.split(",") if m]
     peer_modes = [m for arg in args.peer_modes for m in arg.split(",") if m]
@@ -167,7 +170,6 @@ def main() -> None:
         if not (PEER_VENV / ".installed").exists() or not PEER_MODEL.exists():
             raise SystemExit("the peer is not set up; run: bash bench/setup_llmlingua.sh")
         peers = {f"llmlingua-0.2.2 {m}": Peer(m, args.rate, args.threads) for m in peer_modes}
-    rng = random.Random(0)
     # The peer often keeps more than asked; Thresher at the length the like-for-like peer mode
     # achieved gives the retention comparison at equal ratio.
     matched = {
@@ -180,6 +182,17 @@ def main() -> None:
     names = [*methods, *peers, *matched, "random drop"]
     tallies: dict[str, Tally] = {name: Tally() for name in names}
     per_item: list[dict] = []
+    if args.resume and out_path.exists():
+        per_item = json.loads(out_path.read_text())["items"]
+        for item in per_item:
+            for name, done in item.items():
+                if name in tallies:
+                    t = tallies[name]
+                    t.seconds.append(done["seconds"])
+                    t.origin.append(item["origin_tokens"])
+                    t.compressed.append(done["tokens"])
+                    t.retention.append(done["ret"])
+    finished = {item["id"] for item in per_item}
 
     def thresher(compressor, context: str, question: str, **budget) -> tuple[str, float]:
         start = time.perf_counter()
@@ -187,6 +200,8 @@ def main() -> None:
         return result.text, time.perf_counter() - start
 
     for n, row in enumerate(tqdm(rows, desc="items", unit="item")):
+        if row["id"] in finished:
+            continue
         context, question = row["context"], row["question"]
         original = context + "\n\n" + question
         origin = counter.count(original)
@@ -205,6 +220,7 @@ def main() -> None:
             outputs[name] = thresher(c, context, question, target_tokens=budget)
         start = time.perf_counter()
         ids = counter.encode(context)
+        rng = random.Random(row["id"])  # per item, so a resumed run drops the same tokens
         keep = sorted(rng.sample(range(len(ids)), round(len(ids) * args.rate)))
         dropped = counter.decode([ids[i] for i in keep]) + "\n\n" + question
         outputs["random drop"] = (dropped, time.perf_counter() - start)
@@ -230,7 +246,7 @@ def main() -> None:
         )
         os.replace(tmp, out_path)
 
-    print(report(tallies, len(rows), args.rate, like))
+    print(report(tallies, len(per_item), args.rate, like))
     for peer in peers.values():
         peer.close()
 
