@@ -25,9 +25,7 @@ def select(
 ) -> None:
     """Run a selection recipe; running it again with the same folder resumes it."""
     folder = out if out is not None else recipe.parent / f"{recipe.stem}.out"
-    run_and_report(
-        recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict
-    )
+    run_and_report(recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict)
 
 
 @app.command("dsir")
@@ -70,9 +68,7 @@ def dsir(
         "workers": workers,
     }
     folder = out.resolve().parent / f"{out.name}.thresher"
-    run_and_report(
-        recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict
-    )
+    run_and_report(recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict)
 
 
 def run_and_report(
