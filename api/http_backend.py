@@ -14,14 +14,14 @@ from typing import Any
 
 import orjson
 
-from core.backends import _response_error  # one place that reads an error body
+from core.backends import OpenAIWire, _response_error  # the calls and error body, once
 from core.errors import BackendTimeoutError, BackendUnavailableError
 
 Body = dict[str, Any]
 JSON = {"Content-Type": "application/json"}
 
 
-class AiohttpBackend:
+class AiohttpBackend(OpenAIWire):
     """OpenAI, vLLM, llama.cpp server, TGI: anything that serves ``/v1/chat/completions``.
 
     Args:
@@ -60,22 +60,6 @@ class AiohttpBackend:
                 auto_decompress=True,
             )
         return self._session
-
-    async def chat(self, body: Body) -> Body:
-        return await self._request("POST", "/chat/completions", {**body, "stream": False})
-
-    async def complete(self, body: Body) -> Body:
-        return await self._request("POST", "/completions", {**body, "stream": False})
-
-    def stream_chat(self, body: Body) -> AsyncIterator[Body]:
-        return self._stream("/chat/completions", {**body, "stream": True})
-
-    def stream_complete(self, body: Body) -> AsyncIterator[Body]:
-        return self._stream("/completions", {**body, "stream": True})
-
-    async def models(self) -> list[str]:
-        data = await self._request("GET", "/models", None)
-        return [m["id"] for m in data.get("data", []) if "id" in m]
 
     async def aclose(self) -> None:
         if self._session is not None:

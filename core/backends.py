@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,7 +45,35 @@ class ChatBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
-class OpenAICompatibleBackend:
+class OpenAIWire(ABC):
+    """The OpenAI calls, written once over a transport's ``_request`` and ``_stream``."""
+
+    async def chat(self, body: Body) -> Body:
+        return await self._request("POST", "/chat/completions", {**body, "stream": False})
+
+    async def complete(self, body: Body) -> Body:
+        return await self._request("POST", "/completions", {**body, "stream": False})
+
+    def stream_chat(self, body: Body) -> AsyncIterator[Body]:
+        return self._stream("/chat/completions", {**body, "stream": True})
+
+    def stream_complete(self, body: Body) -> AsyncIterator[Body]:
+        return self._stream("/completions", {**body, "stream": True})
+
+    async def models(self) -> list[str]:
+        data = await self._request("GET", "/models", None)
+        return [m["id"] for m in data.get("data", []) if "id" in m]
+
+    @abstractmethod
+    async def _request(self, method: str, path: str, body: Body | None) -> Body:
+        """One JSON request; errors become :mod:`core.errors` backend errors."""
+
+    @abstractmethod
+    def _stream(self, path: str, body: Body) -> AsyncIterator[Body]:
+        """The SSE chunks of one streamed request, parsed."""
+
+
+class OpenAICompatibleBackend(OpenAIWire):
     """OpenAI, vLLM, llama.cpp server, TGI: anything that serves ``/v1/chat/completions``.
 
     The HTTP client is injected (one pooled ``httpx.AsyncClient`` per deployment); errors map to
@@ -69,28 +98,9 @@ class OpenAICompatibleBackend:
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0))
         self.headers = headers
 
-    async def chat(self, body: Body) -> Body:
-        return await self._post("/chat/completions", {**body, "stream": False})
-
-    async def complete(self, body: Body) -> Body:
-        return await self._post("/completions", {**body, "stream": False})
-
-    def stream_chat(self, body: Body) -> AsyncIterator[Body]:
-        return self._stream("/chat/completions", {**body, "stream": True})
-
-    def stream_complete(self, body: Body) -> AsyncIterator[Body]:
-        return self._stream("/completions", {**body, "stream": True})
-
-    async def models(self) -> list[str]:
-        data = await self._request("GET", "/models", None)
-        return [m["id"] for m in data.get("data", []) if "id" in m]
-
     async def aclose(self) -> None:
         if self._owns_client:
             await self.client.aclose()
-
-    async def _post(self, path: str, body: Body) -> Body:
-        return await self._request("POST", path, body)
 
     async def _request(self, method: str, path: str, body: Body | None) -> Body:
         import httpx
