@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from api.http_backend import AiohttpBackend
+from api.http_backend import HttpBackend
 from api.settings import RouteSpec, ServiceSettings
 from core.backends import ChatBackend, LocalBackend
 from core.errors import BackendError, NotFoundError
@@ -134,7 +134,7 @@ def build_router(
         if key not in remote:
             # The pool keeps as many idle connections as requests may run at once, so none
             # pays for a new TCP connection under load.
-            remote[key] = AiohttpBackend(
+            remote[key] = HttpBackend(
                 url,
                 api_key=api_key,
                 timeout=timeout or settings.backend_timeout,
