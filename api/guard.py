@@ -93,8 +93,7 @@ class Guard:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(label, str(status[0])).inc()
-            self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+            self.metrics.observe_request(label, status[0], time.perf_counter() - start)
 
     def _limited(self, receive: Receive) -> Receive:
         """Count a body sent without a length (chunked) and stop it at the limit."""

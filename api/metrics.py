@@ -5,6 +5,8 @@ Each app has its own registry, so several apps in one process (tests, benches) d
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from api.pipeline import PipelineReport, StageReport
@@ -56,12 +58,25 @@ class Metrics:
             "thresher_rejected_requests", "Requests refused before routing", ["reason"], registry=r
         )
 
+        # Labelled children, looked up once: ``labels()`` costs more than the count itself.
+        self._before = self.prompt_tokens.labels("before")
+        self._after = self.prompt_tokens.labels("after")
+        self._routes: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        children = self._routes.get((route, status))
+        if children is None:
+            children = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            self._routes[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def observe_stage(self, stage: StageReport) -> None:
         self.stage_latency.labels(stage.name, stage.status).observe(stage.ms / 1000)
 
     def observe_report(self, report: PipelineReport) -> None:
-        self.prompt_tokens.labels("before").inc(report.tokens_before)
-        self.prompt_tokens.labels("after").inc(report.tokens_after)
+        self._before.inc(report.tokens_before)
+        self._after.inc(report.tokens_after)
         if report.saved > 0:
             self.saved.inc(report.saved)
 

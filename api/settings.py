@@ -50,6 +50,9 @@ class ServiceSettings(Settings):
     backend_retries: int = Field(2, ge=0, le=10)
     backend_max_connections: int = Field(256, ge=1)
     backend_backoff: float = Field(0.25, ge=0)
+    # Freeze what startup loaded and collect the young generation every N allocations (0: leave
+    # Python's collector as it is, for an app embedded in a larger process); see api/app.py.
+    gc_young_threshold: int = Field(50_000, ge=0)
     # Requests per minute per API key (or per client address when no keys are set).
     rate_limit_per_minute: int | None = Field(None, gt=0)
     jobs_db: Path | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +49,14 @@ ANSWER: dict[int | str, dict[str, Any]] = {
     },
     **ERRORS,
 }
+
+
+class AnswerResponse(JSONResponse):
+    """The backend's answer rendered by orjson: the same compact UTF-8 JSON as Starlette's
+    renderer, in a tenth of the time (the proxy's hot path)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class ProxyRequest(BaseModel):
@@ -100,20 +109,22 @@ class CompletionRequest(ProxyRequest):
 @router.post("/v1/chat/completions", responses=ANSWER, response_model=None)
 async def chat_completions(
     request: ChatCompletionRequest, state: State
-) -> JSONResponse | StreamingResponse:
+) -> AnswerResponse | StreamingResponse:
     """Chat completion through the pipeline; ``stream: true`` answers with SSE."""
     return await forward(state, "chat", request)
 
 
 @router.post("/v1/completions", responses=ANSWER, response_model=None)
-async def completions(request: CompletionRequest, state: State) -> JSONResponse | StreamingResponse:
+async def completions(
+    request: CompletionRequest, state: State
+) -> AnswerResponse | StreamingResponse:
     """Text completion through the pipeline; ``stream: true`` answers with SSE."""
     return await forward(state, "completion", request)
 
 
 async def forward(
     state: AppState, kind: Kind, request: ProxyRequest
-) -> JSONResponse | StreamingResponse:
+) -> AnswerResponse | StreamingResponse:
     assert state.router and state.metrics and state.retry and state.stages  # built in lifespan
     # exclude_unset: the body goes on as the client wrote it, explicit nulls included.
     body = request.model_dump(exclude_unset=True, exclude={"thresher"})
@@ -143,4 +154,4 @@ async def forward(
     call = backend.chat if kind == "chat" else backend.complete
     answer = await state.retry.call(backend.name, lambda: call(out), metrics)
     answer["thresher"] = report.as_dict()
-    return JSONResponse(answer, headers=headers)
+    return AnswerResponse(answer, headers=headers)

@@ -131,3 +131,47 @@ def test_metrics_count_requests_and_tokens(client):
     text = client.get("/metrics").text
     assert 'thresher_requests_total{route="/v1/chat/completions",status="200"}' in text
     assert "thresher_prompt_tokens_total" in text and "thresher_request_seconds_bucket" in text
+
+
+def test_the_lane_serves_valid_proxy_requests_and_hands_the_rest_to_the_routes(client):
+    lane = client.app.front.app
+    routes, reached = lane.app, []
+
+    async def spy(scope, receive, send):
+        reached.append(scope.get("path"))
+        await routes(scope, receive, send)
+
+    lane.app = spy
+    try:
+        chat = {"model": LOCAL, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+        ok = client.post("/v1/chat/completions", json=chat)
+        missing = client.post("/v1/chat/completions", json={"model": LOCAL})
+        as_text = client.post(
+            "/v1/chat/completions", content=b"{}", headers={"content-type": "text/plain"}
+        )
+        unknown = client.post("/v1/chat/completions", json={**chat, "model": "nope"})
+        health = client.get("/healthz")
+    finally:
+        lane.app = routes
+    assert ok.status_code == 200 and ok.json()["thresher"]["tokens_before"] > 0
+    # A body that does not validate gets the routes' answer, word for word as before.
+    assert missing.status_code == 422 and missing.json()["error"]["param"] == "messages"
+    assert as_text.status_code == 422
+    # Errors raised in the lane go through the app's own handlers.
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert health.status_code == 200
+    assert reached == ["/v1/chat/completions", "/v1/chat/completions", "/healthz"]
+
+
+def test_startup_freezes_the_heap_and_spaces_out_young_collections(provider, local_lm):
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        with TestClient(make_app(provider, local_lm, gc_young_threshold=12345)):
+            assert gc.get_threshold()[0] == 12345 and gc.get_freeze_count() > 0
+        gc.set_threshold(*before)
+        with TestClient(make_app(provider, local_lm, gc_young_threshold=0)):
+            assert gc.get_threshold() == before  # 0: Python's collector left as it is
+    finally:
+        gc.set_threshold(*before)
