@@ -59,14 +59,17 @@ def real_sentences(data: Path, n: int, seed: int) -> list[str]:
     return [texts[i] for i in sorted(rng.choice(len(texts), n, replace=False))]
 
 
-def real_queries(data: Path, n: int, seed: int) -> list[str]:
-    """``n`` held-out texts, drawn evenly from the three ICL test splits."""
-    texts = []
+def real_queries(data: Path, n: int, seed: int) -> tuple[list[str], list[str]]:
+    """``n`` held-out texts drawn from the three ICL test splits together, and each one's task."""
+    texts, tasks = [], []
     for task in ("intent", "rotten_tomatoes", "amazon_food"):
         with open(data / "icl" / f"{task}_test.jsonl", encoding="utf-8") as f:
-            texts += [json.loads(line)["text"] for line in f]
+            for line in f:
+                texts.append(json.loads(line)["text"])
+                tasks.append(task)
     rng = np.random.default_rng(seed)
-    return [texts[i] for i in rng.choice(len(texts), n, replace=False)]
+    picked = rng.choice(len(texts), n, replace=False)
+    return [texts[i] for i in picked], [tasks[i] for i in picked]
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     vectors = cached_encode(embedder, texts, label=f"sentences-{args.size}")
     if args.embed_only:
         return []
-    queries = real_queries(data, args.queries, args.seed)
+    queries, tasks = real_queries(data, args.queries, args.seed)
     qv = embedder.encode(queries)
     exact = np.argsort(-(qv @ vectors.T), axis=1)[:, : args.k]
     records = [demonstration(f"s{i}", t) for i, t in enumerate(texts)]
@@ -133,6 +136,19 @@ def run(args: argparse.Namespace) -> list[dict]:
                 **timed(query_embedder.encode, [[q] for q in queries]),
             }
         )
+        # The embedding is a forward pass over the query: its time follows the query's length.
+        for task in dict.fromkeys(tasks):
+            mine = [q for q, t in zip(queries, tasks, strict=True) if t == task]
+            model = query_embedder.model
+            tokens = [min(len(model.tokenizer(q)["input_ids"]), model.max_seq_length) for q in mine]
+            emit(
+                {
+                    "index": "-",
+                    "what": f"embed query (MiniLM, {dtype}), {task} only, "
+                    f"{len(mine)} queries of median {int(np.median(tokens))} tokens",
+                    **timed(query_embedder.encode, [[q] for q in mine]),
+                }
+            )
     for kind in args.indexes:
         start = time.perf_counter()
         pool = Pool(embedder, index=IndexConfig(kind=kind)).fit(records, embeddings=vectors)
