@@ -188,9 +188,10 @@ class ModelProvider:
         return self._cached(("counter", canonical, "-"), load)
 
     def loaded(self) -> list[str]:
-        """Names of the models loaded so far, as ``kind:name@device``."""
+        """Names of the models loaded so far, as ``kind:name@device`` plus ``/dtype`` for torch
+        models (the scorer and the local backend may hold one model in two dtypes)."""
         with self._lock:
-            return [f"{k[0]}:{k[1]}@{k[2]}" for k in self._cache]
+            return [f"{k[0]}:{k[1]}@{k[2]}" + "".join(f"/{d}" for d in k[3:]) for k in self._cache]
 
     @staticmethod
     def _check_dtype(dtype: str) -> None:

@@ -139,3 +139,6 @@ def test_bfloat16_embedder_matches_float32(provider, embedder):
     fast, exact = half.encode(texts), embedder.encode(texts)
     assert fast.dtype == np.float32 and fast.shape == exact.shape
     assert (fast * exact).sum(axis=1).min() > 0.999
+    # Both copies are loaded, and the provider names them apart.
+    names = [n for n in provider.loaded() if n.startswith("embedder:all-MiniLM-L6-v2@")]
+    assert len(names) == len(set(names)) >= 2 and any(n.endswith("/bfloat16") for n in names)
