@@ -56,10 +56,18 @@ def pool(url: str, timeout: float = 5.0) -> Http1Pool:
     return Http1Pool(url, headers={"Content-Type": "application/json"}, timeout=timeout)
 
 
-async def answer_ok(_r, writer, _n) -> bool:
-    writer.write(OK)
-    await writer.drain()
-    return True
+def reply(raw: bytes, *, keep_open: bool = True) -> Handler:
+    """A handler that answers every request with ``raw``, then keeps or closes the connection."""
+
+    async def handler(_r, writer, _n) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        return keep_open
+
+    return handler
+
+
+answer_ok = reply(OK)
 
 
 def test_requests_reuse_one_keep_alive_connection():
@@ -122,10 +130,7 @@ def test_chunked_and_close_delimited_answers():
 
 
 def test_error_statuses_come_back_as_answers():
-    async def fail(_r, writer, _n) -> bool:
-        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
-        await writer.drain()
-        return True
+    fail = reply(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
 
     async def test(url, _stats):
         client = pool(url)
@@ -152,10 +157,7 @@ def test_a_reused_connection_closed_before_any_answer_is_retried_on_a_fresh_one(
 
 
 def test_a_hang_up_mid_answer_is_an_error_and_is_not_resent():
-    async def cut(_r, writer, _n) -> bool:
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
-        await writer.drain()
-        return False
+    cut = reply(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial', keep_open=False)
 
     async def test(url, stats):
         client = pool(url)
@@ -184,10 +186,7 @@ def test_a_slow_backend_times_out_and_its_connection_is_dropped():
 
 
 def test_malformed_answers_and_refused_connections_are_errors():
-    async def garbage(_r, writer, _n) -> bool:
-        writer.write(b"SMTP ready\r\n\r\n")
-        await writer.drain()
-        return True
+    garbage = reply(b"SMTP ready\r\n\r\n")
 
     async def test(url, _stats):
         with pytest.raises(ConnectionLost, match="malformed"):
