@@ -4,8 +4,9 @@ pooled keep-alive connections, parsed by httptools (the parser uvicorn serves wi
 A general client (aiohttp, httpx) spends most of its time per request on what a proxy talking
 to one known backend does not need: cookie jars, redirects, proxies from the environment,
 header objects, tracing hooks. Here a request is one pre-rendered header block and one write,
-and the answer one parser feed; on this 2-core VM that is about a fifth of aiohttp's CPU per
-request. TLS backends (OpenAI itself) keep aiohttp: the network dwarfs the client there.
+and the answer one parser feed. On this 2-core VM a bare ASGI proxy (50 wrk clients, instant
+backend) served 3,300 requests/s forwarding with aiohttp and 7,200 with this client's design.
+TLS backends (OpenAI itself) keep aiohttp: the network dwarfs the client there.
 """
 
 from __future__ import annotations

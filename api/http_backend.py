@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import orjson
 
 from api.http1 import ConnectionLost, Http1Pool
@@ -61,8 +62,6 @@ class HttpBackend(OpenAIWire):
     def _client(self) -> Any:
         # Made on first use: an aiohttp session belongs to the running event loop.
         if self._session is None or self._session.closed:
-            import aiohttp
-
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections),
                 timeout=aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=self.timeout),
@@ -79,9 +78,18 @@ class HttpBackend(OpenAIWire):
 
     async def _request(self, method: str, path: str, body: Body | None) -> Body:
         data = orjson.dumps(body) if body is not None else None
-        status, content = await (
-            self._lean(method, path, data) if self._pool else self._aiohttp(method, path, data)
-        )
+        try:
+            if self._pool is not None:
+                status, content = await self._pool.request(method, path, data)
+            else:
+                async with self._client().request(method, self.base_url + path, data=data) as r:
+                    status, content = r.status, await r.read()
+        except TimeoutError as exc:
+            raise BackendTimeoutError(f"Backend {self.name} timed out on {path}.") from exc
+        except ConnectionLost as exc:
+            raise BackendUnavailableError(f"Backend {self.name} broke off: {exc}.") from exc
+        except (OSError, aiohttp.ClientError) as exc:
+            raise BackendUnavailableError(f"Backend {self.name} is unreachable: {exc}.") from exc
         if status >= 400:
             raise _response_error(self.name, status, content)
         try:
@@ -94,31 +102,7 @@ class HttpBackend(OpenAIWire):
             raise BackendUnavailableError(f"Backend {self.name} answered {path} with no object.")
         return answer
 
-    async def _lean(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
-        assert self._pool is not None
-        try:
-            return await self._pool.request(method, path, data)
-        except TimeoutError as exc:
-            raise BackendTimeoutError(f"Backend {self.name} timed out on {path}.") from exc
-        except ConnectionLost as exc:
-            raise BackendUnavailableError(f"Backend {self.name} broke off: {exc}.") from exc
-        except OSError as exc:
-            raise BackendUnavailableError(f"Backend {self.name} is unreachable: {exc}.") from exc
-
-    async def _aiohttp(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
-        import aiohttp
-
-        try:
-            async with self._client().request(method, self.base_url + path, data=data) as resp:
-                return resp.status, await resp.read()
-        except TimeoutError as exc:
-            raise BackendTimeoutError(f"Backend {self.name} timed out on {path}.") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendUnavailableError(f"Backend {self.name} is unreachable: {exc}.") from exc
-
     async def _stream(self, path: str, body: Body) -> AsyncIterator[Body]:
-        import aiohttp
-
         url = self.base_url + path
         try:
             async with self._client().post(url, data=orjson.dumps(body)) as resp:
