@@ -3,10 +3,11 @@ straight from ASGI, without the router's per-request machinery.
 
 FastAPI's middleware, routing, dependency solving and request parsing cost more CPU per request
 than everything else the proxy does for a pass-through (``bench/proxy.py``, 50 clients: 0.35 ->
-0.21 ms of CPU per proxied request with the lane); at 50 concurrent clients that is queueing
-time every client waits through. The lane reads the body, validates it with the same pydantic
-models and runs the same :func:`api.routes.chat.forward`; errors become answers through the
-app's own exception handlers. A body that does not validate goes on to the routes unchanged, so
+0.21 ms of CPU per proxied request with the lane and the frozen heap together, see
+:func:`api.app.tune_gc`); at 50 concurrent clients that is queueing time every client waits
+through. The lane reads the body, validates it with the same pydantic models and runs the same
+:func:`api.routes.chat.forward`; errors become answers through the app's own exception
+handlers. A body that does not validate goes on to the routes unchanged, so
 a bad request gets exactly the answer it always did. FastAPI's own OpenTelemetry hooks do not
 see the lane (the service's Prometheus metrics do).
 """
@@ -21,13 +22,14 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.routes import chat
-from api.routes.chat import ChatCompletionRequest, CompletionRequest, forward
+from api.routes.chat import ChatCompletionRequest, CompletionRequest, forward, router
 
 LANES: dict[str, tuple[str, type[BaseModel]]] = {
     "/v1/chat/completions": ("chat", ChatCompletionRequest),
     "/v1/completions": ("completion", CompletionRequest),
 }
+# The proxy's routes as the router would have matched them: what the metrics label requests by.
+ROUTES = {r.path: r for r in router.routes if isinstance(r, Route) and r.path in LANES}
 
 
 class ProxyLane:
@@ -41,14 +43,13 @@ class ProxyLane:
     def __init__(self, app: ASGIApp, *, service: FastAPI) -> None:
         self.app = app
         self.service = service
-        self._routes: dict[str, Route] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane = LANES.get(scope["path"]) if scope["type"] == "http" else None
         if lane is None or scope["method"] != "POST" or not _is_json(scope):
             await self.app(scope, receive, send)
             return
-        scope["route"] = self._route(scope["path"])  # what the metrics label requests by
+        scope["route"] = ROUTES[scope["path"]]
         try:
             body = await _read_body(receive)  # the guard's limit may refuse it (413)
         except Exception as exc:  # noqa: BLE001 - the app's handlers decide every answer
@@ -75,11 +76,6 @@ class ProxyLane:
     ) -> None:
         response = await self._handler(exc)(Request(scope), exc)
         await response(scope, receive, send)
-
-    def _route(self, path: str) -> Route | None:
-        if self._routes is None:  # the proxy's routes, as the router would have matched them
-            self._routes = {r.path: r for r in chat.router.routes if isinstance(r, Route)}
-        return self._routes.get(path)
 
     def _handler(self, exc: Exception) -> Any:
         handlers = self.service.exception_handlers
