@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     data = shared_data()
-    embedder = ModelProvider(device="cpu").embedder()
+    provider = ModelProvider(device="cpu")
+    embedder = provider.embedder()
     texts = real_sentences(data, args.size, args.seed)
     vectors = cached_encode(embedder, texts, label=f"sentences-{args.size}")
     if args.embed_only:
@@ -125,8 +126,15 @@ def run(args: argparse.Namespace) -> list[dict]:
         rows.append(row)
 
     # Pool vectors always come from the float32 model; queries may use a bfloat16 copy.
-    query_embedders = {
-        dtype: ModelProvider(device="cpu").embedder(dtype=dtype) for dtype in args.query_dtypes
+    query_embedders = {dtype: provider.embedder(dtype=dtype) for dtype in args.query_dtypes}
+    # The embedding is a forward pass over the query: its time follows the query's length.
+    tokenizer, longest = embedder.model.tokenizer, embedder.model.max_seq_length
+    by_task: dict[str, list[str]] = {}
+    for q, t in zip(queries, tasks, strict=True):
+        by_task.setdefault(t, []).append(q)
+    median_tokens = {
+        t: int(np.median([min(len(tokenizer(q)["input_ids"]), longest) for q in qs]))
+        for t, qs in by_task.items()
     }
     for dtype, query_embedder in query_embedders.items():
         emit(
@@ -136,16 +144,12 @@ def run(args: argparse.Namespace) -> list[dict]:
                 **timed(query_embedder.encode, [[q] for q in queries]),
             }
         )
-        # The embedding is a forward pass over the query: its time follows the query's length.
-        for task in dict.fromkeys(tasks):
-            mine = [q for q, t in zip(queries, tasks, strict=True) if t == task]
-            model = query_embedder.model
-            tokens = [min(len(model.tokenizer(q)["input_ids"]), model.max_seq_length) for q in mine]
+        for task, mine in by_task.items():
             emit(
                 {
                     "index": "-",
                     "what": f"embed query (MiniLM, {dtype}), {task} only, "
-                    f"{len(mine)} queries of median {int(np.median(tokens))} tokens",
+                    f"{len(mine)} queries of median {median_tokens[task]} tokens",
                     **timed(query_embedder.encode, [[q] for q in mine]),
                 }
             )
