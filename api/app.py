@@ -36,7 +36,7 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     state.metrics = metrics
     state.router = state.router or build_router(settings, state.provider, default=state.backend)
     for name in state.router.tokenizers():  # no first request pays for loading a vocabulary
-        state.provider.token_counter(name)
+        state.prompt_counter(name)
     state.retry = state.retry or RetryPolicy(settings.backend_retries, settings.backend_backoff)
     state.stages = state.stages or default_stages()
     if state.jobs is None:

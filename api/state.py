@@ -12,7 +12,7 @@ from core.errors import InputError
 from core.models import ModelProvider
 from core.registry import KNOWN_MODELS, canonical_name
 from core.settings import Settings
-from core.tokens import TokenCounter, tiktoken_encoding_for
+from core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
 
 if TYPE_CHECKING:
     from api.jobs.store import JobStore
@@ -35,6 +35,15 @@ class AppState:
     retry: RetryPolicy | None = None
     stages: StageRegistry | None = None
     jobs: JobStore | None = None
+    counters: dict[str, TokenCounter] = field(default_factory=dict)
+
+    def prompt_counter(self, name: str) -> TokenCounter:
+        """The counter of proxied prompts for tokenizer ``name``: one per name, remembering
+        the counts of recent message texts (see :class:`core.tokens.CachedCounter`)."""
+        counter = self.counters.get(name)
+        if counter is None:
+            counter = self.counters[name] = CachedCounter(self.provider.token_counter(name))
+        return counter
 
 
 def client_counter(provider: ModelProvider, name: str, field: str) -> TokenCounter:

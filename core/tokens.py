@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -117,6 +118,48 @@ class HFTokenCounter:
 
     def count(self, text: str) -> int:
         return len(self.encode(text))
+
+
+class CachedCounter:
+    """A counter that remembers the counts of recent texts (least recently used first out).
+
+    A chat client sends the whole conversation with every turn, and a deployment's system
+    prompts and few-shot blocks repeat across requests: the proxy counts the same message
+    texts again and again. Texts longer than an eighth of ``max_chars`` are counted but not
+    kept, so one document cannot push out the rest; ``max_chars`` bounds the memory.
+    Safe to share between threads (the pipeline runs stages in a worker thread).
+    """
+
+    def __init__(self, counter: TokenCounter, *, max_chars: int = 4_000_000) -> None:
+        self.counter = counter
+        self.name = counter.name
+        self.max_chars = max_chars
+        self._memo: OrderedDict[str, int] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def encode(self, text: str) -> list[int]:
+        return self.counter.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.counter.decode(ids)
+
+    def count(self, text: str) -> int:
+        with self._lock:
+            n = self._memo.get(text)
+            if n is not None:
+                self._memo.move_to_end(text)
+                return n
+        n = self.counter.count(text)
+        if len(text) * 8 <= self.max_chars:
+            with self._lock:
+                if text not in self._memo:
+                    self._memo[text] = n
+                    self._chars += len(text)
+                    while self._chars > self.max_chars:
+                        old, _ = self._memo.popitem(last=False)
+                        self._chars -= len(old)
+        return n
 
 
 def tiktoken_encoding_for(name: str) -> str | None:

@@ -133,7 +133,7 @@ async def forward(
         validate_messages(body["messages"], field_name="messages")
     raw = request.thresher.model_dump(exclude_unset=True) if request.thresher else None
     options = merge_options(state.settings.pipeline, raw)  # type: ignore[attr-defined]
-    ctx = RequestContext(kind, body, options, state.provider.token_counter(route.tokenizer))
+    ctx = RequestContext(kind, body, options, state.prompt_counter(route.tokenizer))
     stages = state.stages.build(options, state)
     pipeline = Pipeline(stages, state.metrics.observe_stage)
     # Counting alone is fast; stages may load or run models, so they go to a thread.

@@ -1,6 +1,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
+from core.tokens import CachedCounter
 from tests.api.conftest import LOCAL, make_app
 
 
@@ -34,6 +35,9 @@ def test_chat_pass_through_reports_tokens(client):
     assert body["thresher"]["tokens_before"] == body["thresher"]["tokens_after"] > 0
     assert response.headers["x-thresher-saved-tokens"] == "0"
     assert body["usage"]["prompt_tokens"] >= body["thresher"]["tokens_before"]
+    # Counted by the route's counter, which remembers the text for the next turn.
+    counters = client.app.state.thresher.counters.values()
+    assert any("Say hello." in c._memo for c in counters if isinstance(c, CachedCounter))
 
 
 def test_completion_pass_through(client):
