@@ -8,6 +8,7 @@ end to end on the local backend, with and without compression.
 
     python bench/proxy.py                   # 50 and 1 clients, delay 0 and 50 ms, 10 s each
     python bench/proxy.py --workers 2       # the proxy as 2 server processes
+    python bench/proxy.py --workers 2 --delays 0 --clients 50 --repeat 5   # median of 5 runs
     python bench/proxy.py --smoke           # delay 0, 3 s each, well under a minute
     python bench/proxy.py --e2e --data ../shared/data/longqa.jsonl --stories 6
 
@@ -149,8 +150,15 @@ def measure(url: str, clients: int, seconds: float, pid: int) -> dict[str, float
     return row
 
 
-def overhead(delays: list[float], clients: list[int], seconds: float, workers: int) -> list[dict]:
-    """Direct and proxied runs for each backend delay and client count."""
+def overhead(
+    delays: list[float], clients: list[int], seconds: float, workers: int, repeat: int = 1
+) -> list[dict]:
+    """Direct and proxied runs for each backend delay and client count, ``repeat`` times each.
+
+    This VM's host speed drifts by up to 2x from one minute to the next, and with several
+    workers the load generator's connections split between them by luck at connect time (wrk
+    opens all of them at once): a single run says little, the median of several says more.
+    """
     env = {
         **os.environ,
         "THRESHER_PRELOAD_MODELS": "false",
@@ -173,27 +181,49 @@ def overhead(delays: list[float], clients: list[int], seconds: float, workers: i
         proxy = start(serve, f"http://127.0.0.1:{proxy_port}/healthz", env)
         try:
             for n in clients:
-                direct = measure(f"{backend_url}/chat/completions", n, seconds, backend.pid)
-                proxied = measure(
-                    f"http://127.0.0.1:{proxy_port}/v1/chat/completions", n, seconds, proxy.pid
-                )
-                row = {"delay_ms": delay, "clients": n, "direct": direct, "proxy": proxied,
-                       "p50_added_ms": proxied["p50_ms"] - direct["p50_ms"],
-                       "p99_added_ms": proxied["p99_ms"] - direct["p99_ms"]}  # fmt: skip
-                rows.append(row)
-                print(
-                    f"delay {delay:4g} ms  {n:3d} clients | direct p50 {direct['p50_ms']:7.2f} "
-                    f"p99 {direct['p99_ms']:7.2f} ms {direct['rps']:7.0f} req/s | proxy p50 "
-                    f"{proxied['p50_ms']:7.2f} p99 {proxied['p99_ms']:7.2f} ms "
-                    f"{proxied['rps']:7.0f} req/s | added p50 {row['p50_added_ms']:+7.2f} "
-                    f"p99 {row['p99_added_ms']:+7.2f} ms | proxy CPU "
-                    f"{proxied['cpu_ms_per_request']:.2f} ms/req"
-                )
+                runs = []
+                for _ in range(repeat):
+                    direct = measure(f"{backend_url}/chat/completions", n, seconds, backend.pid)
+                    proxied = measure(
+                        f"http://127.0.0.1:{proxy_port}/v1/chat/completions", n, seconds, proxy.pid
+                    )
+                    row = {"delay_ms": delay, "clients": n, "direct": direct, "proxy": proxied,
+                           "p50_added_ms": proxied["p50_ms"] - direct["p50_ms"],
+                           "p99_added_ms": proxied["p99_ms"] - direct["p99_ms"]}  # fmt: skip
+                    runs.append(row)
+                    print(
+                        f"delay {delay:4g} ms  {n:3d} clients | direct p50 "
+                        f"{direct['p50_ms']:7.2f} p99 {direct['p99_ms']:7.2f} ms "
+                        f"{direct['rps']:7.0f} req/s | proxy p50 {proxied['p50_ms']:7.2f} p99 "
+                        f"{proxied['p99_ms']:7.2f} ms {proxied['rps']:7.0f} req/s | added p50 "
+                        f"{row['p50_added_ms']:+7.2f} p99 {row['p99_added_ms']:+7.2f} ms | "
+                        f"proxy CPU {proxied['cpu_ms_per_request']:.2f} ms/req"
+                    )
+                rows += runs
+                if repeat > 1:
+                    summarise(runs)
         finally:
             for proc in (proxy, backend):
                 proc.terminate()
                 proc.wait(20)
     return rows
+
+
+def summarise(runs: list[dict]) -> None:
+    """The median run's figures, and the range over all runs, for one delay and client count."""
+
+    def spread(values: list[float], fmt: str) -> str:
+        return f"{np.median(values):{fmt}} ({min(values):{fmt}} .. {max(values):{fmt}})"
+
+    added50 = [r["p50_added_ms"] for r in runs]
+    added99 = [r["p99_added_ms"] for r in runs]
+    rps = [r["proxy"]["rps"] for r in runs]
+    cpu = [r["proxy"]["cpu_ms_per_request"] for r in runs]
+    print(
+        f"  median of {len(runs)}: added p50 {spread(added50, '+.2f')} ms, "
+        f"p99 {spread(added99, '+.2f')} ms, proxy {spread(rps, '.0f')} req/s, "
+        f"CPU {spread(cpu, '.2f')} ms/req"
+    )
 
 
 def end_to_end(data: Path, stories: int, rate: float, method: str, max_tokens: int) -> None:
@@ -264,6 +294,7 @@ def main() -> None:
     parser.add_argument("--delays", type=float, nargs="+", default=[0.0, 50.0],
                         help="backend service times in ms")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="proxy server processes")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per setting (median shown)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--e2e", action="store_true", help="long prompts on the local backend")
     parser.add_argument("--data", type=Path, default=ROOT / "tests/data/api/longqa_small.jsonl")
@@ -277,7 +308,7 @@ def main() -> None:
         end_to_end(args.data, stories, args.rate, args.method, args.max_tokens)
         return
     seconds, delays = (3.0, [0.0]) if args.smoke else (args.seconds, args.delays)
-    rows = overhead(delays, args.clients, seconds, args.workers)
+    rows = overhead(delays, args.clients, seconds, args.workers, args.repeat)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
