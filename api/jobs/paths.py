@@ -51,13 +51,13 @@ class RecipeGuard:
         """
         # Another job's folder is not this job's to read: only its own joins the roots.
         roots = (*self.read_roots, output_dir.resolve())
-        base = Path(recipe["base_dir"])
+        base = Path(_checked(recipe["base_dir"], "recipe.base_dir"))
         _readable(roots, base, "recipe.base_dir")
         for index, spec in enumerate(recipe.get("inputs", [])):
             field = inputs_field or f"recipe.inputs[{index}].path"
-            _readable(roots, _resolve(base, spec["path"]), field, must_exist=True)
+            _readable(roots, _resolve(base, spec["path"], field), field, must_exist=True)
         output = recipe.get("output", {}).get("path", "")
-        target = (output_dir / output).resolve()
+        target = (output_dir / _checked(output, "recipe.output.path")).resolve()
         if Path(output).is_absolute() or not target.is_relative_to(output_dir.resolve()):
             raise InputError(
                 f"recipe.output.path {output!r} leaves the job's folder; give a relative file "
@@ -72,7 +72,7 @@ class RecipeGuard:
     ) -> None:
         for field, key, value in _strings(step, where):
             if _names_a_file(key):
-                _readable(roots, _resolve(base, value), field)
+                _readable(roots, _resolve(base, value, field), field)
             elif key == "backend" and value.rstrip("/") not in self.backends:
                 raise InputError(
                     f"{field} {value!r} is not a backend of this deployment; use one of "
@@ -81,7 +81,7 @@ class RecipeGuard:
                 )
             elif key == "model" and canonical_name(value) not in KNOWN_MODELS:
                 # The model provider loads a local folder when the name is one: the same rule.
-                folder = Path(value).expanduser()
+                folder = Path(_checked(value, field)).expanduser()
                 if folder.is_dir():
                     _readable(roots, folder, field)
 
@@ -99,8 +99,14 @@ def _readable(roots: tuple[Path, ...], path: Path, field: str, *, must_exist: bo
         raise NotFoundError(f"{field} {str(path)!r} does not exist.", field=field)
 
 
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
+def _checked(value: str, field: str) -> str:
+    if "\x00" in value:  # no file name holds one, and Python raises on it
+        raise InputError(f"{field} contains a NUL character; give a file name.", field=field)
+    return value
+
+
+def _resolve(base: Path, value: str, field: str) -> Path:
+    path = Path(_checked(value, field)).expanduser()
     return path if path.is_absolute() else base / path
 
 

@@ -87,7 +87,7 @@ def submit_upload(
         raise InputError("recipe must be a JSON object.", field="recipe")
     job_id = uuid.uuid4().hex
     name = Path(file.filename or "input.jsonl").name
-    if not name or name.startswith("."):
+    if not name or name.startswith(".") or "\x00" in name:
         raise InputError(f"Upload file name {file.filename!r} is not usable.", field="file")
     target = _jobs_dir(state) / job_id / "input" / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def download(job_id: str, name: str, state: State) -> FileResponse:
     """One file the job wrote (the kept rows, rejects, scores, report)."""
     job = _store(state).get(_check_id(job_id))
     root = job.output_dir.resolve()
-    path = (root / name).resolve()
+    path = root if "\x00" in name else (root / name).resolve()  # NUL: no such file
     if not path.is_relative_to(root) or not path.is_file():
         raise NotFoundError(f"Job {job_id} has no file {name!r}; see its 'files'.", field="name")
     return FileResponse(path, filename=path.name)

@@ -102,3 +102,26 @@ def test_the_request_field_is_named_when_it_set_the_inputs(layout):
     with pytest.raises(NotFoundError) as missing:
         check(layout, {"inputs": ["nope.jsonl"]}, "input_path")
     assert missing.value.field == "input_path"
+
+
+@pytest.mark.parametrize(
+    "recipe, field",
+    [
+        ({"inputs": ["rows\x00.jsonl"]}, "recipe.inputs[0].path"),
+        ({"inputs": ["rows.jsonl"], "base_dir": "da\x00ta"}, "recipe.base_dir"),
+        ({"inputs": ["rows.jsonl"], "output": {"path": "k\x00.jsonl"}}, "recipe.output.path"),
+        (
+            {"inputs": ["rows.jsonl"], "steps": [{"type": "classifier", "path": "m\x00"}]},
+            "recipe.steps[0].path",
+        ),
+        (
+            {"inputs": ["rows.jsonl"], "steps": [{"type": "perplexity", "model": "m\x00"}]},
+            "recipe.steps[0].model",
+        ),
+    ],
+)
+def test_a_nul_character_in_a_file_name_is_refused_naming_the_field(layout, recipe, field):
+    # The fuzzer found it: Python raises ValueError on such a path, which was a 500.
+    with pytest.raises(InputError) as caught:
+        check(layout, recipe)
+    assert caught.value.field == field

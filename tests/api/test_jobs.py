@@ -138,6 +138,30 @@ def test_unknown_job_and_file_traversal_are_404(client, rows_path):
     wait_for(client, job["id"])
     response = client.get(f"/v1/selection/jobs/{job['id']}/files/../../jobs.sqlite")
     assert response.status_code == 404
+    response = client.get(f"/v1/selection/jobs/{job['id']}/files/kept%00.jsonl")
+    assert response.status_code == 404 and response.json()["error"]["param"] == "name"
+
+
+def test_a_nul_character_in_a_file_name_is_a_422_not_a_500(client, rows_path):
+    # Python raises ValueError on such a path; the spec fuzzer sent one as input_path.
+    response = client.post(
+        "/v1/selection/jobs", json={"recipe": RECIPE, "input_path": str(rows_path) + "\x00"}
+    )
+    assert response.status_code == 422 and response.json()["error"]["param"] == "input_path"
+    # Written by hand: HTTP clients escape the file name of a multipart part.
+    parts = [
+        b'--b\r\nContent-Disposition: form-data; name="recipe"\r\n\r\n'
+        + json.dumps(RECIPE).encode(),
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="rows\x00.jsonl"\r\n'
+        b"Content-Type: application/jsonl\r\n\r\n" + rows_path.read_bytes(),
+        b"--b--\r\n",
+    ]
+    response = client.post(
+        "/v1/selection/jobs/upload",
+        content=b"\r\n".join(parts),
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 422 and response.json()["error"]["param"] == "file"
 
 
 def test_a_restart_loses_no_job(provider, local_lm, rows_path, tmp_path):
