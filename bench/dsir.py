@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import json
 import os
 import resource
@@ -31,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's Thresher, not another install
 DATA = ROOT.parent / "shared" / "data"
+SMOKE = ROOT / "tests" / "data" / "selection"
 PEER_VENV = ROOT / "bench" / ".venv-dsir"
 PEER = "data-selection==1.0.3"
 REVIEW = "amazon_fine_food"
@@ -190,17 +190,6 @@ def kl_reduction(raw: Path, target: Path, ids: list[str]) -> float:
     return model.kl_report(picked)["kl_reduction"]
 
 
-def smoke_data(work: Path) -> tuple[Path, Path]:
-    raw, target = work / "raw.jsonl", work / "target.jsonl"
-    for source, dest, rows in (
-        ("raw_pool.jsonl", raw, 3000),
-        ("target_reviews.jsonl", target, 300),
-    ):
-        with (DATA / source).open(encoding="utf-8") as fh:
-            dest.write_text("".join(itertools.islice(fh, rows)), encoding="utf-8")
-    return raw, target
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--raw", default=str(DATA / "raw_pool.jsonl"))
@@ -230,8 +219,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="thresher-bench-") as tmp:
         work = Path(tmp)
         raw, target = Path(args.raw), Path(args.target)
-        if args.smoke:
-            raw, target = smoke_data(work)
+        if args.smoke:  # the first 3,000 and 300 rows of the shared files, shipped in the repo
+            raw, target = SMOKE / "raw_small.jsonl", SMOKE / "target_small.jsonl"
             args.num = 200
         n_docs = sum(1 for _ in raw.open(encoding="utf-8"))
         sources = {}
