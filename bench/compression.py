@@ -30,20 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from embedcache import shared_data
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-# ../shared/data beside the checkout (CI), or two levels up from a worktree (/work/wt/NAME).
-DATA = (
-    next(
-        (p for p in (ROOT.parent / "shared", ROOT.parents[1] / "shared") if p.exists()),
-        ROOT.parent / "shared",
-    )
-    / "data"
-    / "longqa.jsonl"
-)
+DATA = shared_data(required=False) / "longqa.jsonl"
 PEER_VENV = ROOT / "bench" / ".venv-llmlingua"
 PEER_MODEL = ROOT / "bench" / ".models" / "smollm2-peer"
 ANSWER_TOKENS = 64  # gold answers are scored on their first tokens (the solution's opening)

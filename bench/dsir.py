@@ -27,9 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from embedcache import shared_data
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's Thresher, not another install
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data(required=False)
 SMOKE = ROOT / "tests" / "data" / "selection"
 PEER_VENV = ROOT / "bench" / ".venv-dsir"
 PEER = "data-selection==1.0.3"

@@ -82,8 +82,9 @@ def _save(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def shared_data() -> Path:
-    """``../shared/data`` beside the checkout (CI's layout) or beside the worktrees folder."""
+def shared_data(required: bool = True) -> Path:
+    """``../shared/data`` beside the checkout (CI's layout) or beside the worktrees folder; when
+    neither exists, exit naming both, or (``required=False``, for argument defaults) the first."""
     root = Path(__file__).resolve().parents[1]
     env = os.environ.get("THRESHER_SHARED_DATA")
     candidates = [Path(env)] if env else []
@@ -91,4 +92,6 @@ def shared_data() -> Path:
     for path in candidates:
         if path.is_dir():
             return path
+    if not required:
+        return candidates[0]
     raise SystemExit(f"No shared data in {[str(c) for c in candidates]}; set THRESHER_SHARED_DATA.")

@@ -23,9 +23,11 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from embedcache import shared_data
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data(required=False)
 PEER_PY = ROOT / "bench" / ".venv-datatrove" / "bin" / "python"
 
 
