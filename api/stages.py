@@ -17,6 +17,7 @@ from api.pipeline import (
 )
 from core.errors import InputError, NotFoundError
 from core.record import message_text
+from core.tokens import uncached
 
 
 def query_text(ctx: RequestContext) -> str:
@@ -108,15 +109,16 @@ class BudgetStage:
                 room = self.budget - sum(ctx.counter.count(message_text(m)) for m in head)
             try:
                 assembled = assemble(
-                    query, result, counter=ctx.counter, budget_tokens=room, template=template
-                )
+                    query, result, counter=uncached(ctx.counter), budget_tokens=room,
+                    template=template,
+                )  # fmt: skip
             except InputError:
                 return  # not even one demonstration fits: the request goes on without them
             ctx.body["messages"] = [*head, *assembled.demo_messages, ctx.body["messages"][-1]]
         else:
             try:
                 assembled = assemble(
-                    query, result, counter=ctx.counter, budget_tokens=self.budget,
+                    query, result, counter=uncached(ctx.counter), budget_tokens=self.budget,
                     template=template,
                 )  # fmt: skip
             except InputError:
@@ -163,7 +165,7 @@ class CompressionStage:
         compressor = get_compressor(
             self.options.method,
             scorer=scorer,
-            counter=ctx.counter,
+            counter=uncached(ctx.counter),
             min_tokens=0,
             protect=ProtectOptions(force_tokens=tuple(self.options.protect)),
         )

@@ -127,7 +127,8 @@ class CachedCounter:
     prompts and few-shot blocks repeat across requests: the proxy counts the same message
     texts again and again. Texts longer than an eighth of ``max_chars`` are counted but not
     kept, so one document cannot push out the rest; ``max_chars`` bounds the memory.
-    Safe to share between threads (the pipeline runs stages in a worker thread).
+    Safe to share between threads (the pipeline runs stages in a worker thread). Searches that
+    count many texts seen once (compression, budgeted assembly) take :func:`uncached`.
     """
 
     def __init__(self, counter: TokenCounter, *, max_chars: int = 4_000_000) -> None:
@@ -160,6 +161,12 @@ class CachedCounter:
                         old, _ = self._memo.popitem(last=False)
                         self._chars -= len(old)
         return n
+
+
+def uncached(counter: TokenCounter) -> TokenCounter:
+    """The counter behind a :class:`CachedCounter` (else ``counter``): for a search whose every
+    candidate text is new, which would only push the repeated message texts out of the cache."""
+    return counter.counter if isinstance(counter, CachedCounter) else counter
 
 
 def tiktoken_encoding_for(name: str) -> str | None:

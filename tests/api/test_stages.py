@@ -58,13 +58,18 @@ def stage(report, name):
 
 
 def test_compression_saves_tokens_and_keeps_the_roles(proxy):
-    client, _ = proxy
+    client, state = proxy
+    cache = state.counters[state.router.resolve("ok").tokenizer]
+    before = len(cache._memo)
     answer, headers = ask(client, LONG, compression={"method": "llmlingua", "rate": 0.5})
     report = answer.model_extra["thresher"]
     assert stage(report, "compression")["status"] == "ran"
     assert 0 < report["tokens_after"] < 0.75 * report["tokens_before"]
     assert int(headers["x-thresher-saved-tokens"]) == report["saved_tokens"] > 0
     assert answer.choices[0].message.content == "echo 3 messages"  # roles and turns kept
+    # The prompt counter's cache keeps message texts (sent and compressed), not the texts the
+    # compressor's search counted once each.
+    assert len(cache._memo) - before <= 2 * len(LONG)
 
 
 def test_short_prompts_and_slow_predictions_skip_compression(proxy):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from core.tokens import CachedCounter
+from core.tokens import CachedCounter, uncached
 
 
 class Tally:
@@ -35,6 +35,7 @@ def test_counts_match_and_repeats_are_not_recounted(counter):
     assert tally.asked == [system, "What is the capital of France?", "And of Peru?"]
     assert cached.name == counter.name == "cl100k_base"
     assert cached.decode(cached.encode("héllo wörld")) == "héllo wörld"
+    assert uncached(cached) is tally and uncached(counter) is counter
 
 
 def test_memory_is_bounded_and_least_recent_texts_go_first(counter):
