@@ -41,8 +41,12 @@ def reply(body: bytes, keep_alive: bool) -> bytes:
     return head.encode() + body
 
 
-REPLIES = {(path, keep): reply(body, keep) for path, body in ((True, MODELS), (False, ANSWER))
-           for keep in (True, False)}  # fmt: skip
+# Every answer pre-rendered, by (asked for /models, keep the connection alive).
+REPLIES = {
+    (models, keep): reply(MODELS if models else ANSWER, keep)
+    for models in (True, False)
+    for keep in (True, False)
+}
 
 
 class Backend(asyncio.Protocol):
