@@ -8,7 +8,6 @@ import sys
 import time
 from typing import Annotated
 
-import click
 import typer
 
 from core.errors import InputError, NotFoundError, ThresherError
@@ -74,7 +73,9 @@ def doctor(
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default 8000).")
+    ] = None,
     backend: Annotated[
         str | None, typer.Option(help="'local' or an OpenAI-compatible base URL.")
     ] = None,
@@ -119,17 +120,30 @@ def serve(
     uvicorn.run("api.app:create_app", factory=True, workers=workers, access_log=access_log, **run)  # type: ignore[arg-type]
 
 
-def main() -> None:
-    """Entry point: run the CLI, turning Thresher errors into one line and an exit code."""
+def command() -> typer.core.TyperGroup:  # type: ignore[name-defined]
+    """The click command tree of :data:`app`, with help that reads at 80 columns."""
+    from api.usage import plain_help
+
+    return plain_help(typer.main.get_command(app))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning usage and Thresher errors into one line and an exit
+    code (2: the caller's mistake, 1: a failure)."""
+    from api.usage import abort_types, one_line, usage_error_types
+
     logging.basicConfig(level=os.environ.get("THRESHER_LOG_LEVEL", "WARNING"))
     try:
-        app(standalone_mode=False)
+        command().main(args=args, prog_name="thresher", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: one message, exit 2
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except usage_error_types() as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as asked
+            typer.echo(exc.format_message(), err=True)  # type: ignore[attr-defined]
+        else:
+            typer.echo(f"error: {one_line(exc)}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
+    except abort_types():
         sys.exit(130)
     except (InputError, NotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)

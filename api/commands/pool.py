@@ -71,7 +71,7 @@ def build(
 def search(
     name: Annotated[str, typer.Option(help="Pool name.")],
     query: Annotated[str, typer.Option(help="The input to find demonstrations for.")],
-    k: Annotated[int, typer.Option(help="How many demonstrations.")] = 4,
+    k: Annotated[int, typer.Option(min=1, help="How many demonstrations.")] = 4,
     method: Annotated[
         str, typer.Option(help="Retriever: random, bm25, knn, mmr, votek, dpp, label_balanced.")
     ] = "knn",
@@ -79,7 +79,8 @@ def search(
         str, typer.Option(help="Order: similarity, reverse, random, entropy.")
     ] = "similarity",
     budget_tokens: Annotated[
-        int | None, typer.Option(help="Assemble a prompt of at most this many tokens.")
+        int | None,
+        typer.Option(min=1, help="Assemble a prompt of at most this many tokens."),
     ] = None,
     model: Annotated[
         str, typer.Option(help="Target model whose tokenizer counts the budget.")

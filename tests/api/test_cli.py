@@ -1,9 +1,24 @@
+import re
 import subprocess
 import sys
 
 import pytest
 
+from api.cli import main
+
 COMMANDS = [[], ["doctor"], ["serve"]]
+EVERY_COMMAND = [
+    ["doctor"],
+    ["serve"],
+    ["select"],
+    ["dsir"],
+    ["filter"],
+    ["compress"],
+    ["pool"],
+    ["pool", "build"],
+    ["pool", "search"],
+]
+DSIR = ["dsir", "--raw", "r.jsonl", "--target", "t.jsonl", "--out", "o.jsonl"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -30,3 +45,78 @@ def test_bad_device_is_one_line_and_exit_2():
     )
     assert result.returncode == 2
     assert "Unknown device 'tpu'" in result.stderr and "Traceback" not in result.stderr
+
+
+def run_cli(capsys, args):
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+# (arguments, what the one line must name); one or more usage errors of every command.
+USAGE_ERRORS = [
+    (["doctor", "--devise", "cpu"], "--device"),
+    (["serve", "--port", "abc"], "--port"),
+    (["serve", "--port", "99999"], "--port"),
+    (["serve", "--workers", "0"], "--workers"),
+    (["select"], "RECIPE"),
+    (["select", "recipe.yaml", "--bogus", "x"], "--bogus"),
+    (["dsir", "--raw", "r.jsonl", "--target", "t.jsonl", "--out", "o.jsonl"], "--num"),
+    ([*DSIR, "--num", "0"], "--num"),
+    ([*DSIR, "--num", "ten"], "--num"),
+    ([*DSIR, "--nmu", "3"], "--num"),  # a misspelt flag: the line suggests the right one
+    (["filter", "--out", "kept.jsonl"], "--input"),
+    (["filter", "-i", "a.jsonl", "-o", "b.jsonl", "--budget", "0"], "--budget"),
+    (["compress", "--rate", "x"], "--rate"),
+    (["compress", "--target-tokens", "1.5"], "--target-tokens"),
+    (["pool", "build", "--input", "demos.jsonl"], "--name"),
+    (["pool", "search", "--name", "p", "--query", "q", "--k", "0"], "--k"),
+    (["pool", "search", "--name", "p"], "--query"),
+    (["pool", "explode"], "explode"),
+    (["nosuchcommand"], "nosuchcommand"),
+]
+
+
+@pytest.mark.parametrize("args, names", USAGE_ERRORS, ids=[" ".join(a) for a, _ in USAGE_ERRORS])
+def test_a_usage_error_is_one_line_naming_the_flag_and_exit_2(capsys, args, names):
+    code, out, err = run_cli(capsys, args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and names in lines[0], err
+    assert "--help" in lines[0]  # the fix: where the right flags are listed
+    assert "Traceback" not in err + out
+
+
+def test_every_command_is_covered_by_a_usage_error():
+    covered = {tuple(a[:2]) if a[0] == "pool" else (a[0],) for a, _ in USAGE_ERRORS}
+    for command in EVERY_COMMAND:
+        if command != ["pool"]:
+            assert tuple(command) in covered, command
+
+
+def test_a_value_checked_inside_a_command_is_one_line_too(capsys):
+    code, _, err = run_cli(capsys, ["compress", "--rate", "5"])
+    assert code == 2 and err.count("\n") == 1 and "rate" in err
+
+
+TYPE_TAGS = re.compile(r"\b(INTEGER|TEXT|FLOAT|PATH|BOOLEAN|RANGE)\b|<(int|str|path|bool|float)")
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=" ".join)
+def test_help_reads_at_80_columns_without_type_tags(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "api", *command, "--help"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "COLUMNS": "80"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Usage: thresher")
+    assert max(len(line) for line in lines) <= 80
+    assert not TYPE_TAGS.search(result.stdout), result.stdout
+    # Words wrap whole: no line ends inside a hyphenated word.
+    assert not any(line.rstrip().endswith("-") and not line.rstrip().endswith(" -")
+                   for line in lines), result.stdout  # fmt: skip
