@@ -73,9 +73,7 @@ def doctor(
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="Port (default 8000).")
-    ] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 8000).")] = None,
     backend: Annotated[
         str | None, typer.Option(help="'local' or an OpenAI-compatible base URL.")
     ] = None,
