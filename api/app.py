@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.boundary import StrictJSON
 from api.errors import install_error_handlers
 from api.guard import Guard
 from api.jobs.store import JobStore
@@ -122,7 +123,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     install_error_handlers(app)
     # The guard in front of everything; behind it, the proxy's lane, then FastAPI's own stack.
     app.front = Guard(
-        ProxyLane(app.routes_app, service=app),
+        ProxyLane(StrictJSON(app.routes_app, service=app), service=app),
         api_keys=service.api_keys,
         max_body_bytes=service.max_body_bytes,
         rate_limit_per_minute=service.rate_limit_per_minute,

@@ -10,9 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from core.errors import (
     BackendError,
+    BackendProtocolError,
     BackendResponseError,
     BackendTimeoutError,
     InputError,
@@ -78,6 +80,20 @@ def error_response(
     )
 
 
+async def answer_exception(
+    app: FastAPI, exc: Exception, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer ``exc`` through ``app``'s own exception handlers, from ASGI code that runs before
+    FastAPI's (the guard's neighbours: the proxy lane, the JSON check)."""
+    handlers = app.exception_handlers
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            response = await handlers[cls](Request(scope), exc)
+            await response(scope, receive, send)
+            return
+    raise exc  # no handler at all: the server's error middleware answers 500
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
@@ -122,7 +138,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 exc.status_code, str(exc), "invalid_request_error", None, "backend_rejected"
             )
-        return error_response(502, str(exc), "api_error", None, "backend_error")
+        code = "backend_protocol_error" if isinstance(exc, BackendProtocolError) else None
+        return error_response(502, str(exc), "api_error", None, code or "backend_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

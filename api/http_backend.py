@@ -18,8 +18,14 @@ import aiohttp
 import orjson
 
 from api.http1 import ConnectionLost, Http1Pool
-from core.backends import OpenAIWire, _response_error  # the calls and error body, once
-from core.errors import BackendTimeoutError, BackendUnavailableError
+from core.backends import (  # the calls, error body and stream checks, once
+    OpenAIWire,
+    _response_error,
+    check_event_stream,
+    no_events,
+)
+from core.errors import BackendProtocolError, BackendTimeoutError, BackendUnavailableError
+from core.wire import check_sendable
 
 Body = dict[str, Any]
 JSON = {"Content-Type": "application/json"}
@@ -77,7 +83,7 @@ class HttpBackend(OpenAIWire):
             await self._session.close()
 
     async def _request(self, method: str, path: str, body: Body | None) -> Body:
-        data = orjson.dumps(body) if body is not None else None
+        data = _encode(body) if body is not None else None
         try:
             if self._pool is not None:
                 status, content = await self._pool.request(method, path, data)
@@ -95,19 +101,21 @@ class HttpBackend(OpenAIWire):
         try:
             answer = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
-            raise BackendUnavailableError(
+            raise BackendProtocolError(
                 f"Backend {self.name} answered {path} with a body that is not JSON."
             ) from exc
         if not isinstance(answer, dict):
-            raise BackendUnavailableError(f"Backend {self.name} answered {path} with no object.")
+            raise BackendProtocolError(f"Backend {self.name} answered {path} with no object.")
         return answer
 
     async def _stream(self, path: str, body: Body) -> AsyncIterator[Body]:
         url = self.base_url + path
         try:
-            async with self._client().post(url, data=orjson.dumps(body)) as resp:
+            async with self._client().post(url, data=_encode(body)) as resp:
                 if resp.status >= 400:
                     raise _response_error(self.name, resp.status, await resp.read())
+                check_event_stream(self.name, resp.headers.get("content-type"))
+                events = 0
                 async for raw in resp.content:  # one SSE line at a time
                     line = raw.strip()
                     if not line.startswith(b"data:"):
@@ -115,16 +123,27 @@ class HttpBackend(OpenAIWire):
                     data = line[5:].strip()
                     if data == b"[DONE]":
                         return
+                    events += 1
                     try:
                         yield orjson.loads(data)
                     except orjson.JSONDecodeError as exc:
-                        raise BackendUnavailableError(
+                        raise BackendProtocolError(
                             f"Backend {self.name} sent a stream event that is not JSON: "
                             f"{data[:80]!r}"
                         ) from exc
+                if not events:
+                    raise no_events(self.name)
         except TimeoutError as exc:
             raise BackendTimeoutError(f"Backend {self.name} timed out while streaming.") from exc
         except aiohttp.ClientError as exc:
             raise BackendUnavailableError(
                 f"Backend {self.name} broke off the stream: {exc}."
             ) from exc
+
+
+def _encode(body: Body) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # a value no backend takes (an integer past 64 bits): the caller's 4xx
+        check_sendable(body)
+        raise

@@ -14,14 +14,12 @@ see the lane (the service's Prometheus metrics do).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import answer_exception
 from api.routes.chat import ChatCompletionRequest, CompletionRequest, forward, router
 
 LANES: dict[str, tuple[str, type[BaseModel]]] = {
@@ -46,12 +44,12 @@ class ProxyLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane = LANES.get(scope["path"]) if scope["type"] == "http" else None
-        if lane is None or scope["method"] != "POST" or not _is_json(scope):
+        if lane is None or scope["method"] != "POST" or not is_json(scope):
             await self.app(scope, receive, send)
             return
         scope["route"] = ROUTES[scope["path"]]
         try:
-            body = await _read_body(receive)  # the guard's limit may refuse it (413)
+            body = await read_body(receive)  # the guard's limit may refuse it (413)
         except Exception as exc:  # noqa: BLE001 - the app's handlers decide every answer
             await self._answer_error(exc, scope, receive, send)
             return
@@ -62,7 +60,7 @@ class ProxyLane:
             request = model.model_validate_json(body)
         except ValidationError:
             # The routes answer it, with the error shape and wording of every other route.
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         try:
             response = await forward(self.service.state.thresher, kind, request)
@@ -74,25 +72,17 @@ class ProxyLane:
     async def _answer_error(
         self, exc: Exception, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        response = await self._handler(exc)(Request(scope), exc)
-        await response(scope, receive, send)
-
-    def _handler(self, exc: Exception) -> Any:
-        handlers = self.service.exception_handlers
-        for cls in type(exc).__mro__:
-            if cls in handlers:
-                return handlers[cls]
-        raise exc  # no handler at all: the server's error middleware answers 500
+        await answer_exception(self.service, exc, scope, receive, send)
 
 
-def _is_json(scope: Scope) -> bool:
+def is_json(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
             return value.split(b";", 1)[0].strip().lower() == b"application/json"
     return False
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive) -> bytes | None:
     """The whole body, or None when the client disconnects first."""
     chunks = []
     while True:
@@ -104,7 +94,7 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, rest: Receive) -> Receive:
+def replay(body: bytes, rest: Receive) -> Receive:
     """A ``receive`` that hands over the body once more, then what the client sends next."""
     sent = False
 

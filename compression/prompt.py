@@ -132,18 +132,21 @@ def _from_messages(
     parts: list[Part] = []
     for i, m in enumerate(messages):
         content = m.get("content")
-        if isinstance(content, str):
-            check_text(content, f"messages[{i}].content", allow_empty=True)
+        text = check_text(message_text(m), f"messages[{i}].content", allow_empty=True)
         rule = rules["last_user"] if i == last_user else rules.get(m["role"], "keep")
         if rule == "auto":
-            rule = (
-                "compress" if count is not None and count(content or "") > long_tokens else "keep"
-            )
-        # Only plain string contents are compressed; parts lists (images, audio) pass untouched.
-        squeeze = rule == "compress" and isinstance(content, str) and bool(content.strip())
+            rule = "compress" if count is not None and count(text) > long_tokens else "keep"
+        # A string or text parts are compressed (parts become one string); a list with an image
+        # or audio part passes untouched.
+        text_only = isinstance(content, list) and all(
+            isinstance(p, dict) and p.get("type") == "text" for p in content
+        )
+        squeeze = (
+            rule == "compress" and (isinstance(content, str) or text_only) and bool(text.strip())
+        )
         if parts:
             parts.append(Part("\n", "separator", False))
-        parts.append(Part(message_text(m), m["role"], squeeze, message=i))
+        parts.append(Part(text, m["role"], squeeze, message=i))
     if question is None:
         # The last paragraph of the last user turn is where a request usually puts its ask.
         last = message_text(messages[last_user]).strip() if last_user >= 0 else ""

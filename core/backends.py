@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from core.errors import (
+    BackendProtocolError,
     BackendResponseError,
     BackendTimeoutError,
     BackendUnavailableError,
@@ -117,7 +118,7 @@ class OpenAICompatibleBackend(OpenAIWire):
         try:
             return dict(response.json())
         except ValueError as exc:
-            raise BackendUnavailableError(
+            raise BackendProtocolError(
                 f"Backend {self.name} answered {path} with a body that is not JSON."
             ) from exc
 
@@ -129,25 +130,47 @@ class OpenAICompatibleBackend(OpenAIWire):
             async with self.client.stream("POST", url, json=body, headers=self.headers) as resp:
                 if resp.status_code >= 400:
                     raise _response_error(self.name, resp.status_code, await resp.aread())
+                check_event_stream(self.name, resp.headers.get("content-type"))
+                events = 0
                 async for line in resp.aiter_lines():
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
+                    events += 1
                     try:
                         yield json.loads(data)
                     except ValueError as exc:
-                        raise BackendUnavailableError(
+                        raise BackendProtocolError(
                             f"Backend {self.name} sent a stream event that is not JSON: "
                             f"{data[:80]!r}"
                         ) from exc
+                if not events:
+                    raise no_events(self.name)
         except httpx.TimeoutException as exc:
             raise BackendTimeoutError(f"Backend {self.name} timed out while streaming.") from exc
         except httpx.TransportError as exc:
             raise BackendUnavailableError(
                 f"Backend {self.name} broke off the stream: {exc}."
             ) from exc
+
+
+def check_event_stream(name: str, content_type: str | None) -> None:
+    """A stream's answer must be server-sent events: a JSON body relayed as a stream would reach
+    the client as an empty success."""
+    if content_type is not None and not content_type.lower().startswith("text/event-stream"):
+        raise BackendProtocolError(
+            f"Backend {name} answered a stream request with {content_type.split(';')[0]}, not "
+            "text/event-stream; check that the server supports stream: true."
+        )
+
+
+def no_events(name: str) -> BackendProtocolError:
+    return BackendProtocolError(
+        f"Backend {name} ended a stream without sending an event; check that the server "
+        "supports stream: true."
+    )
 
 
 def _response_error(name: str, status: int, content: bytes) -> BackendResponseError:
@@ -278,6 +301,20 @@ class LocalBackend:
                 "ask for fewer.",
                 field="max_tokens",
             )
+        seed = body.get("seed")
+        if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
+            raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}.", field="seed")
+        top_p = body.get("top_p")
+        if top_p is not None and (
+            not isinstance(top_p, int | float) or isinstance(top_p, bool) or not 0 < top_p <= 1
+        ):
+            raise InputError(f"top_p must be a number in (0, 1], got {top_p!r}.", field="top_p")
+        stop = body.get("stop")
+        if stop is not None and not (
+            isinstance(stop, str)
+            or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+        ):
+            raise InputError("stop must be a string or a list of strings.", field="stop")
         temperature = body.get("temperature", 1.0)
         temperature = 1.0 if temperature is None else float(temperature)
         # Below this, sampling is argmax in all but name, and dividing float32 logits by a

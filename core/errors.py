@@ -12,7 +12,9 @@
     └── BackendError                   an LLM backend failed
         ├── BackendUnavailableError    connection refused, DNS, killed mid-stream
         ├── BackendTimeoutError        no answer within the timeout
-        └── BackendResponseError       the backend answered with an HTTP error (has status_code)
+        ├── BackendResponseError       the backend answered with an HTTP error (has status_code)
+        └── BackendProtocolError       the backend answered, not in the OpenAI protocol (a body
+                                       that is not JSON, a stream answered without events)
 
 ``InputError.field`` names the offending field so that the API can fill the OpenAI error body's
 ``param`` and the CLI can print a one-line message.
@@ -87,6 +89,11 @@ class BackendResponseError(BackendError):
         super().__init__(message)
         self.status_code = status_code
         self.body = body
+
+
+class BackendProtocolError(BackendError):
+    """The backend answered, but not in the OpenAI wire protocol. Never retried: the request
+    reached a server that ran it."""
 
 
 def require(module: str, extra: str):  # type: ignore[no-untyped-def]

@@ -2,7 +2,8 @@
 
 ``ok`` answers at once; ``fail-500`` always answers HTTP 500; ``flaky-N`` answers 503 to the
 first N requests and then succeeds; ``slow`` waits 30 s; ``drip`` streams one chunk every 0.2 s
-(the test kills this process mid-stream). Run: ``python fault_backend.py PORT``.
+(the test kills this process mid-stream); ``not-sse`` answers a stream request with plain JSON;
+``echo`` answers with the body it received. Run: ``python fault_backend.py PORT``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ async def chat(request: Request):
         return JSONResponse({"error": {"message": "busy", "type": "server_error"}}, 503)
     if model == "slow":
         await asyncio.sleep(30)
+    if model == "echo":
+        return JSONResponse({**completion(model, "echo"), "received": body})
+    if model == "not-sse":
+        return JSONResponse(completion(model, "a plain answer to a stream request"))
     if body.get("stream"):
 
         async def events():
