@@ -19,7 +19,6 @@ from api.jobs.worker import JobRunner
 from api.lane import ProxyLane
 from api.metrics import Metrics
 from api.openapi import openapi
-from api.proxy import RetryPolicy
 from api.routes import chat, compress, health, jobs, models, monitoring, pools
 from api.routing import build_router
 from api.settings import ServiceSettings, service_settings
@@ -35,10 +34,11 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     """Fill in what a caller-built state lacks (tests pass a provider and a backend)."""
     state.settings = settings
     state.metrics = metrics
-    state.router = state.router or build_router(settings, state.provider, default=state.backend)
+    state.router = state.router or build_router(
+        settings, state.provider, default=state.backend, on_error=metrics.observe_backend_error
+    )
     for name in state.router.tokenizers():  # no first request pays for loading a vocabulary
         state.prompt_counter(name)
-    state.retry = state.retry or RetryPolicy(settings.backend_retries, settings.backend_backoff)
     state.stages = state.stages or default_stages()
     if state.jobs is None:
         state.jobs = JobStore(settings.jobs_db_path())
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         built = state
         if built is None:
             provider = ModelProvider.from_settings(service)
-            router = build_router(service, provider)
+            router = build_router(service, provider, on_error=metrics.observe_backend_error)
             if service.preload_models:
                 provider.embedder(service.embedder_model)
                 provider.scorer(service.scorer_model)

@@ -10,6 +10,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from api.pipeline import PipelineReport, StageReport
+from core.errors import BackendError
+from core.retry import error_kind
 
 # Proxy overhead is sub-millisecond and compression takes seconds: buckets span both.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -82,6 +84,10 @@ class Metrics:
 
     def backend_error(self, backend: str, kind: str) -> None:
         self.backend_errors.labels(backend, kind).inc()
+
+    def observe_backend_error(self, backend: str, error: BackendError) -> None:
+        """Count one failed backend attempt (the backend layer's ``on_error`` hook)."""
+        self.backend_error(backend, error_kind(error))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,11 +10,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from api.http_backend import HttpBackend
 from api.settings import RouteSpec, ServiceSettings
-from core.backends import ChatBackend, LocalBackend
+from core.backends import ChatBackend, LocalBackend, make_backend
 from core.errors import BackendError, NotFoundError
 from core.registry import canonical_name
+from core.retry import ErrorObserver
 
 log = logging.getLogger(__name__)
 WILDCARD = "*"
@@ -110,7 +110,10 @@ class BackendRouter:
 
 
 def build_router(
-    settings: ServiceSettings, provider: Any, default: ChatBackend | None = None
+    settings: ServiceSettings,
+    provider: Any,
+    default: ChatBackend | None = None,
+    on_error: ErrorObserver | None = None,
 ) -> BackendRouter:
     """Build every backend named in settings once; routes to one URL share one backend.
 
@@ -118,6 +121,7 @@ def build_router(
         settings: The routing table and the default backend.
         provider: Loads the local model when a route (or the default) is ``local``.
         default: A ready default backend (tests pass one built on session-loaded models).
+        on_error: Sees every failed backend attempt (the service's metrics).
     """
     remote: dict[tuple[str, str | None, float | None], ChatBackend] = {}
     local: list[ChatBackend] = []
@@ -127,19 +131,25 @@ def build_router(
     def make(url: str, api_key: str | None, timeout: float | None) -> ChatBackend:
         if url == "local":
             if not local:
-                lm = provider.causal_lm(settings.local_model)
-                local.append(LocalBackend(lm, max_new_tokens=settings.local_max_new_tokens))
+                local.append(
+                    make_backend(
+                        "local",
+                        provider=provider,
+                        local_model=settings.local_model,
+                        max_new_tokens=settings.local_max_new_tokens,
+                    )  # fmt: skip
+                )
             return local[0]
         key = (url, api_key, timeout)
         if key not in remote:
-            # The pool keeps as many idle connections as requests may run at once, so none
-            # pays for a new TCP connection under load.
-            remote[key] = HttpBackend(
-                url,
-                api_key=api_key,
-                timeout=timeout or settings.backend_timeout,
+            # As many connections as requests may run at once, so none waits for a new one.
+            wait = timeout or settings.backend_timeout
+            remote[key] = make_backend(
+                url, api_key=api_key, timeout=wait, retries=settings.backend_retries,
+                backoff=settings.backend_backoff, deadline=settings.backend_deadline or wait,
                 max_connections=settings.backend_max_connections,
-            )
+                transport=settings.backend_transport, on_error=on_error,
+            )  # fmt: skip
         return remote[key]
 
     default = default or make(settings.backend, settings.backend_api_key, None)

@@ -7,7 +7,7 @@ Read from ``THRESHER_*`` variables like the core settings; dict and list fields 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -47,9 +47,14 @@ class ServiceSettings(Settings):
     compress_min_tokens: int = Field(200, ge=0)
     # ... and skip when the predicted compression time (learned per method) exceeds this.
     compress_latency_budget_ms: float | None = Field(None, gt=0)
+    # Retries of what is safe to resend (core/retry.py), all within backend_deadline seconds
+    # (default: the route's timeout); connections open to each backend at once.
     backend_retries: int = Field(2, ge=0, le=10)
     backend_max_connections: int = Field(256, ge=1)
     backend_backoff: float = Field(0.25, ge=0)
+    backend_deadline: float | None = Field(None, gt=0)
+    # httpx for every backend, or (auto) the lean HTTP/1.1 client for JSON to http:// ones.
+    backend_transport: Literal["auto", "httpx", "http1"] = "auto"
     # Freeze what startup loaded and collect the young generation every N allocations (0: leave
     # Python's collector as it is, for an app embedded in a larger process); see api/app.py.
     gc_young_threshold: int = Field(50_000, ge=0)

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from api.jobs.store import JobStore
     from api.metrics import Metrics
     from api.pipeline import StageRegistry
-    from api.proxy import RetryPolicy
     from api.routing import BackendRouter
 
 
@@ -32,7 +31,6 @@ class AppState:
     extras: dict[str, Any] = field(default_factory=dict)
     router: BackendRouter | None = None
     metrics: Metrics | None = None
-    retry: RetryPolicy | None = None
     stages: StageRegistry | None = None
     jobs: JobStore | None = None
     counters: dict[str, TokenCounter] = field(default_factory=dict)

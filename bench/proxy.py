@@ -118,7 +118,7 @@ def run_wrk(url: str, clients: int, seconds: float) -> dict[str, float]:
 async def run_asyncio(url: str, clients: int, seconds: float) -> dict[str, float]:
     """The fallback load: ``clients`` closed-loop workers for ``seconds``, on the proxy's own
     lean keep-alive client (httpx's pool stalled for seconds at 50 clients here)."""
-    from api.http1 import Http1Pool
+    from core.http1 import Http1Pool
 
     base, _, path = url.partition("/v1")
     pool = Http1Pool(

@@ -2,29 +2,27 @@
 
 Both speak the OpenAI wire shapes (request and response dicts, stream chunks as dicts), so the
 proxy can forward a request unchanged and answer in the shape the official client expects.
+:func:`make_backend` is the one factory; the remote client lives in :mod:`core.remote`, over a
+transport of :mod:`core.transport`, with the retry policy of :mod:`core.retry`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
-from core.errors import (
-    BackendProtocolError,
-    BackendResponseError,
-    BackendTimeoutError,
-    BackendUnavailableError,
-    InputError,
-)
+from core.errors import ConfigError, InputError
 from core.record import validate_messages
+from core.remote import OpenAICompatibleBackend
+from core.retry import ErrorObserver
+from core.transport import TransportName
 
 Body = dict[str, Any]
+__all__ = ["ChatBackend", "LocalBackend", "OpenAICompatibleBackend", "make_backend"]
 
 
 @runtime_checkable
@@ -46,145 +44,46 @@ class ChatBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
-class OpenAIWire(ABC):
-    """The OpenAI calls, written once over a transport's ``_request`` and ``_stream``."""
+def make_backend(
+    url: str,
+    *,
+    provider: Any = None,
+    local_model: str | None = None,
+    max_new_tokens: int = 256,
+    api_key: str | None = None,
+    timeout: float = 120.0,
+    retries: int = 2,
+    backoff: float = 0.25,
+    deadline: float | None = None,
+    max_connections: int = 100,
+    transport: TransportName = "httpx",
+    on_error: ErrorObserver | None = None,
+    name: str | None = None,
+) -> ChatBackend:
+    """The one way from "``local`` or a URL" to a backend; the proxy's routes, selection's
+    judge and the step context all call it.
 
-    async def chat(self, body: Body) -> Body:
-        return await self._request("POST", "/chat/completions", {**body, "stream": False})
-
-    async def complete(self, body: Body) -> Body:
-        return await self._request("POST", "/completions", {**body, "stream": False})
-
-    def stream_chat(self, body: Body) -> AsyncIterator[Body]:
-        return self._stream("/chat/completions", {**body, "stream": True})
-
-    def stream_complete(self, body: Body) -> AsyncIterator[Body]:
-        return self._stream("/completions", {**body, "stream": True})
-
-    async def models(self) -> list[str]:
-        data = await self._request("GET", "/models", None)
-        return [m["id"] for m in data.get("data", []) if "id" in m]
-
-    @abstractmethod
-    async def _request(self, method: str, path: str, body: Body | None) -> Body:
-        """One JSON request; errors become :mod:`core.errors` backend errors."""
-
-    @abstractmethod
-    def _stream(self, path: str, body: Body) -> AsyncIterator[Body]:
-        """The SSE chunks of one streamed request, parsed."""
-
-
-class OpenAICompatibleBackend(OpenAIWire):
-    """OpenAI, vLLM, llama.cpp server, TGI: anything that serves ``/v1/chat/completions``.
-
-    The HTTP client is injected (one pooled ``httpx.AsyncClient`` per deployment); errors map to
-    :mod:`core.errors` so callers never see httpx types.
+    Args:
+        url: ``local`` (a transformers model on this machine) or an OpenAI base URL.
+        provider: The :class:`core.models.ModelProvider` that loads the local model.
+        local_model: Which local model (default: the provider's default causal LM).
+        max_new_tokens: The local model's default generation length.
+        api_key, timeout, retries, backoff, deadline, max_connections, transport, on_error,
+            name: As :class:`core.remote.OpenAICompatibleBackend` takes them.
     """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        client: Any = None,
-        timeout: float = 120.0,
-        name: str | None = None,
-    ) -> None:
-        import httpx
-
-        self.base_url = base_url.rstrip("/")
-        self.name = name or self.base_url
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._owns_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0))
-        self.headers = headers
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self.client.aclose()
-
-    async def _request(self, method: str, path: str, body: Body | None) -> Body:
-        import httpx
-
-        url = self.base_url + path
-        try:
-            response = await self.client.request(method, url, json=body, headers=self.headers)
-        except httpx.TimeoutException as exc:
-            raise BackendTimeoutError(f"Backend {self.name} timed out on {path}.") from exc
-        except httpx.TransportError as exc:
-            raise BackendUnavailableError(f"Backend {self.name} is unreachable: {exc}.") from exc
-        if response.status_code >= 400:
-            raise _response_error(self.name, response.status_code, response.content)
-        try:
-            return dict(response.json())
-        except ValueError as exc:
-            raise BackendProtocolError(
-                f"Backend {self.name} answered {path} with a body that is not JSON."
-            ) from exc
-
-    async def _stream(self, path: str, body: Body) -> AsyncIterator[Body]:
-        import httpx
-
-        url = self.base_url + path
-        try:
-            async with self.client.stream("POST", url, json=body, headers=self.headers) as resp:
-                if resp.status_code >= 400:
-                    raise _response_error(self.name, resp.status_code, await resp.aread())
-                check_event_stream(self.name, resp.headers.get("content-type"))
-                events = 0
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    events += 1
-                    try:
-                        yield json.loads(data)
-                    except ValueError as exc:
-                        raise BackendProtocolError(
-                            f"Backend {self.name} sent a stream event that is not JSON: "
-                            f"{data[:80]!r}"
-                        ) from exc
-                if not events:
-                    raise no_events(self.name)
-        except httpx.TimeoutException as exc:
-            raise BackendTimeoutError(f"Backend {self.name} timed out while streaming.") from exc
-        except httpx.TransportError as exc:
-            raise BackendUnavailableError(
-                f"Backend {self.name} broke off the stream: {exc}."
-            ) from exc
-
-
-def check_event_stream(name: str, content_type: str | None) -> None:
-    """A stream's answer must be server-sent events: a JSON body relayed as a stream would reach
-    the client as an empty success."""
-    if content_type is not None and not content_type.lower().startswith("text/event-stream"):
-        raise BackendProtocolError(
-            f"Backend {name} answered a stream request with {content_type.split(';')[0]}, not "
-            "text/event-stream; check that the server supports stream: true."
-        )
-
-
-def no_events(name: str) -> BackendProtocolError:
-    return BackendProtocolError(
-        f"Backend {name} ended a stream without sending an event; check that the server "
-        "supports stream: true."
-    )
-
-
-def _response_error(name: str, status: int, content: bytes) -> BackendResponseError:
-    try:
-        body: Any = json.loads(content)
-        detail = body.get("error", body) if isinstance(body, dict) else body
-        if isinstance(detail, dict):
-            detail = detail.get("message", detail)
-    except ValueError:
-        body = content.decode("utf-8", "replace")
-        detail = body[:200]
-    return BackendResponseError(
-        f"Backend {name} answered HTTP {status}: {detail}", status_code=status, body=body
-    )
+    if url == "local":
+        if provider is None:
+            raise ConfigError(
+                "A local backend needs a model provider; pass provider=ModelProvider(...).",
+                field="backend",
+            )
+        lm = provider.causal_lm(local_model) if local_model else provider.causal_lm()
+        return LocalBackend(lm, max_new_tokens=max_new_tokens, name=name)
+    return OpenAICompatibleBackend(
+        url, api_key=api_key, timeout=timeout, name=name, transport=transport,
+        max_connections=max_connections, retries=retries, backoff=backoff, deadline=deadline,
+        on_error=on_error,
+    )  # fmt: skip
 
 
 GREEDY_BELOW_TEMPERATURE = 1e-4

@@ -71,7 +71,12 @@ class DependencyMissingError(ThresherError, ImportError):
 
 
 class BackendError(ThresherError):
-    """An LLM backend failed to answer."""
+    """An LLM backend failed to answer. ``reached`` is False only when the request certainly
+    never arrived (no connection): the one case where a generation is safe to send again."""
+
+    def __init__(self, message: str, *, reached: bool = True) -> None:
+        super().__init__(message)
+        self.reached = reached
 
 
 class BackendUnavailableError(BackendError):

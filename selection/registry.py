@@ -150,20 +150,18 @@ class StepContext:
     def backend(self) -> ChatBackend:
         """The chat backend for LLM-judge steps: the one given, else the one settings name."""
         if self._backend is None:
-            from core.backends import LocalBackend, OpenAICompatibleBackend
+            from core.backends import make_backend
 
             settings = self._settings()
-            if settings.backend == "local":
-                self._backend = LocalBackend(
-                    self.provider.causal_lm(settings.local_model),
-                    max_new_tokens=settings.local_max_new_tokens,
-                )
-            else:
-                self._backend = OpenAICompatibleBackend(
-                    settings.backend,
-                    api_key=settings.backend_api_key,
-                    timeout=settings.backend_timeout,
-                )
+            local = settings.backend == "local"
+            self._backend = make_backend(
+                settings.backend,
+                provider=self.provider if local else None,
+                local_model=settings.local_model,
+                max_new_tokens=settings.local_max_new_tokens,
+                api_key=settings.backend_api_key,
+                timeout=settings.backend_timeout,
+            )
         return self._backend
 
     def _settings(self) -> Settings:

@@ -6,26 +6,17 @@ the answer comes back in OpenAI's shape with a ``thresher`` report and ``x-thres
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import orjson
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import error_responses
-from api.pipeline import (
-    Kind,
-    Pipeline,
-    PipelineReport,
-    RequestContext,
-    ThresherOptions,
-    merge_options,
-)
-from api.proxy import relay_sse
-from api.state import AppState, State
-from core.record import ROLES, validate_messages
+from api.pipeline import ThresherOptions
+from api.proxy import AnswerResponse, forward
+from api.state import State
+from core.record import ROLES
 
 router = APIRouter(tags=["proxy"])
 
@@ -49,14 +40,6 @@ ANSWER: dict[int | str, dict[str, Any]] = {
     },
     **ERRORS,
 }
-
-
-class AnswerResponse(JSONResponse):
-    """The backend's answer rendered by orjson: the same compact UTF-8 JSON as Starlette's
-    renderer, in a tenth of the time (the proxy's hot path)."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 class ProxyRequest(BaseModel):
@@ -120,38 +103,3 @@ async def completions(
 ) -> AnswerResponse | StreamingResponse:
     """Text completion through the pipeline; ``stream: true`` answers with SSE."""
     return await forward(state, "completion", request)
-
-
-async def forward(
-    state: AppState, kind: Kind, request: ProxyRequest
-) -> AnswerResponse | StreamingResponse:
-    assert state.router and state.metrics and state.retry and state.stages  # built in lifespan
-    # exclude_unset: the body goes on as the client wrote it, explicit nulls included.
-    body = request.model_dump(exclude_unset=True, exclude={"thresher"})
-    route = state.router.resolve(request.model)
-    if kind == "chat":
-        validate_messages(body["messages"], field_name="messages")
-    raw = request.thresher.model_dump(exclude_unset=True) if request.thresher else None
-    options = merge_options(state.settings.pipeline, raw)  # type: ignore[attr-defined]
-    ctx = RequestContext(kind, body, options, state.prompt_counter(route.tokenizer))
-    stages = state.stages.build(options, state)
-    pipeline = Pipeline(stages, state.metrics.observe_stage)
-    # Counting alone is fast; stages may load or run models, so they go to a thread.
-    report: PipelineReport = (
-        await asyncio.to_thread(pipeline.run, ctx) if stages else pipeline.run(ctx)
-    )
-    state.metrics.observe_report(report)
-    out = {**ctx.body, "model": route.upstream_model}
-    backend, metrics = route.backend, state.metrics
-    headers = report.headers()
-    if request.stream:
-        start = backend.stream_chat if kind == "chat" else backend.stream_complete
-        first, rest = await state.retry.open_stream(backend.name, lambda: start(out), metrics)
-        events = relay_sse(
-            first, rest, backend=backend.name, metrics=metrics, extra={"thresher": report.as_dict()}
-        )
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    call = backend.chat if kind == "chat" else backend.complete
-    answer = await state.retry.call(backend.name, lambda: call(out), metrics)
-    answer["thresher"] = report.as_dict()
-    return AnswerResponse(answer, headers=headers)

@@ -171,7 +171,7 @@ class JudgeStep:
         self.params = params
         self.judge = LLMJudge(
             self._backend(params, context), model=params.model,
-            concurrency=params.concurrency, retries=params.retries, name=name,
+            concurrency=params.concurrency, retries=0, name=name,
         )  # fmt: skip
         self.available = True
         try:
@@ -185,12 +185,13 @@ class JudgeStep:
     def _backend(params: JudgeParams, context: StepContext):  # type: ignore[no-untyped-def]
         from functools import partial
 
-        from core.backends import LocalBackend, OpenAICompatibleBackend
+        from core.backends import make_backend
 
         if params.backend == "local":
-            return LocalBackend(context.provider.causal_lm(), max_new_tokens=48)
-        # One HTTP client per event loop: the judge opens and closes it around each batch.
-        return partial(OpenAICompatibleBackend, params.backend, timeout=params.timeout)
+            return make_backend("local", provider=context.provider, max_new_tokens=48)
+        # One HTTP client per event loop: the judge opens and closes it around each batch. The
+        # backend retries by the one policy (core/retry.py); the judge's own loop is off.
+        return partial(make_backend, params.backend, timeout=params.timeout, retries=params.retries)
 
     def score(self, records: Sequence[Record]) -> np.ndarray:
         if not self.available:

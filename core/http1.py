@@ -6,7 +6,8 @@ to one known backend does not need: cookie jars, redirects, proxies from the env
 header objects, tracing hooks. Here a request is one pre-rendered header block and one write,
 and the answer one parser feed. On this 2-core VM a bare ASGI proxy (50 wrk clients, instant
 backend) served 3,300 requests/s forwarding with aiohttp and 7,200 with this client's design.
-TLS backends (OpenAI itself) keep aiohttp: the network dwarfs the client there.
+TLS backends (OpenAI itself) and streams go through httpx: the network dwarfs the client there.
+Used as a transport of :mod:`core.transport`, which maps its errors.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class ConnectionLost(ConnectionError):
     def __init__(self, message: str, *, received: bool) -> None:
         super().__init__(message)
         self.received = received  # False: nothing came back, the request may not have arrived
+
+
+class ConnectFailed(ConnectionError):
+    """No connection could be opened: the request never left (safe to send again)."""
 
 
 class _Connection(asyncio.Protocol):
@@ -107,6 +112,7 @@ class Http1Pool:
         timeout: Seconds from sending a request to its whole answer.
         connect_timeout: Seconds to open a connection.
         max_idle: Idle connections kept for reuse (at least the expected concurrency).
+        max_connections: Connections open at once; more requests wait for one (bounded).
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class Http1Pool:
         timeout: float,
         connect_timeout: float = 10.0,
         max_idle: int = 256,
+        max_connections: int | None = None,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme != "http" or not url.hostname:
@@ -130,28 +137,32 @@ class Http1Pool:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
+        self.max_connections = max_connections or max_idle
         self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(self.max_connections)
 
     async def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         """Send one request; its status and whole body. Raises ``TimeoutError``, ``OSError``
-        (``ConnectionLost`` when the backend hangs up mid-answer)."""
+        (``ConnectFailed`` when no connection opens, ``ConnectionLost`` when the backend hangs
+        up mid-answer)."""
         head = b"%s %s%s HTTP/1.1\r\n" % (method.encode(), self.prefix, path.encode())
         request = head + self._headers
         if body is not None:
             request += b"Content-Length: %d\r\n\r\n" % len(body) + body
         else:
             request += b"\r\n"
-        conn, reused = await self._acquire()
-        try:
-            status, content = await self._exchange(conn, request)
-        except ConnectionLost as exc:
-            if not (reused and not exc.received):
-                raise
-            # An idle connection the backend closed as we sent: nothing was answered, so the
-            # request goes once more on a fresh connection (what browsers do).
-            conn, _ = await self._acquire(fresh=True)
-            status, content = await self._exchange(conn, request)
-        self._release(conn)
+        async with self._slots:
+            conn, reused = await self._acquire()
+            try:
+                status, content = await self._exchange(conn, request)
+            except ConnectionLost as exc:
+                if not (reused and not exc.received):
+                    raise
+                # An idle connection the backend closed as we sent: nothing was answered, so
+                # the request goes once more on a fresh connection (what browsers do).
+                conn, _ = await self._acquire(fresh=True)
+                status, content = await self._exchange(conn, request)
+            self._release(conn)
         return status, content
 
     async def _exchange(self, conn: _Connection, request: bytes) -> tuple[int, bytes]:
@@ -172,9 +183,12 @@ class Http1Pool:
             if not conn.closed:
                 return conn, True
         loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(_Connection, self.host, self.port), self.connect_timeout
-        )
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(_Connection, self.host, self.port), self.connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectFailed(f"cannot connect: {exc or type(exc).__name__}") from exc
         return conn, False
 
     def _release(self, conn: _Connection) -> None:
