@@ -24,6 +24,7 @@ from api.routing import build_router
 from api.settings import ServiceSettings, service_settings
 from api.stages import LatencyModel, default_stages
 from api.state import AppState
+from core.errors import ConfigError, ModelUnavailableError
 from core.models import ModelProvider
 from core.settings import Settings
 
@@ -46,6 +47,32 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     state.extras.setdefault("latency", LatencyModel())
     state.extras.setdefault("compression_lock", threading.Lock())
     return state
+
+
+def check_configured_models(settings: ServiceSettings) -> None:
+    """Fail startup naming the setting when a model it names cannot be had (checked without
+    loading; a service that starts "ok" must not fail on its first compression)."""
+    from core.registry import check_model_name
+
+    check_model_name(settings.embedder_model, "embedder", "embedder_model")
+    check_model_name(settings.scorer_model, "causal-lm", "scorer_model")
+    urls = [settings.backend, *(spec.url for spec in settings.routes.values())]
+    if "local" in urls:
+        check_model_name(settings.local_model, "causal-lm", "local_model")
+
+
+def preload(provider: ModelProvider, settings: ServiceSettings) -> None:
+    """Load the configured models now; a failure names the setting that chose the model."""
+    for setting, load in (
+        ("embedder_model", lambda: provider.embedder(settings.embedder_model)),
+        ("scorer_model", lambda: provider.scorer(settings.scorer_model)),
+    ):
+        try:
+            load()
+        except ModelUnavailableError as exc:
+            raise ConfigError(
+                f"Setting {setting} (THRESHER_{setting.upper()}): {exc}", field=setting
+            ) from exc
 
 
 def tune_gc(young: int) -> None:
@@ -79,8 +106,14 @@ class ThresherAPI(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, state: AppState | None = None) -> FastAPI:
-    """Build the service. Tests may pass a ready ``state`` to reuse session-loaded models."""
+def create_app(
+    settings: Settings | None = None, *, state: AppState | None = None, gc_tuning: bool = False
+) -> FastAPI:
+    """Build the service. Tests may pass a ready ``state`` to reuse session-loaded models.
+
+    ``gc_tuning`` (what ``thresher serve`` asks for) freezes the heap after startup and spaces
+    out young collections (:func:`tune_gc`): right for a server process of its own, wrong for an
+    app embedded in a notebook kernel or a test run, so off by default."""
     service = service_settings(settings)
     metrics = Metrics()
 
@@ -88,11 +121,11 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = state
         if built is None:
+            check_configured_models(service)
             provider = ModelProvider.from_settings(service)
             router = build_router(service, provider, on_error=metrics.observe_backend_error)
             if service.preload_models:
-                provider.embedder(service.embedder_model)
-                provider.scorer(service.scorer_model)
+                preload(provider, service)
             built = AppState(
                 settings=service, provider=provider, backend=router.default, router=router
             )
@@ -105,7 +138,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         resumed = runner.resume()
         if resumed:
             log.warning("requeued %d selection jobs left running: %s", len(resumed), resumed)
-        if service.gc_young_threshold:
+        if gc_tuning and service.gc_young_threshold:
             tune_gc(service.gc_young_threshold)
         try:
             yield
@@ -128,6 +161,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         max_body_bytes=service.max_body_bytes,
         rate_limit_per_minute=service.rate_limit_per_minute,
         metrics=metrics,
+        auth_failures_per_minute=service.auth_failures_per_minute,
     )
     # One router per resource, one line each.
     app.include_router(health.router)
@@ -139,3 +173,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(compress.router)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def served_app() -> FastAPI:
+    """The app of one ``thresher serve`` worker process, settings from the environment."""
+    return create_app(gc_tuning=True)

@@ -94,7 +94,7 @@ def serve(
     """Serve the REST API and the OpenAI-compatible proxy."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import check_configured_models, create_app
     from api.settings import service_settings
 
     remote = backend is not None and backend != "local"
@@ -109,13 +109,15 @@ def serve(
         if v is not None
     }
     settings = service_settings(**overrides)  # checked here: a bad value fails before forking
+    check_configured_models(settings)
     run = {"host": settings.host, "port": settings.port, "log_level": "info"}
     if workers == 1:
-        uvicorn.run(create_app(settings), access_log=access_log, **run)  # type: ignore[arg-type]
+        app = create_app(settings, gc_tuning=True)
+        uvicorn.run(app, access_log=access_log, **run)  # type: ignore[arg-type]
         return
     # Each worker process builds the app from the environment, so the options travel there.
     os.environ.update({f"THRESHER_{k.upper()}": str(v) for k, v in overrides.items()})
-    uvicorn.run("api.app:create_app", factory=True, workers=workers, access_log=access_log, **run)  # type: ignore[arg-type]
+    uvicorn.run("api.app:served_app", factory=True, workers=workers, access_log=access_log, **run)  # type: ignore[arg-type]
 
 
 def command() -> typer.core.TyperGroup:  # type: ignore[name-defined]

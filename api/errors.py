@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -128,18 +129,36 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ModelUnavailableError)
     async def _model(_: Request, exc: ModelUnavailableError) -> JSONResponse:
-        return error_response(503, str(exc), "server_error", None, "model_unavailable")
+        # The reason names files and packages of this machine: the log has it, not the body.
+        return logged(
+            exc, 503, "A model this request needs is not available on this server.",
+            "server_error", "model_unavailable",
+        )  # fmt: skip
 
     @app.exception_handler(BackendError)
     async def _backend(_: Request, exc: BackendError) -> JSONResponse:
-        if isinstance(exc, BackendTimeoutError):
-            return error_response(504, str(exc), "api_error", None, "backend_timeout")
         if isinstance(exc, BackendResponseError) and 400 <= exc.status_code < 500:
+            # The backend's own words are about the request (a context length, a parameter).
             return error_response(
-                exc.status_code, str(exc), "invalid_request_error", None, "backend_rejected"
+                exc.status_code,
+                f"The backend refused the request (HTTP {exc.status_code}): "
+                f"{backend_detail(exc.body)}",
+                "invalid_request_error", None, "backend_rejected",
+            )  # fmt: skip
+        if isinstance(exc, BackendTimeoutError):
+            return logged(
+                exc, 504, "The backend did not answer in time.", "api_error", "backend_timeout"
             )
-        code = "backend_protocol_error" if isinstance(exc, BackendProtocolError) else None
-        return error_response(502, str(exc), "api_error", None, code or "backend_error")
+        if isinstance(exc, BackendProtocolError):
+            return logged(
+                exc, 502, "The backend answered outside the OpenAI protocol.", "api_error",
+                "backend_protocol_error",
+            )  # fmt: skip
+        if isinstance(exc, BackendResponseError):
+            what = f"The backend failed with HTTP {exc.status_code}."
+        else:
+            what = "The backend could not be reached or broke off."
+        return logged(exc, 502, what, "api_error", "backend_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -155,5 +174,38 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(500, f"Internal error ({type(exc).__name__}).", "server_error")
+        return logged(exc, 500, "Internal error.", "server_error", None, trace=True)
+
+
+def request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def logged(
+    exc: Exception,
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None,
+    *,
+    trace: bool = False,
+) -> JSONResponse:
+    """An answer that says what failed but not where or why inside the server (no backend URL,
+    path or exception text): those go to the log under a request id the answer carries."""
+    rid = request_id()
+    if trace:
+        log.error("request %s: unhandled error", rid, exc_info=exc)
+    else:
+        log.warning("request %s: %s: %s", rid, type(exc).__name__, exc)
+    return error_response(
+        status, f"{message} Request id {rid} (the server log has the details).", type_, None,
+        code, headers={"x-request-id": rid},
+    )  # fmt: skip
+
+
+def backend_detail(body: object) -> str:
+    """The message of a backend's error body (OpenAI's shape, or the text it sent)."""
+    detail = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(detail, dict):
+        detail = detail.get("message", detail)
+    return str(detail)[:500]

@@ -1,9 +1,15 @@
 """The front door, as plain ASGI (no per-request task or body copy): API keys, body size, rate
 limit, and request metrics. Refusals carry the OpenAI error body.
+
+Failed keys are limited per client address (``auth_failures_per_minute``): past the limit an
+address is refused every request, right key or not, until its bucket refills, so guessing keys
+costs a minute per handful. A request's caller (a digest of its key, never the key) rides in
+the ASGI scope for the routes that keep per-key state (selection jobs: api/state.py ``Caller``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import time
@@ -28,12 +34,16 @@ class TokenBucket:
 
     def take(self, now: float) -> float:
         """Take one token; 0.0 if granted, else the seconds until one is free."""
+        wait = self.peek(now)
+        if wait == 0.0:
+            self.tokens -= 1
+        return wait
+
+    def peek(self, now: float) -> float:
+        """0.0 if a token is free, else the seconds until one is (takes nothing)."""
         self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate / 60)
         self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) * 60 / self.rate
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) * 60 / self.rate
 
 
 class RateLimiter:
@@ -45,13 +55,22 @@ class RateLimiter:
         self._buckets: dict[str, TokenBucket] = {}
 
     def wait(self, caller: str) -> float:
-        now = time.monotonic()
+        """Take one token of ``caller``'s; 0.0 if granted, else the seconds to wait."""
+        return self._bucket(caller).take(time.monotonic())
+
+    def blocked(self, caller: str) -> float:
+        """The seconds ``caller`` must wait for a token, taking none (0.0: not blocked)."""
+        bucket = self._buckets.get(caller)
+        return 0.0 if bucket is None else bucket.peek(time.monotonic())
+
+    def _bucket(self, caller: str) -> TokenBucket:
         bucket = self._buckets.get(caller)
         if bucket is None:
             if len(self._buckets) >= self.max_callers:
                 self._buckets.clear()  # bounded memory under a flood of distinct callers
+            now = time.monotonic()
             bucket = self._buckets[caller] = TokenBucket(self.per_minute, self.per_minute, now)
-        return bucket.take(now)
+        return bucket
 
 
 class Guard:
@@ -65,11 +84,19 @@ class Guard:
         max_body_bytes: int,
         rate_limit_per_minute: int | None,
         metrics: Metrics,
+        auth_failures_per_minute: int | None = 10,
     ) -> None:
         self.app = app
         self.api_keys = [k.encode() for k in api_keys]
+        # The caller recorded for a key: a digest, so no key is kept beyond this list.
+        self.callers = [hashlib.sha256(k).hexdigest()[:24] for k in self.api_keys]
         self.max_body_bytes = max_body_bytes
         self.limiter = RateLimiter(rate_limit_per_minute) if rate_limit_per_minute else None
+        self.failures = (
+            RateLimiter(auth_failures_per_minute)
+            if auth_failures_per_minute and self.api_keys
+            else None
+        )
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -117,26 +144,54 @@ class Guard:
             "(THRESHER_MAX_BODY_BYTES); send a smaller body."
         )
 
+    def _identify(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[bool, str | None]:
+        """(authenticated, caller): open when no keys are set; a wrong key counts as a failure
+        of the client's address."""
+        if not self.api_keys:
+            return True, None
+        key = _bearer(headers.get(b"authorization", b""))
+        if key is not None:
+            for known, caller in zip(self.api_keys, self.callers, strict=True):
+                if hmac.compare_digest(key, known):
+                    return True, caller
+            if self.failures is not None:
+                self.failures.wait(_address(scope))
+        return False, None
+
     def _refusal(self, scope: Scope) -> tuple[int, dict, dict[str, str]] | None:
-        if scope["path"] in OPEN_PATHS:
-            return None
         headers = dict(scope["headers"])
-        caller = None
-        if self.api_keys:
-            caller = _bearer(headers.get(b"authorization", b""))
-            if caller is None or not any(hmac.compare_digest(caller, k) for k in self.api_keys):
-                self.metrics.rejected.labels("auth").inc()
-                return (
-                    401,
-                    error_body(
-                        "Missing or unknown API key; send 'Authorization: Bearer <key>' with a "
-                        "key from THRESHER_API_KEYS.",
-                        "invalid_request_error",
-                        None,
-                        "invalid_api_key",
-                    ),
-                    {"www-authenticate": "Bearer"},
-                )
+        blocked = self.failures.blocked(_address(scope)) if self.failures is not None else 0.0
+        authenticated, caller = (False, None) if blocked else self._identify(scope, headers)
+        scope["thresher.authenticated"] = authenticated
+        scope["thresher.caller"] = caller
+        if scope["path"] in OPEN_PATHS:
+            return None  # it answers without a key, and says less (api/routes/health.py)
+        if blocked:
+            self.metrics.rejected.labels("auth_failures").inc()
+            return (
+                429,
+                error_body(
+                    f"Too many failed API keys from this address; retry in {blocked:.0f} s with "
+                    "a key from THRESHER_API_KEYS.",
+                    "rate_limit_error",
+                    None,
+                    "too_many_failed_keys",
+                ),
+                {"retry-after": str(max(1, round(blocked)))},
+            )
+        if not authenticated:
+            self.metrics.rejected.labels("auth").inc()
+            return (
+                401,
+                error_body(
+                    "Missing or unknown API key; send 'Authorization: Bearer <key>' with a "
+                    "key from THRESHER_API_KEYS.",
+                    "invalid_request_error",
+                    None,
+                    "invalid_api_key",
+                ),
+                {"www-authenticate": "Bearer"},
+            )
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             self.metrics.rejected.labels("body_size").inc()
@@ -151,7 +206,7 @@ class Guard:
                 {},
             )
         if self.limiter is not None:
-            who = (caller or b"").decode() or (scope.get("client") or ("-",))[0]
+            who = caller or _address(scope)
             wait = self.limiter.wait(who)
             if wait > 0:
                 self.metrics.rejected.labels("rate_limit").inc()
@@ -167,6 +222,10 @@ class Guard:
                     {"retry-after": str(max(1, round(wait)))},
                 )
         return None
+
+
+def _address(scope: Scope) -> str:
+    return str((scope.get("client") or ("-",))[0])
 
 
 def _bearer(value: bytes) -> bytes | None:

@@ -60,6 +60,8 @@ class ServiceSettings(Settings):
     gc_young_threshold: int = Field(50_000, ge=0)
     # Requests per minute per API key (or per client address when no keys are set).
     rate_limit_per_minute: int | None = Field(None, gt=0)
+    # Wrong API keys per minute per client address before it is refused for a while (0: off).
+    auth_failures_per_minute: int = Field(10, ge=0)
     jobs_db: Path | None = None
     jobs_dir: Path | None = None
     # Folders a job's recipe may read (inputs, DSIR targets, classifier and model folders;

@@ -67,3 +67,17 @@ async def get_state(request: Request) -> AppState:
 
 
 State = Annotated[AppState, Depends(get_state)]
+
+
+async def get_caller(request: Request) -> str | None:
+    """Who sent the request: a digest of its API key (the guard's), None when keys are off."""
+    return request.scope.get("thresher.caller")  # type: ignore[no-any-return]
+
+
+async def get_authenticated(request: Request) -> bool:
+    """Whether the request carried a valid key (always True when keys are off)."""
+    return bool(request.scope.get("thresher.authenticated", True))
+
+
+Caller = Annotated[str | None, Depends(get_caller)]
+Authenticated = Annotated[bool, Depends(get_authenticated)]

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import ModelUnavailableError
+from core.errors import ConfigError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,23 @@ def convert_gguf(gguf: Path, target: Path, source: ModelSource) -> None:
     else:
         os.replace(tmp, target)
     log.info("converted %s to %s in %.1fs", gguf.name, target, time.perf_counter() - start)
+
+
+def check_model_name(name: str, kind: str, setting: str) -> None:
+    """Raise :class:`ConfigError` naming ``setting`` unless ``name`` is a known offline model
+    of ``kind`` or a local model folder: what a loader would accept, checked without loading."""
+    source = KNOWN_MODELS.get(canonical_name(name))
+    if source is not None and source.kind == kind:
+        return
+    path = Path(name).expanduser()
+    if path.is_dir() and (path / "config.json").exists():
+        return
+    known = ", ".join(n for n, s in KNOWN_MODELS.items() if s.kind == kind)
+    raise ConfigError(
+        f"Setting {setting} (THRESHER_{setting.upper()}): {name!r} is neither a known offline "
+        f"{kind} ({known}) nor a local model folder with a config.json.",
+        field=setting,
+    )
 
 
 def _local_dir(name: str, kind: str) -> Path:

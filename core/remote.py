@@ -78,7 +78,7 @@ class OpenAICompatibleBackend:
             if isinstance(transport, str)
             else transport
         )
-        self.retry = RetryPolicy(retries, backoff, deadline or timeout, on_error)
+        self.retry = RetryPolicy(retries, backoff, deadline or timeout, on_error, timeout)
 
     async def chat(self, body: Body) -> Body:
         return await self._call("/chat/completions", {**body, "stream": False})

@@ -56,12 +56,15 @@ class RetryPolicy:
     """``retries`` more attempts after the first, ``backoff * 2**n`` seconds apart, all of them
     within ``deadline`` seconds (None: no total limit beyond each attempt's own timeout).
 
-    ``observe(backend_name, error)`` sees every failed attempt (the service counts them)."""
+    ``observe(backend_name, error)`` sees every failed attempt (the service counts them).
+    ``attempt_timeout`` is what bounds one attempt already (the transport's timeout): while
+    the deadline is further away than that, an attempt runs without a timer of its own."""
 
     retries: int = 2
     backoff: float = 0.25
     deadline: float | None = None
     observe: ErrorObserver | None = None
+    attempt_timeout: float | None = None
 
     async def call(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt`` until it answers or fails for good."""
@@ -69,7 +72,7 @@ class RetryPolicy:
         n = 0
         while True:
             try:
-                return await _within(end, attempt(), name)
+                return await self._within(end, attempt(), name)
             except BackendError as exc:
                 await self._after_failure(name, exc, n, end)
             n += 1
@@ -84,7 +87,7 @@ class RetryPolicy:
         while True:
             stream = start()
             try:
-                return await _within(end, anext(aiter(stream), None), name), stream
+                return await self._within(end, anext(aiter(stream), None), name), stream
             except BackendError as exc:
                 await _close(stream)
                 await self._after_failure(name, exc, n, end)
@@ -104,12 +107,16 @@ class RetryPolicy:
         log.warning("backend %s failed (%s); retry %d of %d", name, exc, n + 1, self.retries)
         await asyncio.sleep(wait)
 
+    async def _within(self, end: float | None, work: Awaitable[T], name: str) -> T:
+        left = None if end is None else end - time.monotonic()
+        if left is None or (self.attempt_timeout is not None and left >= self.attempt_timeout):
+            return await work  # the attempt's own timeout comes first: no timer to schedule
+        return await _timed(left, work, name)
 
-async def _within(end: float | None, work: Awaitable[T], name: str) -> T:
-    if end is None:
-        return await work
+
+async def _timed(left: float, work: Awaitable[T], name: str) -> T:
     try:
-        async with asyncio.timeout_at(asyncio.get_running_loop().time() + end - time.monotonic()):
+        async with asyncio.timeout(left):
             return await work
     except TimeoutError:
         raise BackendTimeoutError(

@@ -87,16 +87,20 @@ class RecipeGuard:
 
 
 def _readable(roots: tuple[Path, ...], path: Path, field: str, *, must_exist: bool = False) -> None:
+    # Messages name the field and a path relative to its root, never a resolved server path
+    # or the roots themselves: an answer does not map the server's disk.
     resolved = path.resolve()
-    if not any(resolved.is_relative_to(root) for root in roots):
+    root = next((r for r in roots if resolved.is_relative_to(r)), None)
+    if root is None:
         raise InputError(
-            f"{field} {str(path)!r} is outside the folders jobs may read "
-            f"{[str(r) for r in roots[:-1]]}; upload the file instead, or add its folder to "
+            f"{field} is outside the folders jobs may read; give a path relative to the data "
+            "folder, upload the file instead, or have the operator add its folder to "
             "THRESHER_JOBS_INPUT_ROOTS.",
             field=field,
         )
     if must_exist and not resolved.exists():
-        raise NotFoundError(f"{field} {str(path)!r} does not exist.", field=field)
+        shown = resolved.relative_to(root).as_posix() or "."
+        raise NotFoundError(f"{field} {shown!r} does not exist.", field=field)
 
 
 def _checked(value: str, field: str) -> str:

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     pid INTEGER,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    owner TEXT
 )
 """
 
@@ -51,6 +52,7 @@ class Job:
     pid: int | None
     created: float
     updated: float
+    owner: str | None = None  # the caller that submitted it (a key digest; None: keys off)
 
 
 class JobStore:
@@ -62,6 +64,9 @@ class JobStore:
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(SCHEMA)
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+            if "owner" not in columns:  # a database from before jobs had owners
+                db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -72,29 +77,41 @@ class JobStore:
         finally:
             db.close()
 
-    def create(self, recipe: dict[str, Any], output_dir: Path, job_id: str | None = None) -> Job:
+    def create(
+        self,
+        recipe: dict[str, Any],
+        output_dir: Path,
+        job_id: str | None = None,
+        owner: str | None = None,
+    ) -> Job:
         job_id = job_id or uuid.uuid4().hex
         now = time.time()
         with self._db() as db:
             db.execute(
-                "INSERT INTO jobs (id, status, recipe, output_dir, created, updated) "
-                "VALUES (?, 'queued', ?, ?, ?, ?)",
-                (job_id, json.dumps(recipe), str(output_dir), now, now),
+                "INSERT INTO jobs (id, status, recipe, output_dir, created, updated, owner) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+                (job_id, json.dumps(recipe), str(output_dir), now, now, owner),
             )
         return self.get(job_id)
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job; with ``owner``, only that caller's (another's is a 404 like a missing one,
+        so a job id says nothing about whether it exists)."""
         with self._db() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
+        if row is None or (owner is not None and row["owner"] != owner):
             raise NotFoundError(
                 f"No selection job {job_id!r}; GET /v1/selection/jobs lists them.", field="job_id"
             )
         return _job(row)
 
-    def list(self, limit: int = 100) -> list[Job]:
+    def list(self, limit: int = 100, owner: str | None = None) -> list[Job]:
+        """The most recent jobs; with ``owner``, only that caller's."""
+        where, args = ("WHERE owner = ? ", (owner,)) if owner is not None else ("", ())
         with self._db() as db:
-            rows = db.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
+            rows = db.execute(
+                f"SELECT * FROM jobs {where}ORDER BY created DESC LIMIT ?", (*args, limit)
+            )
             return [_job(r) for r in rows.fetchall()]
 
     def count(self, status: Status) -> int:
@@ -171,4 +188,5 @@ def _job(row: sqlite3.Row) -> Job:
         pid=row["pid"],
         created=row["created"],
         updated=row["updated"],
+        owner=row["owner"],
     )

@@ -21,8 +21,9 @@ from pydantic import BaseModel, Field
 from api.errors import error_responses
 from api.jobs.paths import RecipeGuard
 from api.jobs.store import Job
-from api.state import AppState, State
+from api.state import AppState, Caller, State
 from core.errors import ConfigError, InputError, NotFoundError
+from core.wire import check_sendable
 
 router = APIRouter(tags=["selection"])
 ERRORS = error_responses(404)  # no such job, file or input path
@@ -58,13 +59,13 @@ class SelectionJobList(BaseModel):
 @router.post(
     "/v1/selection/jobs", response_model=SelectionJobResponse, status_code=202, responses=ERRORS
 )
-def submit_job(request: SelectionJobRequest, state: State) -> SelectionJobResponse:
-    """Queue a recipe; the answer has the job id to poll."""
+def submit_job(request: SelectionJobRequest, state: State, caller: Caller) -> SelectionJobResponse:
+    """Queue a recipe; the answer has the job id to poll (only this API key sees the job)."""
     recipe = dict(request.recipe)
     if request.input_path is not None:
         recipe["inputs"] = _override_inputs(recipe.get("inputs"), request.input_path)
     field = "input_path" if request.input_path is not None else None
-    return _submit(state, recipe, uuid.uuid4().hex, field)
+    return _submit(state, recipe, uuid.uuid4().hex, field, caller)
 
 
 @router.post(
@@ -75,6 +76,7 @@ def submit_job(request: SelectionJobRequest, state: State) -> SelectionJobRespon
 )
 def submit_upload(
     state: State,
+    caller: Caller,
     file: Annotated[UploadFile, File(description="The input data (jsonl, jsonl.gz, parquet).")],
     recipe: Annotated[str, Form(description="The recipe as JSON text.")],
 ) -> SelectionJobResponse:
@@ -85,6 +87,7 @@ def submit_upload(
         raise InputError("recipe must be JSON text (a recipe object).", field="recipe") from None
     if not isinstance(parsed, dict):
         raise InputError("recipe must be a JSON object.", field="recipe")
+    check_sendable(parsed, "recipe")  # JSON text outside the body: the boundary did not see it
     job_id = uuid.uuid4().hex
     name = Path(file.filename or "input.jsonl").name
     if not name or name.startswith(".") or "\x00" in name:
@@ -97,19 +100,19 @@ def submit_upload(
             out.write(chunk)
     tmp.replace(target)
     parsed["inputs"] = _override_inputs(parsed.get("inputs"), str(target))
-    return _submit(state, parsed, job_id, "file")
+    return _submit(state, parsed, job_id, "file", caller)
 
 
 @router.get("/v1/selection/jobs", response_model=SelectionJobList)
-def list_jobs(state: State) -> SelectionJobList:
-    """The most recent jobs first."""
-    return SelectionJobList(data=[_response(j) for j in _store(state).list()])
+def list_jobs(state: State, caller: Caller) -> SelectionJobList:
+    """This API key's jobs, the most recent first."""
+    return SelectionJobList(data=[_response(j) for j in _store(state).list(owner=caller)])
 
 
 @router.get("/v1/selection/jobs/{job_id}", response_model=SelectionJobResponse, responses=ERRORS)
-def get_job(job_id: str, state: State) -> SelectionJobResponse:
+def get_job(job_id: str, state: State, caller: Caller) -> SelectionJobResponse:
     """Status, progress (the engine's progress bar), and the result when done."""
-    return _response(_store(state).get(_check_id(job_id)))
+    return _response(_store(state).get(_check_id(job_id), owner=caller))
 
 
 @router.get(
@@ -117,9 +120,9 @@ def get_job(job_id: str, state: State) -> SelectionJobResponse:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
 )
-def download(job_id: str, name: str, state: State) -> FileResponse:
+def download(job_id: str, name: str, state: State, caller: Caller) -> FileResponse:
     """One file the job wrote (the kept rows, rejects, scores, report)."""
-    job = _store(state).get(_check_id(job_id))
+    job = _store(state).get(_check_id(job_id), owner=caller)
     root = job.output_dir.resolve()
     path = root if "\x00" in name else (root / name).resolve()  # NUL: no such file
     if not path.is_relative_to(root) or not path.is_file():
@@ -128,7 +131,11 @@ def download(job_id: str, name: str, state: State) -> FileResponse:
 
 
 def _submit(
-    state: AppState, recipe: dict[str, Any], job_id: str, inputs_field: str | None
+    state: AppState,
+    recipe: dict[str, Any],
+    job_id: str,
+    inputs_field: str | None,
+    owner: str | None = None,
 ) -> SelectionJobResponse:
     import selection
 
@@ -138,7 +145,7 @@ def _submit(
     checked = selection.load_recipe(recipe).to_dict()  # ConfigError names the bad key: a 422
     output_dir = _jobs_dir(state) / job_id
     guard.check(checked, output_dir, inputs_field)
-    job = _store(state).create(checked, output_dir, job_id)
+    job = _store(state).create(checked, output_dir, job_id, owner=owner)
     state.extras["job_runner"].ensure_running()
     return _response(job)
 

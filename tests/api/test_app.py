@@ -167,15 +167,32 @@ def test_the_lane_serves_valid_proxy_requests_and_hands_the_rest_to_the_routes(c
     assert reached == ["/v1/chat/completions", "/v1/chat/completions", "/healthz"]
 
 
-def test_startup_freezes_the_heap_and_spaces_out_young_collections(provider, local_lm):
+def test_serve_freezes_the_heap_and_spaces_out_young_collections(provider, local_lm):
     import gc
+
+    from api.app import create_app
+    from api.settings import ServiceSettings
+    from tests.api.conftest import local_state
+
+    def app(**overrides):
+        settings = ServiceSettings(preload_models=False, **overrides)
+        return create_app(settings, state=local_state(provider, local_lm, settings),
+                          gc_tuning=True)  # fmt: skip
 
     before = gc.get_threshold()
     try:
-        with TestClient(make_app(provider, local_lm, gc_young_threshold=12345)):
+        with TestClient(app(gc_young_threshold=12345)):
             assert gc.get_threshold()[0] == 12345 and gc.get_freeze_count() > 0
         gc.set_threshold(*before)
-        with TestClient(make_app(provider, local_lm, gc_young_threshold=0)):
+        with TestClient(app(gc_young_threshold=0)):
             assert gc.get_threshold() == before  # 0: Python's collector left as it is
     finally:
         gc.set_threshold(*before)
+
+
+def test_an_embedded_app_leaves_the_collector_alone(provider, local_lm):
+    import gc
+
+    before = gc.get_threshold()
+    with TestClient(make_app(provider, local_lm, gc_young_threshold=12345)):
+        assert gc.get_threshold() == before  # a notebook or a test run is not a server

@@ -54,6 +54,22 @@ def test_500_is_retried_then_a_clean_502(faults):
     assert after - before == 3  # the first try and two retries
 
 
+def test_a_backend_error_names_no_internal_url_and_carries_a_request_id(faults):
+    for model in ("fail-500", "slow", "refused"):
+        response = post(faults, model)
+        assert response.status_code in (502, 504)
+        message = response.json()["error"]["message"]
+        assert "127.0.0.1" not in response.text and "http://" not in response.text
+        assert response.headers["x-request-id"] in message
+
+
+def test_a_timed_out_generation_is_not_sent_again(faults):
+    counts = f"{faults['backend'][:-3]}/counts"
+    before = httpx.get(counts).json().get("slow", 0)
+    assert post(faults, "slow").status_code == 504
+    assert httpx.get(counts).json()["slow"] - before == 1
+
+
 def test_flaky_backend_recovers_within_the_retries(faults):
     assert post(faults, "flaky-2").status_code == 200
     assert post(faults, "flaky-9").status_code == 502  # more failures than retries

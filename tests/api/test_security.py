@@ -76,3 +76,89 @@ def test_chunked_oversize_body_is_a_413_too(client):
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_failed_keys_are_limited_per_address(provider, local_lm):
+    app = make_app(provider, local_lm, api_keys=["right"], auth_failures_per_minute=3)
+    with TestClient(app) as c:
+        wrong = {"Authorization": "Bearer guess"}
+        statuses = [c.get("/v1/models", headers=wrong).status_code for _ in range(5)]
+        assert statuses == [401, 401, 401, 429, 429]
+        # While blocked, the right key is refused too: a guess cannot tell a hit by its answer.
+        blocked = c.get("/v1/models", headers={"Authorization": "Bearer right"})
+        assert blocked.status_code == 429
+        assert blocked.json()["error"]["code"] == "too_many_failed_keys"
+        assert int(blocked.headers["retry-after"]) >= 1
+
+
+def test_healthz_without_a_key_says_only_that_it_is_up(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz", headers={"Authorization": "Bearer wrong"}).json() == {
+        "status": "ok"
+    }
+    detailed = client.get("/healthz", headers=KEY).json()
+    assert detailed["status"] == "ok" and {"models", "backend", "device"} <= set(detailed)
+
+
+def test_a_job_belongs_to_the_key_that_made_it(provider, local_lm, tmp_path, data_dir):
+    rows = tmp_path / "rows.jsonl"
+    lines = (data_dir / "api" / "intent_pool_small.jsonl").read_text().splitlines()[:20]
+    rows.write_text("\n".join(lines) + "\n")
+    app = make_app(
+        provider, local_lm, api_keys=["alice", "bob"], data_dir=tmp_path / "home",
+        jobs_input_roots=[tmp_path],
+    )  # fmt: skip
+    alice, bob = ({"Authorization": f"Bearer {k}"} for k in ("alice", "bob"))
+    recipe = {"steps": [{"type": "length"}, {"type": "top_k", "score": "length", "k": 3}]}
+    with TestClient(app) as c:
+        made = c.post("/v1/selection/jobs", json={"recipe": recipe, "input_path": str(rows)},
+                      headers=alice)  # fmt: skip
+        assert made.status_code == 202, made.text
+        job = made.json()["id"]
+        assert c.get(f"/v1/selection/jobs/{job}", headers=alice).status_code == 200
+        assert [j["id"] for j in c.get("/v1/selection/jobs", headers=alice).json()["data"]] == [job]
+        # To another key the job does not exist: the same 404 as an unknown id.
+        assert c.get(f"/v1/selection/jobs/{job}", headers=bob).status_code == 404
+        assert c.get("/v1/selection/jobs", headers=bob).json()["data"] == []
+        files = c.get(f"/v1/selection/jobs/{job}/files/report.html", headers=bob)
+        assert files.status_code == 404
+
+
+def test_a_path_error_does_not_map_the_server_disk(provider, local_lm, tmp_path):
+    home = tmp_path / "home"
+    with TestClient(make_app(provider, local_lm, data_dir=home)) as c:
+        recipe = {"inputs": ["../../../../etc/passwd"], "steps": [{"type": "length"}]}
+        response = c.post("/v1/selection/jobs", json={"recipe": recipe})
+    assert response.status_code == 422, response.text
+    assert str(tmp_path) not in response.text and "/etc/passwd" not in response.text
+    assert response.json()["error"]["param"] == "recipe.inputs[0].path"
+
+
+@pytest.mark.parametrize("setting", ["scorer_model", "embedder_model"])
+def test_startup_fails_naming_a_model_setting_that_cannot_load(setting):
+    from api.app import create_app
+    from api.settings import ServiceSettings
+    from core.errors import ConfigError
+
+    app = create_app(ServiceSettings(preload_models=False, **{setting: "no-such-model"}))
+    with pytest.raises(ConfigError, match=f"THRESHER_{setting.upper()}"):
+        with TestClient(app):
+            pass
+
+
+def test_serve_refuses_an_unknown_model_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "THRESHER_SCORER_MODEL": "no-such-model",
+        "THRESHER_DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "api", "serve", "--port", "1"], capture_output=True, text=True,
+        env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "THRESHER_SCORER_MODEL" in result.stderr and "Traceback" not in result.stderr
