@@ -72,7 +72,7 @@ class RetryPolicy:
         n = 0
         while True:
             try:
-                return await self._within(end, attempt(), name)
+                return await self._within(end, attempt(), name, n)
             except BackendError as exc:
                 await self._after_failure(name, exc, n, end)
             n += 1
@@ -87,7 +87,7 @@ class RetryPolicy:
         while True:
             stream = start()
             try:
-                return await self._within(end, anext(aiter(stream), None), name), stream
+                return await self._within(end, anext(aiter(stream), None), name, n), stream
             except BackendError as exc:
                 await _close(stream)
                 await self._after_failure(name, exc, n, end)
@@ -107,11 +107,15 @@ class RetryPolicy:
         log.warning("backend %s failed (%s); retry %d of %d", name, exc, n + 1, self.retries)
         await asyncio.sleep(wait)
 
-    async def _within(self, end: float | None, work: Awaitable[T], name: str) -> T:
-        left = None if end is None else end - time.monotonic()
-        if left is None or (self.attempt_timeout is not None and left >= self.attempt_timeout):
+    async def _within(self, end: float | None, work: Awaitable[T], name: str, n: int) -> T:
+        if end is None or (n == 0 and self._first_fits()):
             return await work  # the attempt's own timeout comes first: no timer to schedule
-        return await _timed(left, work, name)
+        return await _timed(end - time.monotonic(), work, name)
+
+    def _first_fits(self) -> bool:
+        """Whether one attempt's own timeout ends before the deadline does."""
+        limit = self.attempt_timeout
+        return limit is not None and self.deadline is not None and self.deadline >= limit
 
 
 async def _timed(left: float, work: Awaitable[T], name: str) -> T:
