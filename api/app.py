@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,9 +42,9 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     state.stages = state.stages or default_stages()
     if state.jobs is None:
         state.jobs = JobStore(settings.jobs_db_path())
-    state.extras.setdefault("job_runner", JobRunner(state.jobs))
-    state.extras.setdefault("latency", LatencyModel())
-    state.extras.setdefault("compression_lock", threading.Lock())
+    state.job_runner = state.job_runner or JobRunner(state.jobs)
+    state.latency = state.latency or LatencyModel()
+    state.pool_store()
     return state
 
 
@@ -130,11 +129,10 @@ def create_app(
                 settings=service, provider=provider, backend=router.default, router=router
             )
         complete_state(built, service, metrics)
-        pools.install(built)
         if service.preload_models:  # else on the first /v1/compress (a proxy starts in 1 s)
             compress.compressors(built)
         app.state.thresher = built
-        runner = built.extras["job_runner"]
+        runner = built.job_runner
         resumed = runner.resume()
         if resumed:
             log.warning("requeued %d selection jobs left running: %s", len(resumed), resumed)
@@ -144,8 +142,8 @@ def create_app(
             yield
         finally:
             runner.stop()
-            assert built.router is not None
-            await built.router.aclose()
+            if built.router is not None:
+                await built.router.aclose()
 
     app = ThresherAPI(
         title="Thresher",

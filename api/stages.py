@@ -64,10 +64,9 @@ class DemonstrationStage:
         return None if query_text(ctx).strip() else "no user text to retrieve demonstrations for"
 
     def run(self, ctx: RequestContext) -> None:
-        from api.routes.pools import install
         from prompting import demonstrate
 
-        pools = install(self.state)
+        pools = self.state.pool_store()
         pool = pools.get(self.options.pool)
         found = demonstrate(
             pool,
@@ -161,7 +160,7 @@ class CompressionStage:
         if target is None and ctx.text_budget is not None and tokens > ctx.text_budget:
             target = ctx.text_budget
         rate = self.options.rate if target is None else None
-        scorer = self.state.provider.scorer(self.settings.scorer_model)
+        scorer = self.state.provider.compression_scorer(self.settings.scorer_model)
         compressor = get_compressor(
             self.options.method,
             scorer=scorer,
@@ -200,12 +199,11 @@ def _demonstrations(options: ThresherOptions, state: Any) -> DemonstrationStage 
     found = options.demonstrations
     if found is None:
         return None
-    from api.routes.pools import install
     from prompting import ORDER_NAMES, RETRIEVER_NAMES
 
     _check_name(found.method, RETRIEVER_NAMES, "thresher.demonstrations.method")
     _check_name(found.order or "similarity", ORDER_NAMES, "thresher.demonstrations.order")
-    pools = install(state)
+    pools = state.pool_store()
     if not pools.exists(found.pool):
         known = ", ".join(pools.names()) or "none yet"
         raise NotFoundError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,24 +18,86 @@ from core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
 
 if TYPE_CHECKING:
     from api.jobs.store import JobStore
+    from api.jobs.worker import JobRunner
     from api.metrics import Metrics
     from api.pipeline import StageRegistry
     from api.routing import BackendRouter
+    from api.stages import LatencyModel
+    from compression import Compressor
+    from prompting import PoolStore
+
+TYPED = frozenset({"job_runner", "latency", "compression_lock", "compressors", "pools"})
+
+
+class _Extras(MutableMapping[str, Any]):
+    """The old ``extras`` dict as a view: its five keys read and write the typed fields."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def __getitem__(self, key: str) -> Any:
+        value = getattr(self.state, key) if key in TYPED else self.state._more.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in TYPED:
+            setattr(self.state, key, value)
+        else:
+            self.state._more[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key in TYPED:
+            setattr(self.state, key, None)
+        else:
+            del self.state._more[key]
+
+    def __iter__(self) -> Iterator[str]:
+        named = [k for k in sorted(TYPED) if getattr(self.state, k) is not None]
+        return iter([*named, *self.state._more])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
 
 
 @dataclass
 class AppState:
-    """Built once per app. Tests may pass the first three; the lifespan fills in the rest."""
+    """The service's parts, built once per app (models, pools, backends, job runner, caches),
+    each a typed field. Tests may pass the first three; the lifespan builds the rest
+    (api/app.py ``complete_state``)."""
 
     settings: Settings
     provider: ModelProvider
     backend: ChatBackend
-    extras: dict[str, Any] = field(default_factory=dict)
     router: BackendRouter | None = None
     metrics: Metrics | None = None
     stages: StageRegistry | None = None
     jobs: JobStore | None = None
+    job_runner: JobRunner | None = None
+    pools: PoolStore | None = None
+    compressors: dict[str, Compressor] | None = None
+    latency: LatencyModel | None = None
+    # One compression at a time: the scoring LM saturates the cores on its own.
+    compression_lock: threading.Lock = field(default_factory=threading.Lock)
     counters: dict[str, TokenCounter] = field(default_factory=dict)
+    _more: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def extras(self) -> MutableMapping[str, Any]:
+        """Deprecated: the typed fields by name, for code not yet moved to them."""
+        return _Extras(self)
+
+    def pool_store(self) -> PoolStore:
+        """The demonstration pools (built on first use when a test's state has none)."""
+        if self.pools is None:
+            from prompting import PoolStore
+
+            settings = self.settings
+            self.pools = PoolStore(
+                settings.data_dir, lambda: self.provider.embedder(settings.embedder_model)
+            )
+        return self.pools
 
     def prompt_counter(self, name: str) -> TokenCounter:
         """The counter of proxied prompts for tokenizer ``name``: one per name, remembering
@@ -79,5 +143,10 @@ async def get_authenticated(request: Request) -> bool:
     return bool(request.scope.get("thresher.authenticated", True))
 
 
+async def get_pools(state: State) -> PoolStore:
+    return state.pool_store()
+
+
 Caller = Annotated[str | None, Depends(get_caller)]
+Pools = Annotated["PoolStore", Depends(get_pools)]
 Authenticated = Annotated[bool, Depends(get_authenticated)]

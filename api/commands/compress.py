@@ -57,7 +57,6 @@ def compress(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Compress a prompt with an LLMLingua-family method and print it."""
-    from api.routes.compress import compression_scorer
     from compression import get_compressor, method_names
     from compression.budget import check_budget
     from core.models import ModelProvider
@@ -73,7 +72,7 @@ def compress(
     provider = ModelProvider.from_settings(settings)
     compressor = get_compressor(
         method,
-        scorer=compression_scorer(provider, settings),
+        scorer=provider.compression_scorer(settings.scorer_model),
         counter=provider.token_counter(target_model),
     )
     result = compressor.compress(

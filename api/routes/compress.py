@@ -20,13 +20,9 @@ DEFAULT_TARGET_MODEL = "cl100k_base"
 
 
 def compression_scorer(provider: ModelProvider, settings: Settings) -> Any:
-    """The scoring LM for compression: bf16 on CPU unless a dtype is set (about 3x faster than
-    fp32 there; bench/compression.py compares answer retention)."""
-    from core.device import resolve_device
-
-    cpu = resolve_device(settings.device) == "cpu"
-    dtype = "bfloat16" if settings.dtype == "auto" and cpu else settings.dtype
-    return provider.scorer(settings.scorer_model, dtype=dtype)
+    """The scoring LM for compression (:meth:`core.models.ModelProvider.compression_scorer`:
+    one dtype policy for the proxy, this route and the CLI)."""
+    return provider.compression_scorer(settings.scorer_model)
 
 
 def build_compressors(settings: Settings, provider: ModelProvider) -> dict[str, Compressor]:

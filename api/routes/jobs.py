@@ -146,7 +146,8 @@ def _submit(
     output_dir = _jobs_dir(state) / job_id
     guard.check(checked, output_dir, inputs_field)
     job = _store(state).create(checked, output_dir, job_id, owner=owner)
-    state.extras["job_runner"].ensure_running()
+    if state.job_runner is not None:
+        state.job_runner.ensure_running()
     return _response(job)
 
 

@@ -5,34 +5,24 @@ Routes are plain ``def`` so embedding and LM probing run in the threadpool, not 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import error_responses
-from api.state import AppState, State, client_counter
+from api.state import AppState, Pools, State, client_counter
 from prompting import PoolStore, check_pool_name, demonstrate, demonstration
 
 router = APIRouter(tags=["pools"])
-STORE_KEY = "pools"
 
 
 def install(state: AppState) -> PoolStore:
-    """Put the pool store in ``state.extras`` (the lifespan calls this once)."""
-    if STORE_KEY not in state.extras:
-        settings = state.settings
-        state.extras[STORE_KEY] = PoolStore(
-            settings.data_dir, lambda: state.provider.embedder(settings.embedder_model)
-        )
-    return state.extras[STORE_KEY]  # type: ignore[no-any-return]
+    """The state's pool store (kept for callers of the old name; see ``AppState.pool_store``)."""
+    return state.pool_store()
 
 
-async def get_store(state: State) -> PoolStore:
-    return install(state)
-
-
-Store = Annotated[PoolStore, Depends(get_store)]
+Store = Pools
 
 
 class PoolRecord(BaseModel):

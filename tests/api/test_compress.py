@@ -145,3 +145,13 @@ def test_cli_api_and_python_agree(client, provider, counter, story, tmp_path):
     from_python = compressor.compress(story["context"], question=story["question"], rate=0.4)
     for key in ("compressed", "origin_tokens", "compressed_tokens", "ratio"):
         assert from_cli[key] == from_api[key] == from_python.to_dict()[key], key
+
+
+def test_the_proxy_and_the_route_compress_with_one_scorer(client, provider):
+    from api.routes.compress import compressors
+
+    state = client.app.state.thresher
+    route_model = compressors(state)["llmlingua"].scorer.model
+    # The proxy's stage asks the provider the same way: the same model object, loaded once.
+    assert provider.compression_scorer(state.settings.scorer_model).model is route_model
+    assert compression_scorer(provider, state.settings).model is route_model
