@@ -177,7 +177,7 @@ def overhead(
         "THRESHER_DATA_DIR": str(ROOT / ".thresher" / "bench"),
         "THRESHER_LOG_LEVEL": "WARNING",
     }
-    tool = "wrk -t1" if shutil.which("wrk") else "asyncio+api.http1"
+    tool = "wrk -t1" if shutil.which("wrk") else "asyncio+core.http1"
     print(f"load: {tool}, {seconds:g} s per run; proxy: {workers} worker process(es)")
     rows = []
     for delay in delays:
