@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.compression_service import CompressionService, LatencyModel
 from api.errors import install_error_handlers
 from api.guard import Guard
 from api.jobs.store import JobStore
@@ -22,7 +22,7 @@ from api.proxy import RetryPolicy
 from api.routes import chat, compress, health, jobs, models, monitoring, pools
 from api.routing import build_router
 from api.settings import ServiceSettings, service_settings
-from api.stages import LatencyModel, default_stages
+from api.stages import default_stages
 from api.state import AppState
 from core.models import ModelProvider
 from core.settings import Settings
@@ -43,7 +43,8 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
         state.jobs = JobStore(settings.jobs_db_path())
     state.extras.setdefault("job_runner", JobRunner(state.jobs))
     state.extras.setdefault("latency", LatencyModel())
-    state.extras.setdefault("compression_lock", threading.Lock())
+    if state.compression is None:
+        state.compression = CompressionService.from_settings(settings, state.extras["latency"])
     return state
 
 

@@ -14,6 +14,8 @@ see the lane (the service's Prometheus metrics do).
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 from fastapi import FastAPI
@@ -64,10 +66,16 @@ class ProxyLane:
             # The routes answer it, with the error shape and wording of every other route.
             await self.app(scope, _replay(body, receive), send)
             return
+        gone = threading.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         try:
-            response = await forward(self.service.state.thresher, kind, request)
+            response = await forward(self.service.state.thresher, kind, request, gone.is_set)
         except Exception as exc:  # noqa: BLE001
             await self._answer_error(exc, scope, receive, send)
+            return
+        finally:
+            watcher.cancel()
+        if gone.is_set():
             return
         await response(scope, receive, send)
 
@@ -102,6 +110,16 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _watch_disconnect(receive: Receive, gone: threading.Event) -> None:
+    """Set ``gone`` when the client disconnects (the pipeline's stages then stop their work).
+    Cancelled before the response is sent, which listens for the disconnect itself."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
 
 
 def _replay(body: bytes, rest: Receive) -> Receive:

@@ -15,6 +15,7 @@ from core.settings import Settings
 from core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
 
 if TYPE_CHECKING:
+    from api.compression_service import CompressionService
     from api.jobs.store import JobStore
     from api.metrics import Metrics
     from api.pipeline import StageRegistry
@@ -36,6 +37,8 @@ class AppState:
     stages: StageRegistry | None = None
     jobs: JobStore | None = None
     counters: dict[str, TokenCounter] = field(default_factory=dict)
+    # The compression stage's cache, worker pool and cost models (api/compression_service.py).
+    compression: CompressionService | None = None
 
     def prompt_counter(self, name: str) -> TokenCounter:
         """The counter of proxied prompts for tokenizer ``name``: one per name, remembering

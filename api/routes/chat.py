@@ -7,6 +7,8 @@ the answer comes back in OpenAI's shape with a ``thresher`` report and ``x-thres
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,6 +30,15 @@ from api.state import AppState, State
 from core.record import ROLES, validate_messages
 
 router = APIRouter(tags=["proxy"])
+# The answer to a client that left while its request was being prepared (nobody reads it).
+GONE = {
+    "error": {
+        "message": "The client disconnected; the request was not forwarded.",
+        "type": "client_closed_request",
+        "param": None,
+        "code": "client_disconnected",
+    }
+}
 
 # 404: an unknown model; 503: the local model is missing (the rest: api/openapi.py).
 ERRORS = error_responses(404, 502, 503, 504)
@@ -123,8 +134,13 @@ async def completions(
 
 
 async def forward(
-    state: AppState, kind: Kind, request: ProxyRequest
+    state: AppState,
+    kind: Kind,
+    request: ProxyRequest,
+    cancelled: Callable[[], bool] | None = None,
 ) -> AnswerResponse | StreamingResponse:
+    """Run the pipeline and forward; ``cancelled`` (the client is gone) stops the stages' work
+    and nothing is forwarded."""
     assert state.router and state.metrics and state.retry and state.stages  # built in lifespan
     # exclude_unset: the body goes on as the client wrote it, explicit nulls included.
     body = request.model_dump(exclude_unset=True, exclude={"thresher"})
@@ -133,7 +149,10 @@ async def forward(
         validate_messages(body["messages"], field_name="messages")
     raw = request.thresher.model_dump(exclude_unset=True) if request.thresher else None
     options = merge_options(state.settings.pipeline, raw)  # type: ignore[attr-defined]
-    ctx = RequestContext(kind, body, options, state.prompt_counter(route.tokenizer))
+    ctx = RequestContext(
+        kind, body, options, state.prompt_counter(route.tokenizer), route=request.model,
+        cancelled=cancelled,
+    )  # fmt: skip
     stages = state.stages.build(options, state)
     pipeline = Pipeline(stages, state.metrics.observe_stage)
     # Counting alone is fast; stages may load or run models, so they go to a thread.
@@ -141,6 +160,8 @@ async def forward(
         await asyncio.to_thread(pipeline.run, ctx) if stages else pipeline.run(ctx)
     )
     state.metrics.observe_report(report)
+    if cancelled is not None and cancelled():
+        return AnswerResponse(GONE, status_code=499)
     out = {**ctx.body, "model": route.upstream_model}
     backend, metrics = route.backend, state.metrics
     headers = report.headers()
@@ -152,6 +173,9 @@ async def forward(
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     call = backend.chat if kind == "chat" else backend.complete
+    sent = time.monotonic()
     answer = await state.retry.call(backend.name, lambda: call(out), metrics)
+    if state.compression is not None and stages:  # what compressing saves on this route
+        state.compression.prefill.observe(request.model, answer, time.monotonic() - sent)
     answer["thresher"] = report.as_dict()
     return AnswerResponse(answer, headers=headers)
