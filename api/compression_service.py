@@ -175,6 +175,11 @@ class PrefillModel:
         if found is None or found[2] < self.min_samples:
             return None
         xtx, xty, _ = found
+        # The slope needs prompts of different sizes: over near-constant sizes it is noise.
+        weight, mean = xtx[0, 0], xtx[0, 1] / xtx[0, 0]
+        spread = max(xtx[1, 1] / weight - mean * mean, 0.0) ** 0.5
+        if spread < max(8.0, 0.1 * mean):
+            return None
         ridge = 1e-6 * np.trace(xtx) * np.eye(3)
         try:
             coef = np.linalg.solve(xtx + ridge, xty)
