@@ -116,8 +116,9 @@ def stoppable_scorer(scorer: Any, stop: StopCheck, *, tokens_per_call: int = 512
 
     out = copy.copy(scorer)
     out.model = StoppableModel(scorer.model, stop)
-    out.window = min(scorer.window, tokens_per_call)
-    out.batch_size = max(1, min(scorer.batch_size, tokens_per_call // max(out.window, 1)))
+    # Short rows (messages) batch four to a pass; a long text goes through in 128-token steps.
+    out.window = max(1, min(scorer.window, tokens_per_call // 4))
+    out.batch_size = max(1, min(scorer.batch_size, tokens_per_call // out.window))
     return out
 
 

@@ -169,9 +169,10 @@ class CompressionStage:
 
     def _compressor(self, ctx: RequestContext, stop: Any) -> Any:
         from api.compression_service import stoppable_scorer
+        from api.routes.compress import compression_scorer
         from compression import ProtectOptions, get_compressor
 
-        scorer = self.state.provider.scorer(self.settings.scorer_model)
+        scorer = compression_scorer(self.state.provider, self.settings)  # bf16 on CPU
         return get_compressor(
             self.options.method,
             scorer=stoppable_scorer(scorer, stop),
@@ -230,8 +231,7 @@ class CompressionStage:
             if skip is not None:
                 if skip.startswith("predicted saving"):
                     conversation.remember_verbatim(plan)
-                plan.pending = []
-                result = conversation.run(plan)
+                result = conversation.run(plan, should_stop=lambda why=skip: why)
             else:
                 try:
                     with service.pool.slot(stop):
@@ -240,8 +240,7 @@ class CompressionStage:
                         )
                 except Busy as exc:
                     skip = str(exc)
-                    plan.pending = []
-                    result = conversation.run(plan)
+                    result = conversation.run(plan, should_stop=lambda why=skip: why)
                 else:
                     if result.new_tokens and result.stopped is None:
                         service.latency.observe(
@@ -252,9 +251,12 @@ class CompressionStage:
             if not over or skip is not None or result.stopped or rate <= 0.05:
                 break
             rate = max(0.05, round(rate - 0.1, 2))  # the budget still does not hold: aim lower
-        decision = "compress" if skip is None else f"skip new messages: {skip}"
-        if result.stopped:
+        if skip is not None:
+            decision = f"skip new messages: {skip}"
+        elif result.stopped:
             decision = f"partial: {result.stopped}"
+        else:
+            decision = "compress"
         counts = (
             f"compressed={result.count('compressed')}; cached={result.count('cached')}; "
             f"verbatim={result.count('verbatim')}; skipped={result.count('skipped')}; "

@@ -71,7 +71,8 @@ async def chat(request: Request):
     if model == "mirror":  # answers with the messages it was sent, and their word count
         answer = completion(model, json.dumps(body.get("messages", [])))
         words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-        answer["usage"] = {"prompt_tokens": words, "completion_tokens": 2, "total_tokens": words}
+        usage = {"prompt_tokens": words, "completion_tokens": 2}
+        answer["usage"] = {**usage, "total_tokens": words + 2}
         return JSONResponse(answer)
     return JSONResponse(completion(model, f"echo {len(body.get('messages', []))} messages"))
 
