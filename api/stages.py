@@ -165,7 +165,7 @@ class CompressionStage:
         from api.compression_service import deadline_check
 
         deadline_ms = self.options.deadline_ms or self.service.deadline_ms
-        return deadline_check(ctx.arrived + deadline_ms / 1000, ctx.cancelled)
+        return deadline_check(ctx.arrived, deadline_ms, ctx.cancelled)
 
     def _compressor(self, ctx: RequestContext, stop: Any) -> Any:
         from api.compression_service import stoppable_scorer
