@@ -123,6 +123,9 @@ class CompressionStage:
         self.settings = state.settings
         self.service = state.compression
         self.detail = ""
+        # The client's kept messages, by identity: demonstrations placed before the last turn
+        # shift the indices the client wrote.
+        self._kept: set[int] = set()
 
     def check(self, ctx: RequestContext) -> None:
         keep = self.options.keep
@@ -149,6 +152,7 @@ class CompressionStage:
                 f"{sorted(targeted)[0]} cannot hold; keep fewer messages or drop the stage.",
                 field="thresher.compression.keep",
             )
+        self._kept = {id(ctx.body["messages"][i]) for i in keep}
 
     def skip_reason(self, ctx: RequestContext) -> str | None:
         if ctx.kind == "completion" and not isinstance(ctx.body.get("prompt"), str):
@@ -212,8 +216,7 @@ class CompressionStage:
         compressor = self._compressor(ctx, stop)
         counter = uncached(ctx.counter)
         messages = ctx.body["messages"]
-        n = len(messages)
-        keep = {i % n for i in self.options.keep}
+        keep = {i for i, m in enumerate(messages) if id(m) in self._kept}
         fixed = sum(
             counter.count(message_text(m))
             for i, m in enumerate(messages)

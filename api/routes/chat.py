@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -167,7 +167,10 @@ async def forward(
     headers = report.headers()
     if request.stream:
         start = backend.stream_chat if kind == "chat" else backend.stream_complete
+        sent = time.monotonic()
         first, rest = await state.retry.open_stream(backend.name, lambda: start(out), metrics)
+        if state.compression is not None and stages:
+            rest = _observed(rest, state.compression.prefill, request.model, sent)
         events = relay_sse(
             first, rest, backend=backend.name, metrics=metrics, extra={"thresher": report.as_dict()}
         )
@@ -179,3 +182,22 @@ async def forward(
         state.compression.prefill.observe(request.model, answer, time.monotonic() - sent)
     answer["thresher"] = report.as_dict()
     return AnswerResponse(answer, headers=headers)
+
+
+async def _observed(
+    rest: AsyncIterator[dict[str, Any]], prefill: Any, route: str, sent: float
+) -> AsyncIterator[dict[str, Any]]:
+    """The stream as it comes, telling ``prefill`` the usage or timings of its last chunk that
+    has them (OpenAI's ``stream_options.include_usage``, llama.cpp's ``timings``)."""
+    last: dict[str, Any] | None = None
+    try:
+        async for chunk in rest:
+            if "usage" in chunk or "timings" in chunk:
+                last = chunk
+            yield chunk
+    finally:
+        close = getattr(rest, "aclose", None)
+        if close is not None:
+            await close()
+    if last is not None:
+        prefill.observe(route, last, time.monotonic() - sent)

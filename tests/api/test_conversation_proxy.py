@@ -157,3 +157,14 @@ def test_compression_is_skipped_when_it_does_not_pay(provider, local_lm, backend
         # What was forwarded whole stays whole on the next turn (the backend's cache holds it).
         again, headers, _ = send(client, fresh, rate=0.5, when="always")
         assert again == fresh and "cached=1" in headers["x-thresher-compression"]
+
+
+def test_a_stream_is_compressed_and_relayed(proxy, chunks):
+    client, _, _ = proxy
+    messages = [{"role": "user", "content": chunks[33] + "\nWho?"}]
+    stream = client.chat.completions.create(
+        model="ok", messages=messages, stream=True,
+        extra_body={"thresher": {"compression": {"rate": 0.5, "when": "always"}}},
+    )  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "w0 w1 w2 "
