@@ -176,7 +176,9 @@ class CompressionStage:
         from api.routes.compress import compression_scorer
         from compression import ProtectOptions, get_compressor
 
-        scorer = compression_scorer(self.state.provider, self.settings)  # bf16 on CPU
+        scorer = self.service.scorer(  # bf16 on CPU, as /v1/compress scores
+            lambda: compression_scorer(self.state.provider, self.settings)
+        )
         return get_compressor(
             self.options.method,
             scorer=stoppable_scorer(scorer, stop),
