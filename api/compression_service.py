@@ -182,7 +182,7 @@ class PrefillModel:
         spread = max(xtx[1, 1] / weight - mean * mean, 0.0) ** 0.5
         if spread < max(8.0, 0.1 * mean):
             return None
-        ridge = 1e-6 * np.trace(xtx) * np.eye(3)
+        ridge = np.diag(1e-8 * np.diag(xtx) + 1e-12)  # relative to each column's scale
         try:
             coef = np.linalg.solve(xtx + ridge, xty)
         except np.linalg.LinAlgError:
