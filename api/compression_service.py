@@ -210,8 +210,18 @@ class CompressionService:
     deadline_ms: float = 10_000.0
     max_new_tokens: int = 32_768
     min_message_tokens: int = 48
+    # One in this many "does not pay" decisions compresses anyway, so that a cost estimate
+    # inflated by one slow run (a cold model, a busy host) is measured again, not kept forever.
+    explore_every: int = 16
+    _skips: dict[str, int] = field(default_factory=dict, repr=False)
     _scorer: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def explore(self, route: str) -> bool:
+        """Whether this "does not pay" decision on ``route`` should compress anyway."""
+        with self._lock:
+            n = self._skips[route] = self._skips.get(route, 0) + 1
+        return self.explore_every > 0 and n % self.explore_every == 0
 
     def scorer(self, build: Callable[[], Any]) -> Any:
         """The scoring LM's wrapper, built once (building reads the 49k-entry vocabulary: about

@@ -225,6 +225,7 @@ class CompressionStage:
             if i in keep or m.get("role") in ("system", "developer")
         )
         rate = self._rate(ctx, fixed)
+        earlier: tuple[Any, float] | None = None
         for _attempt in range(3):
             conversation = ConversationCompressor(
                 compressor, counter, cache=service.cache, target=ctx.route or counter.name,
@@ -251,10 +252,16 @@ class CompressionStage:
                         service.latency.observe(
                             self.options.method, result.new_tokens, result.seconds
                         )
+            if earlier is not None and (result.stopped or skip is not None):
+                result, rate = earlier  # aiming lower ran out of time: keep the closer try
+                skip = None
+                break
             ctx.body["messages"] = result.messages
-            over = ctx.text_budget is not None and ctx.prompt_tokens() > ctx.text_budget
+            goal = self.options.target_tokens or ctx.text_budget
+            over = goal is not None and ctx.prompt_tokens() > goal
             if not over or skip is not None or result.stopped or rate <= 0.05:
                 break
+            earlier = (result, rate)
             rate = max(0.05, round(rate - 0.1, 2))  # the budget still does not hold: aim lower
         if skip is not None:
             decision = f"skip new messages: {skip}"
@@ -285,7 +292,7 @@ class CompressionStage:
         # A token target is a requirement (a context window), not a saving to weigh.
         required = self.options.target_tokens is not None or ctx.text_budget is not None
         if self.options.when == "pays" and not required and cost is not None and saving is not None:
-            if saving < cost:
+            if saving < cost and not self.service.explore(ctx.route):
                 return f"predicted saving {saving:.0f} ms < predicted cost {cost:.0f} ms"
         limit = self.options.max_latency_ms or self.settings.compress_latency_budget_ms
         if limit is not None and cost is not None and cost > limit:

@@ -104,3 +104,12 @@ def test_prompts_of_one_size_teach_no_slope():
     for _ in range(10):
         model.observe("echo", {"usage": {"prompt_tokens": 3, "completion_tokens": 2}}, 0.002)
     assert model.ms_per_token("echo") is None
+
+
+def test_one_in_sixteen_skips_measures_again():
+    from api.compression_service import CompressionService
+
+    service = CompressionService()
+    decisions = [service.explore("route") for _ in range(32)]
+    assert decisions.count(True) == 2 and decisions[15] and decisions[31]
+    assert not service.explore("another")

@@ -163,3 +163,15 @@ def test_a_stream_is_compressed_and_relayed(proxy, chunks):
     )  # fmt: skip
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "w0 w1 w2 "
+
+
+def test_a_token_target_holds_over_the_whole_conversation(proxy, chunks):
+    client, _, _ = proxy
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        *({"role": "user", "content": chunks[40 + i]} for i in range(4)),
+    ]
+    _, headers, answer = send(client, messages, target_tokens=200, deadline_ms=120_000)
+    report = answer.model_extra["thresher"]
+    assert report["tokens_before"] > 300 and report["tokens_after"] <= 200
+    assert "compress" in headers["x-thresher-compression-decision"]  # a target always runs
