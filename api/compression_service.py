@@ -10,11 +10,14 @@ call of the request goes through a :class:`StoppableModel`.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -190,6 +193,65 @@ class PrefillModel:
         return max(float(coef[1]), 0.0)
 
 
+class SQLiteMessageCache:
+    """A :class:`MessageCache` in one SQLite file, shared by the worker processes of one
+    machine (``thresher serve --workers N``): a conversation's turns may reach different
+    workers, and each would otherwise compress a message again, batched with other messages
+    (the float noise of a different batch can move a kept unit: different bytes).
+
+    Args:
+        path: The database file (created if missing; WAL, so readers do not wait).
+        max_entries: Least recently used entries past this are deleted (checked every 512 puts).
+    """
+
+    def __init__(self, path: str | Path, max_entries: int = 200_000) -> None:
+        self.path = Path(path)
+        self.max_entries = max_entries
+        self._local = threading.local()
+        self._puts = 0
+        self._db()  # a bad path fails at startup, not on the first request
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS messages "
+                "(key TEXT PRIMARY KEY, value TEXT NOT NULL, used REAL NOT NULL)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS messages_used ON messages (used)")
+            self._local.db = db
+        return db
+
+    def get(self, key: str) -> Any | None:
+        db = self._db()
+        row = db.execute("SELECT value FROM messages WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        db.execute("UPDATE messages SET used = ? WHERE key = ?", (time.time(), key))
+        return json.loads(row[0])
+
+    def put(self, key: str, value: Any) -> None:
+        db = self._db()
+        db.execute(
+            "INSERT OR REPLACE INTO messages (key, value, used) VALUES (?, ?, ?)",
+            (key, json.dumps(value, ensure_ascii=False), time.time()),
+        )
+        self._puts += 1
+        if self._puts % 512 == 0:
+            db.execute(
+                "DELETE FROM messages WHERE key IN (SELECT key FROM messages ORDER BY used DESC "
+                "LIMIT -1 OFFSET ?)",
+                (self.max_entries,),
+            )
+
+    def __len__(self) -> int:
+        return int(self._db().execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+
 @dataclass
 class CompressionService:
     """The compression stage's shared parts (``AppState.compression``).
@@ -235,8 +297,11 @@ class CompressionService:
     def from_settings(
         cls, settings: Any, latency: LatencyModel | None = None
     ) -> CompressionService:
+        path = settings.compress_cache_path
         return cls(
-            cache=LRUMessageCache(settings.compress_cache_entries),
+            cache=SQLiteMessageCache(path, settings.compress_cache_entries)
+            if path is not None
+            else LRUMessageCache(settings.compress_cache_entries),
             pool=WorkerPool(settings.compress_workers, settings.compress_queue),
             latency=latency or LatencyModel(),
             deadline_ms=settings.compress_deadline_ms,

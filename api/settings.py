@@ -56,6 +56,8 @@ class ServiceSettings(Settings):
     compress_max_new_tokens: int = Field(32_768, ge=1)
     # Messages remembered in their forwarded form (the prefix a backend caches stays the same).
     compress_cache_entries: int = Field(20_000, ge=1)
+    # A SQLite file to remember them in instead, shared by the workers of one machine.
+    compress_cache_path: Path | None = None
     # Message texts shorter than this are forwarded verbatim.
     compress_min_message_tokens: int = Field(48, ge=0)
     backend_retries: int = Field(2, ge=0, le=10)

@@ -113,3 +113,33 @@ def test_one_in_sixteen_skips_measures_again():
     decisions = [service.explore("route") for _ in range(32)]
     assert decisions.count(True) == 2 and decisions[15] and decisions[31]
     assert not service.explore("another")
+
+
+def test_workers_share_remembered_messages_through_sqlite(tmp_path, provider, counter):
+    from api.compression_service import CompressionService
+    from api.settings import ServiceSettings
+    from compression import get_compressor
+    from compression.conversation import ConversationCompressor
+
+    settings = ServiceSettings(
+        compress_cache_path=tmp_path / "cache.sqlite", compress_cache_entries=5
+    )
+    one, two = (
+        CompressionService.from_settings(settings),
+        CompressionService.from_settings(settings),
+    )
+    scorer = provider.scorer(dtype="bfloat16")
+    compressor = get_compressor("llmlingua", scorer=scorer, counter=counter, min_tokens=0)
+    text = "The old lighthouse keeper walked along the cliffs every single evening. " * 8
+    messages = [{"role": "user", "content": text}]
+
+    def conversation(service):
+        return ConversationCompressor(compressor, counter, cache=service.cache, target="gpt-4o")
+
+    first = conversation(one).run(conversation(one).plan(messages))
+    assert first.outcomes == {0: "compressed"}
+    second = conversation(two).run(conversation(two).plan(messages))  # another worker
+    assert second.outcomes == {0: "cached"} and second.messages == first.messages
+    for i in range(600):  # bounded: least recently used out
+        one.cache.put(f"k{i}", f"v{i}")
+    assert len(one.cache) <= 5 + 512 and one.cache.get("k599") == "v599"
