@@ -75,8 +75,7 @@ class ProxyLane:
             return
         finally:
             watcher.cancel()
-        if gone.is_set():
-            return
+        # A client that left gets its 499 too: the server drops it, the metrics count it.
         await response(scope, receive, send)
 
     async def _answer_error(

@@ -126,6 +126,7 @@ def test_a_disconnected_client_stops_the_work(proxy, chunks, backend):
     assert len(state.compression.cache) - remembered < len(messages)  # before it was done
     time.sleep(0.3)
     assert httpx.get(counts).json().get("ok", 0) == before  # and nothing was forwarded
+    assert 'status="499"' in httpx.get(f"{base}/metrics").text  # counted as the client's close
 
 
 def _give_up_after(url: str, body: dict) -> None:
