@@ -54,15 +54,16 @@ def parse_json(text: str) -> Any | None:
 
 
 def split_segments(text: str) -> list[Segment]:
-    """Cut a text into prose, fenced code and JSON (a whole-text JSON value, or a fence whose
-    body parses as JSON); the segments join back to ``text`` exactly."""
+    """Cut a text into prose, fenced code and JSON (a whole-text JSON value, a fence whose body
+    parses as JSON, or an object or array of at least :data:`MIN_INLINE_JSON` characters
+    inside prose); the segments join back to ``text`` exactly."""
     if parse_json(text) is not None:
         return [Segment("json", text)]
     out: list[Segment] = []
     pos = 0
     for m in _FENCE.finditer(text):
         if m.start() > pos:
-            out.append(Segment("prose", text[pos : m.start()]))
+            out += _inline_json(text[pos : m.start()])
         body = m.group(3)
         if parse_json(body) is not None and m.group(2).strip().lower() in ("", "json"):
             head = text[m.start() : m.start(3)]
@@ -71,6 +72,35 @@ def split_segments(text: str) -> list[Segment]:
         else:
             out.append(Segment("code", m.group()))
         pos = m.end()
+    if pos < len(text):
+        out += _inline_json(text[pos:])
+    return out
+
+
+MIN_INLINE_JSON = 200
+
+
+def _inline_json(text: str) -> list[Segment]:
+    """Prose with the long JSON values inside it cut out as their own segments."""
+    decoder = json.JSONDecoder()
+    out: list[Segment] = []
+    pos = i = 0
+    while True:
+        starts = [p for p in (text.find("{", i), text.find("[", i)) if p >= 0]
+        if not starts:
+            break
+        i = min(starts)
+        try:
+            value, end = decoder.raw_decode(text, i)
+        except ValueError:
+            i += 1
+            continue
+        if end - i >= MIN_INLINE_JSON and isinstance(value, dict | list):
+            if i > pos:
+                out.append(Segment("prose", text[pos:i]))
+            out.append(Segment("json", text[i:end]))
+            pos = end
+        i = end
     if pos < len(text):
         out.append(Segment("prose", text[pos:]))
     return out

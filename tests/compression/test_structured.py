@@ -80,6 +80,14 @@ def test_fenced_code_and_json_fences_are_their_own_segments():
     assert split_segments('  {"a": 1}\n')[0].kind == "json"
 
 
+def test_long_json_inside_prose_is_its_own_segment(counter):
+    payload = json.dumps(tool_output()["results"][:4])
+    text = f"The search tool answered: {payload} and that was all."
+    kinds = [(s.kind, s.text[:10]) for s in split_segments(text)]
+    assert [k for k, _ in kinds] == ["prose", "json", "prose"]
+    assert [s.kind for s in split_segments("a short {\"k\": 1} aside")] == ["prose"]
+
+
 @given(st.text(alphabet=st.sampled_from(list('ab \n`{}[]":,1')), max_size=200))
 def test_segments_always_join_back_to_the_text(text):
     assert "".join(s.text for s in split_segments(text)) == text
