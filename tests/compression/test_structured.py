@@ -85,7 +85,7 @@ def test_long_json_inside_prose_is_its_own_segment(counter):
     text = f"The search tool answered: {payload} and that was all."
     kinds = [(s.kind, s.text[:10]) for s in split_segments(text)]
     assert [k for k, _ in kinds] == ["prose", "json", "prose"]
-    assert [s.kind for s in split_segments("a short {\"k\": 1} aside")] == ["prose"]
+    assert [s.kind for s in split_segments('a short {"k": 1} aside')] == ["prose"]
 
 
 @given(st.text(alphabet=st.sampled_from(list('ab \n`{}[]":,1')), max_size=200))
