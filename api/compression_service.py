@@ -314,9 +314,9 @@ def deadline_check(
     arrived: float, deadline_ms: float, cancelled: Callable[[], bool] | None
 ) -> StopCheck:
     """A stop check for a deadline ``deadline_ms`` after ``arrived`` (``time.monotonic()``)
-    and a client-gone flag. The work stops a twentieth early (at most 250 ms), which is left
-    for putting the request together and forwarding it."""
-    reserve = min(deadline_ms / 20, 250.0)
+    and a client-gone flag. The work stops a tenth early (at most 500 ms), which is left for
+    putting the request together and forwarding it (2,000 messages: about 0.4 s here)."""
+    reserve = min(deadline_ms / 10, 500.0)
     deadline = arrived + (deadline_ms - reserve) / 1000
 
     def stop() -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from fastapi import FastAPI
@@ -52,6 +53,7 @@ class ProxyLane:
             await self.app(scope, receive, send)
             return
         scope["route"] = ROUTES[scope["path"]]
+        arrived = time.monotonic()  # a compression deadline counts parsing and validation too
         try:
             body = await _read_body(receive)  # the guard's limit may refuse it (413)
         except Exception as exc:  # noqa: BLE001 - the app's handlers decide every answer
@@ -69,7 +71,9 @@ class ProxyLane:
         gone = threading.Event()
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         try:
-            response = await forward(self.service.state.thresher, kind, request, gone.is_set)
+            response = await forward(
+                self.service.state.thresher, kind, request, gone.is_set, arrived
+            )
         except Exception as exc:  # noqa: BLE001
             await self._answer_error(exc, scope, receive, send)
             return

@@ -138,9 +138,11 @@ async def forward(
     kind: Kind,
     request: ProxyRequest,
     cancelled: Callable[[], bool] | None = None,
+    arrived: float | None = None,
 ) -> AnswerResponse | StreamingResponse:
     """Run the pipeline and forward; ``cancelled`` (the client is gone) stops the stages' work
-    and nothing is forwarded."""
+    and nothing is forwarded; deadlines count from ``arrived`` (``time.monotonic()``, default
+    now)."""
     assert state.router and state.metrics and state.retry and state.stages  # built in lifespan
     # exclude_unset: the body goes on as the client wrote it, explicit nulls included.
     body = request.model_dump(exclude_unset=True, exclude={"thresher"})
@@ -151,7 +153,7 @@ async def forward(
     options = merge_options(state.settings.pipeline, raw)  # type: ignore[attr-defined]
     ctx = RequestContext(
         kind, body, options, state.prompt_counter(route.tokenizer), route=request.model,
-        cancelled=cancelled,
+        cancelled=cancelled, arrived=arrived or time.monotonic(),
     )  # fmt: skip
     stages = state.stages.build(options, state)
     pipeline = Pipeline(stages, state.metrics.observe_stage)

@@ -75,7 +75,9 @@ def test_a_stop_is_raised_from_inside_the_model_call(scorer):
 def test_the_deadline_keeps_a_reserve_for_forwarding():
     now = time.monotonic()
     assert deadline_check(now, 10_000, None)() is None
-    assert deadline_check(now - 9.8, 10_000, None)() == "deadline passed"  # 250 ms reserve
+    assert deadline_check(now - 9.6, 10_000, None)() == "deadline passed"  # 500 ms reserve
+    assert deadline_check(now - 0.85, 1_000, None)() is None
+    assert deadline_check(now - 0.95, 1_000, None)() == "deadline passed"  # a tenth
     assert deadline_check(now, 10_000, lambda: True)() == "client disconnected"
 
 
