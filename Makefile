@@ -64,6 +64,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python bench/icl.py --smoke
 	$(BIN)/python bench/retrieval_latency.py --smoke
 	$(BIN)/python bench/proxy.py --smoke
+	$(BIN)/python bench/conversation.py --smoke
 
 lint: $(STAMP)
 	$(BIN)/ruff check core selection prompting compression api tests bench

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.boundary import StrictJSON
+from api.compression_service import CompressionService, LatencyModel
 from api.errors import install_error_handlers
 from api.guard import Guard
 from api.jobs.store import JobStore
@@ -21,7 +22,7 @@ from api.openapi import openapi
 from api.routes import chat, compress, health, jobs, models, monitoring, pools
 from api.routing import build_router
 from api.settings import ServiceSettings, service_settings
-from api.stages import LatencyModel, default_stages
+from api.stages import default_stages
 from api.state import AppState
 from core.errors import ConfigError, ModelUnavailableError
 from core.models import ModelProvider
@@ -43,8 +44,9 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     if state.jobs is None:
         state.jobs = JobStore(settings.jobs_db_path())
     state.job_runner = state.job_runner or JobRunner(state.jobs)
-    state.latency = state.latency or LatencyModel()
     state.pool_store()
+    if state.compression is None:
+        state.compression = CompressionService.from_settings(settings, LatencyModel())
     return state
 
 

@@ -14,6 +14,10 @@ see the lane (the service's Prometheus metrics do).
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 from starlette.routing import Route
@@ -49,6 +53,7 @@ class ProxyLane:
             await self.app(scope, receive, send)
             return
         scope["route"] = ROUTES[scope["path"]]
+        arrived = time.monotonic()  # a compression deadline counts parsing and validation too
         try:
             body = await read_body(receive)  # the guard's limit may refuse it (413)
         except Exception as exc:  # noqa: BLE001 - the app's handlers decide every answer
@@ -63,11 +68,18 @@ class ProxyLane:
             # The routes answer it, with the error shape and wording of every other route.
             await self.app(scope, replay(body, receive), send)
             return
+        gone = threading.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         try:
-            response = await forward(self.service.state.thresher, kind, request)
+            response = await forward(
+                self.service.state.thresher, kind, request, gone.is_set, arrived
+            )
         except Exception as exc:  # noqa: BLE001
             await self._answer_error(exc, scope, receive, send)
             return
+        finally:
+            watcher.cancel()
+        # A client that left gets its 499 too: the server drops it, the metrics count it.
         await response(scope, receive, send)
 
     async def _answer_error(
@@ -93,6 +105,16 @@ async def read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _watch_disconnect(receive: Receive, gone: threading.Event) -> None:
+    """Set ``gone`` when the client disconnects (the pipeline's stages then stop their work).
+    Cancelled before the response is sent, which listens for the disconnect itself."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
 
 
 def replay(body: bytes, rest: Receive) -> Receive:

@@ -50,6 +50,12 @@ class CompressionOptions(BaseModel):
     protect: list[str] = Field(default_factory=list)
     # Skip when the learned time estimate exceeds this (overrides the deployment budget).
     max_latency_ms: float | None = Field(None, gt=0)
+    # Indices of messages forwarded verbatim (negative counts from the end).
+    keep: list[int] = Field(default_factory=list)
+    # Stop compressing this long after the request arrived (default: the deployment's).
+    deadline_ms: float | None = Field(None, gt=0)
+    # "pays": skip when the predicted prefill saving is below the predicted compression time.
+    when: Literal["pays", "always"] = "pays"
 
     @model_validator(mode="after")
     def _one_target(self) -> CompressionOptions:
@@ -116,6 +122,7 @@ class PipelineReport:
     counter: str = ""
     stages: list[StageReport] = field(default_factory=list)
     failed: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def saved(self) -> int:
@@ -144,7 +151,16 @@ class PipelineReport:
         if self.failed:
             headers["x-thresher-failed-stage"] = self.failed
             headers["x-thresher-fail-open"] = "original request forwarded"
+            why = next((s.detail for s in self.stages if s.name == self.failed), "")
+            headers["x-thresher-fail-reason"] = header_value(why)
+        headers.update(self.extra_headers)
         return headers
+
+
+def header_value(text: str, limit: int = 300) -> str:
+    """``text`` as one header line: printable ASCII, no line breaks, at most ``limit`` chars."""
+    flat = " ".join(text.split())
+    return flat.encode("ascii", "replace").decode("ascii")[:limit]
 
 
 @dataclass
@@ -168,13 +184,23 @@ class RequestContext:
     demonstrations: Retrieved | None = None
     # Tokens the compressible text may use after the budget stage; None = no budget.
     text_budget: int | None = None
+    # The route's public model name (cost models are learned per route).
+    route: str = ""
+    # True once the client has gone: stages stop their work.
+    cancelled: Callable[[], bool] | None = None
+    # When the request arrived (time.monotonic()): deadlines count from here.
+    arrived: float = field(default_factory=time.monotonic)
+    # x-thresher-* headers a stage adds to the answer.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def prompt_tokens(self) -> int:
         return count_prompt(self.kind, self.body, self.counter)
 
 
 class Stage(Protocol):
-    """One optional step of the request pipeline; ``run`` may block (it runs in a thread)."""
+    """One optional step of the request pipeline; ``run`` may block (it runs in a thread).
+    A stage may also have ``check(ctx)``, called before any stage runs: it raises
+    :class:`InputError` for options that cannot hold for this request (a 4xx)."""
 
     name: str
 
@@ -214,6 +240,10 @@ class Pipeline:
         # Only stages change the body; a pass-through pays no copy.
         original = copy.deepcopy(ctx.body) if self.stages else ctx.body
         for stage in self.stages:
+            check = getattr(stage, "check", None)
+            if check is not None:
+                check(ctx)
+        for stage in self.stages:
             reason = stage.skip_reason(ctx)
             if reason is not None:
                 self._record(report, StageReport(stage.name, "skipped", 0.0, reason))
@@ -230,9 +260,10 @@ class Pipeline:
                 ctx.body = original
                 break
             ms = (time.perf_counter() - start) * 1000
-            self._record(report, StageReport(stage.name, "ran", ms))
+            self._record(report, StageReport(stage.name, "ran", ms, getattr(stage, "detail", "")))
         ran = any(s.status == "ran" for s in report.stages)
         report.tokens_after = ctx.prompt_tokens() if ran else report.tokens_before
+        report.extra_headers = dict(ctx.headers)
         return report
 
     def _record(self, report: PipelineReport, stage: StageReport) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Body = dict[str, Any]
+# The answer to a client that left while its request was being prepared (nobody reads it).
+GONE = {
+    "error": {
+        "message": "The client disconnected; the request was not forwarded.",
+        "type": "client_closed_request",
+        "param": None,
+        "code": "client_disconnected",
+    }
+}
 
 
 class AnswerResponse(JSONResponse):
@@ -37,8 +47,17 @@ class AnswerResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-async def forward(state: AppState, kind: Kind, request: Any) -> AnswerResponse | StreamingResponse:
-    """One proxied request (a validated ``api.routes.chat.ProxyRequest``) end to end."""
+async def forward(
+    state: AppState,
+    kind: Kind,
+    request: Any,
+    cancelled: Callable[[], bool] | None = None,
+    arrived: float | None = None,
+) -> AnswerResponse | StreamingResponse:
+    """One proxied request (a validated ``api.routes.chat.ProxyRequest``) end to end.
+
+    ``cancelled`` (the client is gone) stops the stages' work and nothing is forwarded;
+    deadlines count from ``arrived`` (``time.monotonic()``, default now)."""
     router, metrics, stages = state.router, state.metrics, state.stages
     if router is None or metrics is None or stages is None:
         raise RuntimeError("the service is not started (its lifespan builds router and stages)")
@@ -49,7 +68,10 @@ async def forward(state: AppState, kind: Kind, request: Any) -> AnswerResponse |
         validate_messages(body["messages"], field_name="messages")
     raw = request.thresher.model_dump(exclude_unset=True) if request.thresher else None
     options = merge_options(state.settings.pipeline, raw)  # type: ignore[attr-defined]
-    ctx = RequestContext(kind, body, options, state.prompt_counter(route.tokenizer))
+    ctx = RequestContext(
+        kind, body, options, state.prompt_counter(route.tokenizer), route=request.model,
+        cancelled=cancelled, arrived=arrived or time.monotonic(),
+    )  # fmt: skip
     built = stages.build(options, state)
     pipeline = Pipeline(built, metrics.observe_stage)
     # Counting alone is fast; stages may load or run models, so they go to a thread.
@@ -57,11 +79,18 @@ async def forward(state: AppState, kind: Kind, request: Any) -> AnswerResponse |
         await asyncio.to_thread(pipeline.run, ctx) if built else pipeline.run(ctx)
     )
     metrics.observe_report(report)
+    if cancelled is not None and cancelled():
+        return AnswerResponse(GONE, status_code=499)
     out = {**ctx.body, "model": route.upstream_model}
     backend = route.backend
     headers = report.headers()
+    # What compressing saves on this route is learned from the backend's usage and timings.
+    prefill = state.compression.prefill if state.compression is not None and built else None
+    sent = time.monotonic()
     if request.stream:
         stream = (backend.stream_chat if kind == "chat" else backend.stream_complete)(out)
+        if prefill is not None:
+            stream = _observed(stream, prefill, request.model, sent)
         first = await anext(aiter(stream), None)  # a failure before it is a plain error answer
         events = relay_sse(
             first, stream, backend=backend.name, metrics=metrics,
@@ -69,8 +98,29 @@ async def forward(state: AppState, kind: Kind, request: Any) -> AnswerResponse |
         )  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     answer = await (backend.chat if kind == "chat" else backend.complete)(out)
+    if prefill is not None:
+        prefill.observe(request.model, answer, time.monotonic() - sent)
     answer["thresher"] = report.as_dict()
     return AnswerResponse(answer, headers=headers)
+
+
+async def _observed(
+    rest: AsyncIterator[Body], prefill: Any, route: str, sent: float
+) -> AsyncIterator[Body]:
+    """The stream as it comes, telling ``prefill`` the usage or timings of its last chunk that
+    has them (OpenAI's ``stream_options.include_usage``, llama.cpp's ``timings``)."""
+    last: Body | None = None
+    try:
+        async for chunk in rest:
+            if "usage" in chunk or "timings" in chunk:
+                last = chunk
+            yield chunk
+    finally:
+        close = getattr(rest, "aclose", None)
+        if close is not None:
+            await close()
+    if last is not None:
+        prefill.observe(route, last, time.monotonic() - sent)
 
 
 async def relay_sse(

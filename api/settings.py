@@ -47,6 +47,19 @@ class ServiceSettings(Settings):
     compress_min_tokens: int = Field(200, ge=0)
     # ... and skip when the predicted compression time (learned per method) exceeds this.
     compress_latency_budget_ms: float | None = Field(None, gt=0)
+    # Bounded work (api/compression_service.py): compressions at a time, requests waiting for
+    # one (more are forwarded uncompressed at once), a request's deadline, and a size cap on
+    # the not-yet-seen tokens one request may compress.
+    compress_workers: int = Field(1, ge=1, le=64)
+    compress_queue: int = Field(8, ge=0)
+    compress_deadline_ms: float = Field(10_000, gt=0)
+    compress_max_new_tokens: int = Field(32_768, ge=1)
+    # Messages remembered in their forwarded form (the prefix a backend caches stays the same).
+    compress_cache_entries: int = Field(20_000, ge=1)
+    # A SQLite file to remember them in instead, shared by the workers of one machine.
+    compress_cache_path: Path | None = None
+    # Message texts shorter than this are forwarded verbatim.
+    compress_min_message_tokens: int = Field(48, ge=0)
     # Retries of what is safe to resend (core/retry.py), all within backend_deadline seconds
     # (default: the route's timeout); connections open to each backend at once.
     backend_retries: int = Field(2, ge=0, le=10)

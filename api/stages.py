@@ -3,8 +3,9 @@ token budget, compression. Each is built per request from the merged ``thresher`
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+import json
+import math
+import time
 from typing import Any
 
 from api.pipeline import (
@@ -14,6 +15,7 @@ from api.pipeline import (
     Retrieved,
     StageRegistry,
     ThresherOptions,
+    header_value,
 )
 from core.errors import InputError, NotFoundError
 from core.record import message_text
@@ -27,28 +29,6 @@ def query_text(ctx: RequestContext) -> str:
         return message_text(users[-1]) if users else ""
     prompt = ctx.body.get("prompt")
     return prompt if isinstance(prompt, str) else ""
-
-
-@dataclass
-class LatencyModel:
-    """Seconds per prompt token of each compression method, learned from the runs so far
-    (an exponential moving average), so a stage can be skipped when it would not pay."""
-
-    alpha: float = 0.3
-    per_token: dict[str, float] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def predict_ms(self, method: str, tokens: int) -> float | None:
-        rate = self.per_token.get(method)
-        return None if rate is None else rate * tokens * 1000
-
-    def observe(self, method: str, tokens: int, seconds: float) -> None:
-        if tokens <= 0:
-            return
-        with self._lock:
-            old = self.per_token.get(method)
-            new = seconds / tokens
-            self.per_token[method] = new if old is None else old + self.alpha * (new - old)
 
 
 class DemonstrationStage:
@@ -126,7 +106,13 @@ class BudgetStage:
 
 
 class CompressionStage:
-    """Compress the prompt (compression/) to a rate, a token target, or the shared budget."""
+    """Compress the prompt (compression/) to a rate, a token target, or the shared budget.
+
+    Chat messages go through :class:`compression.conversation.ConversationCompressor`: each
+    message on its own terms, remembered in its forwarded form, so earlier turns go out in the
+    same bytes and only new messages cost time (see api/compression_service.py for the pool,
+    the deadline and the cost models that decide whether compressing pays).
+    """
 
     name = "compression"
 
@@ -134,6 +120,38 @@ class CompressionStage:
         self.options = options
         self.state = state
         self.settings = state.settings
+        self.service = state.compression
+        self.detail = ""
+        # The client's kept messages, by identity: demonstrations placed before the last turn
+        # shift the indices the client wrote.
+        self._kept: set[int] = set()
+
+    def check(self, ctx: RequestContext) -> None:
+        keep = self.options.keep
+        if not keep:
+            return
+        if ctx.kind != "chat":
+            raise InputError(
+                "thresher.compression.keep names chat messages; a completion prompt has none. "
+                "Drop keep.",
+                field="thresher.compression.keep",
+            )
+        n = len(ctx.body["messages"])
+        for j, i in enumerate(keep):
+            if not -n <= i < n:
+                raise InputError(
+                    f"thresher.compression.keep[{j}] is {i}, but the request has {n} messages; "
+                    f"give message indices in [{-n}, {n}).",
+                    field=f"thresher.compression.keep[{j}]",
+                )
+        targeted = {"rate", "target_tokens"} & self.options.model_fields_set
+        if targeted and len({i % n for i in keep}) == n:
+            raise InputError(
+                f"thresher.compression.keep names every one of the {n} messages, so "
+                f"{sorted(targeted)[0]} cannot hold; keep fewer messages or drop the stage.",
+                field="thresher.compression.keep",
+            )
+        self._kept = {id(ctx.body["messages"][i]) for i in keep}
 
     def skip_reason(self, ctx: RequestContext) -> str | None:
         if ctx.kind == "completion" and not isinstance(ctx.body.get("prompt"), str):
@@ -144,55 +162,176 @@ class CompressionStage:
             return f"{tokens} tokens fit the budget of {ctx.text_budget}"
         if tokens < self.settings.compress_min_tokens and not (ctx.text_budget and not fits):
             return f"{tokens} tokens, under compress_min_tokens={self.settings.compress_min_tokens}"
-        limit = self.options.max_latency_ms or self.settings.compress_latency_budget_ms
-        predicted = self.state.extras["latency"].predict_ms(self.options.method, tokens)
-        if limit is not None and predicted is not None and predicted > limit:
-            return f"predicted {predicted:.0f} ms, over the latency budget of {limit:.0f} ms"
         return None
 
-    def run(self, ctx: RequestContext) -> None:
-        import time
+    def _stop(self, ctx: RequestContext) -> Any:
+        from api.compression_service import deadline_check
 
+        deadline_ms = self.options.deadline_ms or self.service.deadline_ms
+        return deadline_check(ctx.arrived, deadline_ms, ctx.cancelled)
+
+    def _compressor(self, ctx: RequestContext, stop: Any) -> Any:
+        from api.compression_service import stoppable_scorer
         from compression import ProtectOptions, get_compressor
+
+        scorer = self.service.scorer(  # the one policy of /v1/compress and the CLI too
+            lambda: self.state.provider.compression_scorer(self.settings.scorer_model)
+        )
+        return get_compressor(
+            self.options.method,
+            scorer=stoppable_scorer(scorer, stop),
+            counter=uncached(ctx.counter),
+            min_tokens=0,
+            protect=ProtectOptions(force_tokens=tuple(self.options.protect)),
+        )
+
+    def run(self, ctx: RequestContext) -> None:
+        if ctx.kind == "chat":
+            self._run_chat(ctx)
+        else:
+            self._run_prompt(ctx)
+
+    # -- chat: per message, remembered -------------------------------------------------------
+
+    def _rate(self, ctx: RequestContext, fixed: int) -> float:
+        """The per-message rate: the option, or one that fits the token target, in steps of
+        0.05 so that a growing conversation keeps its rate (and its cache keys) for turns."""
+        from compression.budget import DEFAULT_RATE
 
         tokens = ctx.prompt_tokens()
         target = self.options.target_tokens
         if target is None and ctx.text_budget is not None and tokens > ctx.text_budget:
             target = ctx.text_budget
-        rate = self.options.rate if target is None else None
-        scorer = self.state.provider.compression_scorer(self.settings.scorer_model)
-        compressor = get_compressor(
-            self.options.method,
-            scorer=scorer,
-            counter=uncached(ctx.counter),
-            min_tokens=0,
-            protect=ProtectOptions(force_tokens=tuple(self.options.protect)),
-        )
-        original = dict(ctx.body)
-        start = time.perf_counter()
-        # One compression at a time: the scoring LM saturates the cores on its own.
-        with self.state.extras["compression_lock"]:
-            self._compress(compressor, ctx, rate, target)
-            over = ctx.prompt_tokens() - (ctx.text_budget or tokens)
-            if target is not None and ctx.text_budget is not None and over > 0:
-                # The compressor counts the joined prompt; the budget holds per message, where
-                # token boundaries can add a few: aim lower by the overshoot, once.
-                ctx.body = dict(original)
-                self._compress(compressor, ctx, None, max(1, target - over))
-        self.state.extras["latency"].observe(
-            self.options.method, tokens, time.perf_counter() - start
-        )
+        if target is None:
+            return self.options.rate or DEFAULT_RATE
+        share = (target - fixed) / max(tokens - fixed, 1)
+        return min(1.0, max(0.05, math.floor(share * 20) / 20))
 
-    @staticmethod
-    def _compress(compressor: Any, ctx: RequestContext, rate: Any, target: Any) -> None:
-        if ctx.kind == "chat":
-            result = compressor.compress(
-                messages=ctx.body["messages"], rate=rate, target_tokens=target
-            )
+    def _run_chat(self, ctx: RequestContext) -> None:
+        from api.compression_service import Busy
+        from compression.conversation import ConversationCompressor
+
+        service = self.service
+        stop = self._stop(ctx)
+        compressor = self._compressor(ctx, stop)
+        counter = uncached(ctx.counter)
+        messages = ctx.body["messages"]
+        keep = {i for i, m in enumerate(messages) if id(m) in self._kept}
+        fixed = sum(
+            counter.count(message_text(m))
+            for i, m in enumerate(messages)
+            if i in keep or m.get("role") in ("system", "developer")
+        )
+        rate = self._rate(ctx, fixed)
+        earlier: tuple[Any, float] | None = None
+        for _attempt in range(3):
+            conversation = ConversationCompressor(
+                compressor, counter, cache=service.cache, target=ctx.route or counter.name,
+                rate=rate, min_message_tokens=service.min_message_tokens,
+                options_key=json.dumps(sorted(self.options.protect)),
+            )  # fmt: skip
+            plan = conversation.plan(messages, keep)
+            skip = self._decide(ctx, plan.new_tokens, rate)
+            if skip is not None:
+                if skip.startswith("predicted saving"):
+                    conversation.remember_verbatim(plan)
+                result = conversation.run(plan, should_stop=lambda why=skip: why)
+            else:
+                try:
+                    with service.pool.slot(stop):
+                        result = conversation.run(
+                            plan, should_stop=stop, max_new_tokens=service.max_new_tokens
+                        )
+                except Busy as exc:
+                    skip = str(exc)
+                    result = conversation.run(plan, should_stop=lambda why=skip: why)
+                else:
+                    if result.new_tokens and result.stopped is None:
+                        service.latency.observe(
+                            self.options.method, result.new_tokens, result.seconds
+                        )
+            if earlier is not None and (result.stopped or skip is not None):
+                result, rate = earlier  # aiming lower ran out of time: keep the closer try
+                skip = None
+                break
             ctx.body["messages"] = result.messages
+            goal = self.options.target_tokens or ctx.text_budget
+            over = goal is not None and ctx.prompt_tokens() > goal
+            if not over or skip is not None or result.stopped or rate <= 0.05:
+                break
+            earlier = (result, rate)
+            rate = max(0.05, round(rate - 0.1, 2))  # the budget still does not hold: aim lower
+        if skip is not None:
+            decision = f"skip new messages: {skip}"
+        elif result.stopped:
+            decision = f"partial: {result.stopped}"
         else:
-            result = compressor.compress(ctx.body["prompt"], rate=rate, target_tokens=target)
-            ctx.body["prompt"] = result.text
+            decision = "compress"
+        counts = (
+            f"compressed={result.count('compressed')}; cached={result.count('cached')}; "
+            f"verbatim={result.count('verbatim')}; skipped={result.count('skipped')}; "
+            f"new_tokens={result.new_tokens}; rate={rate}"
+        )
+        self.detail = f"{decision}; {counts}"
+        ctx.headers["x-thresher-compression"] = header_value(counts)
+        ctx.headers["x-thresher-compression-decision"] = header_value(decision)
+
+    def _decide(self, ctx: RequestContext, new_tokens: int, rate: float) -> str | None:
+        """Why the new messages are not worth compressing now, or None to compress them."""
+        if new_tokens == 0:
+            return None
+        cost = self.service.latency.predict_ms(self.options.method, new_tokens)
+        prefill = self.service.prefill.ms_per_token(ctx.route)
+        saving = None if prefill is None else new_tokens * (1 - rate) * prefill
+        ctx.headers["x-thresher-compression-estimate"] = (
+            f"new_tokens={new_tokens}; cost_ms={_ms(cost)}; saving_ms={_ms(saving)}; "
+            f"prefill_ms_per_token={'unknown' if prefill is None else f'{prefill:.4f}'}"
+        )
+        # A token target is a requirement (a context window), not a saving to weigh.
+        required = self.options.target_tokens is not None or ctx.text_budget is not None
+        if self.options.when == "pays" and not required and cost is not None and saving is not None:
+            if saving < cost and not self.service.explore(ctx.route):
+                return f"predicted saving {saving:.0f} ms < predicted cost {cost:.0f} ms"
+        limit = self.options.max_latency_ms or self.settings.compress_latency_budget_ms
+        if limit is not None and cost is not None and cost > limit:
+            return f"predicted {cost:.0f} ms, over the latency budget of {limit:.0f} ms"
+        return None
+
+    # -- a completion prompt: one text -------------------------------------------------------
+
+    def _run_prompt(self, ctx: RequestContext) -> None:
+        from api.compression_service import Busy
+        from compression.conversation import Stopped
+
+        stop = self._stop(ctx)
+        compressor = self._compressor(ctx, stop)
+        tokens = ctx.prompt_tokens()
+        target = self.options.target_tokens
+        if target is None and ctx.text_budget is not None and tokens > ctx.text_budget:
+            target = ctx.text_budget
+        rate = self.options.rate if target is None else None
+        if target is None and rate is None:
+            rate = 0.5
+        skip = self._decide(ctx, tokens, rate or target / max(tokens, 1))  # type: ignore[operator]
+        start = time.perf_counter()
+        try:
+            if skip is not None:
+                raise Busy(skip)
+            with self.service.pool.slot(stop):
+                if ctx.cancelled is not None and ctx.cancelled():
+                    raise Stopped("client disconnected")
+                result = compressor.compress(ctx.body["prompt"], rate=rate, target_tokens=target)
+        except (Busy, Stopped) as exc:
+            self.detail = f"skipped: {exc}"
+            ctx.headers["x-thresher-compression-decision"] = header_value(self.detail)
+            return
+        ctx.body["prompt"] = result.text
+        self.service.latency.observe(self.options.method, tokens, time.perf_counter() - start)
+        ctx.headers["x-thresher-compression-decision"] = "compress"
+
+
+def _ms(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f}"
 
 
 def _demonstrations(options: ThresherOptions, state: Any) -> DemonstrationStage | None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -17,48 +15,14 @@ from core.settings import Settings
 from core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
 
 if TYPE_CHECKING:
+    from api.compression_service import CompressionService
     from api.jobs.store import JobStore
     from api.jobs.worker import JobRunner
     from api.metrics import Metrics
     from api.pipeline import StageRegistry
     from api.routing import BackendRouter
-    from api.stages import LatencyModel
     from compression import Compressor
     from prompting import PoolStore
-
-TYPED = frozenset({"job_runner", "latency", "compression_lock", "compressors", "pools"})
-
-
-class _Extras(MutableMapping[str, Any]):
-    """The old ``extras`` dict as a view: its five keys read and write the typed fields."""
-
-    def __init__(self, state: AppState) -> None:
-        self.state = state
-
-    def __getitem__(self, key: str) -> Any:
-        value = getattr(self.state, key) if key in TYPED else self.state._more.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in TYPED:
-            setattr(self.state, key, value)
-        else:
-            self.state._more[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        if key in TYPED:
-            setattr(self.state, key, None)
-        else:
-            del self.state._more[key]
-
-    def __iter__(self) -> Iterator[str]:
-        named = [k for k in sorted(TYPED) if getattr(self.state, k) is not None]
-        return iter([*named, *self.state._more])
-
-    def __len__(self) -> int:
-        return len(list(iter(self)))
 
 
 @dataclass
@@ -77,16 +41,9 @@ class AppState:
     job_runner: JobRunner | None = None
     pools: PoolStore | None = None
     compressors: dict[str, Compressor] | None = None
-    latency: LatencyModel | None = None
-    # One compression at a time: the scoring LM saturates the cores on its own.
-    compression_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The compression stage's cache, worker pool and cost models (api/compression_service.py).
+    compression: CompressionService | None = None
     counters: dict[str, TokenCounter] = field(default_factory=dict)
-    _more: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def extras(self) -> MutableMapping[str, Any]:
-        """Deprecated: the typed fields by name, for code not yet moved to them."""
-        return _Extras(self)
 
     def pool_store(self) -> PoolStore:
         """The demonstration pools (built on first use when a test's state has none)."""

@@ -38,9 +38,9 @@ _BUILD = threading.Lock()
 def compressors(state: AppState) -> dict[str, Compressor]:
     """The state's compressors, built once on first use (or by the lifespan when preloading)."""
     with _BUILD:
-        if "compressors" not in state.extras:
-            state.extras["compressors"] = build_compressors(state.settings, state.provider)
-    return state.extras["compressors"]  # type: ignore[no-any-return]
+        if state.compressors is None:
+            state.compressors = build_compressors(state.settings, state.provider)
+    return state.compressors
 
 
 class CompressRequest(BaseModel):

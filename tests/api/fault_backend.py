@@ -3,7 +3,8 @@
 ``ok`` answers at once; ``fail-500`` always answers HTTP 500; ``flaky-N`` answers 503 to the
 first N requests and then succeeds; ``slow`` waits 30 s; ``drip`` streams one chunk every 0.2 s
 (the test kills this process mid-stream); ``not-sse`` answers a stream request with plain JSON;
-``echo`` answers with the body it received. Run: ``python fault_backend.py PORT``.
+``echo`` answers with the body it received; ``mirror`` with the messages it was sent.
+Run: ``python fault_backend.py PORT``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ async def chat(request: Request):
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
+    if model == "mirror":  # answers with the messages it was sent, and their word count
+        answer = completion(model, json.dumps(body.get("messages", [])))
+        words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        usage = {"prompt_tokens": words, "completion_tokens": 2}
+        answer["usage"] = {**usage, "total_tokens": words + 2}
+        return JSONResponse(answer)
     return JSONResponse(completion(model, f"echo {len(body.get('messages', []))} messages"))
 
 

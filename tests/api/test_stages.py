@@ -79,12 +79,17 @@ def test_short_prompts_and_slow_predictions_skip_compression(proxy):
     assert stage(report, "compression")["status"] == "skipped"
     assert "compress_min_tokens" in stage(report, "compression")["detail"]
     assert report["tokens_after"] == report["tokens_before"]
-    # After a real run the latency model predicts the cost; a tiny budget skips the stage.
+    # After a real run the latency model predicts the cost; a tiny budget skips the new
+    # messages (messages seen before cost nothing: their forms are remembered).
     ask(client, LONG, compression={"method": "llmlingua", "rate": 0.5})
-    assert state.extras["latency"].predict_ms("llmlingua", 300) > 0
+    assert state.compression.latency.predict_ms("llmlingua", 300) > 0
     opts = {"method": "llmlingua", "rate": 0.5, "max_latency_ms": 0.01}
-    report = ask(client, LONG, compression=opts)[0].model_extra["thresher"]
+    fresh = [LONG[0], {"role": "user", "content": STORY["context"][1400:2800]}, LONG[2]]
+    answer, headers = ask(client, fresh, compression=opts)
+    report = answer.model_extra["thresher"]
     assert "latency budget" in stage(report, "compression")["detail"]
+    assert headers["x-thresher-compression-decision"].startswith("skip new messages")
+    assert report["tokens_after"] == report["tokens_before"]
 
 
 def test_demonstrations_are_spliced_before_the_question(proxy):
@@ -127,11 +132,12 @@ def test_a_broken_stage_fails_open(provider, local_lm, echo_url):
         scorer_model="/nonexistent/model",
     )  # fmt: skip
     state = local_state(provider, local_lm, settings)
-    state.extras["compressors"] = {}
+    state.compressors = {}
     with serve_app(create_app(settings, state=state)) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
         answer, headers = ask(client, LONG, compression={"rate": 0.5})
     assert headers["x-thresher-failed-stage"] == "compression"
+    assert "Error" in headers["x-thresher-fail-reason"]  # the reason, in one header line
     assert answer.choices[0].message.content == "echo 3 messages"
     report = answer.model_extra["thresher"]
     assert report["tokens_after"] == report["tokens_before"]

@@ -1,0 +1,329 @@
+"""What the proxy's compression stage shares across requests: the message cache, a small pool of
+compression workers with a bounded queue, and what it has learned about costs.
+
+No request waits on another past its own deadline: a request takes one of ``workers`` slots or
+waits in a queue of at most ``queue`` requests, and when the queue is full it is forwarded
+uncompressed at once (``x-thresher-compression: skipped``). Work inside a slot stops within one
+forward pass of the scoring LM when the deadline passes or the client disconnects: every model
+call of the request goes through a :class:`StoppableModel`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compression.conversation import LRUMessageCache, MessageCache, Stopped
+
+StopCheck = Callable[[], "str | None"]
+
+
+@dataclass
+class LatencyModel:
+    """Seconds per prompt token of each compression method, learned from the runs so far
+    (an exponential moving average), so a stage can be skipped when it would not pay."""
+
+    alpha: float = 0.3
+    per_token: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def predict_ms(self, method: str, tokens: int) -> float | None:
+        rate = self.per_token.get(method)
+        return None if rate is None else rate * tokens * 1000
+
+    def observe(self, method: str, tokens: int, seconds: float) -> None:
+        if tokens <= 0:
+            return
+        with self._lock:
+            old = self.per_token.get(method)
+            new = seconds / tokens
+            self.per_token[method] = new if old is None else old + self.alpha * (new - old)
+
+
+class Busy(Exception):
+    """No worker slot within the deadline, or the queue is full."""
+
+
+class WorkerPool:
+    """``workers`` compressions at a time; at most ``queue`` requests waiting for a slot.
+
+    The work runs in the caller's thread (the pipeline already runs in one); the pool only
+    bounds how many run and how long one may wait.
+    """
+
+    def __init__(self, workers: int = 1, queue: int = 8) -> None:
+        self.workers = workers
+        self.queue = queue
+        self._slots = threading.Semaphore(workers)
+        self._lock = threading.Lock()
+        self.waiting = 0
+        self.running = 0
+
+    @contextmanager
+    def slot(self, stop: StopCheck) -> Iterator[None]:
+        """Hold a worker slot; :class:`Busy` when the queue is full or ``stop`` says so first."""
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                if self.waiting >= self.queue:
+                    raise Busy(f"compression queue full ({self.queue} waiting)")
+                self.waiting += 1
+            try:
+                while not self._slots.acquire(timeout=0.05):
+                    reason = stop()
+                    if reason is not None:
+                        raise Busy(f"{reason} while queued")
+            finally:
+                with self._lock:
+                    self.waiting -= 1
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+            self._slots.release()
+
+
+class StoppableModel:
+    """A torch model whose every call first asks ``stop``; a reason raises :class:`Stopped`."""
+
+    def __init__(self, model: Any, stop: StopCheck) -> None:
+        self._model = model
+        self._stop = stop
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        reason = self._stop()
+        if reason is not None:
+            raise Stopped(reason)
+        return self._model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def stoppable_scorer(scorer: Any, stop: StopCheck, *, tokens_per_call: int = 256) -> Any:
+    """A copy of a :class:`core.scoring.TokenScorer` that checks ``stop`` before each forward
+    pass and feeds at most about ``tokens_per_call`` tokens per pass, so that a stop lands
+    within about one pass (256 tokens of the 135M scorer: a quarter to half a second on one
+    busy core)."""
+    import copy
+
+    out = copy.copy(scorer)
+    out.model = StoppableModel(scorer.model, stop)
+    # A long text goes through in 128-token steps; short rows (messages) share a pass.
+    out.window = max(1, min(scorer.window, 128, tokens_per_call))
+    out.batch_size = max(1, min(scorer.batch_size, tokens_per_call // out.window))
+    return out
+
+
+class PrefillModel:
+    """Milliseconds per prompt token of each route's backend, learned from its answers.
+
+    Where the backend reports timings (llama.cpp's ``timings.prompt_ms`` / ``prompt_n``) they
+    are used directly (a moving average). Otherwise ``usage`` and the wall time are fitted as
+    ``ms = a + b * uncached_prompt_tokens + c * completion_tokens`` by least squares with
+    forgetting, and ``b`` is the prefill cost; cached prompt tokens
+    (``usage.prompt_tokens_details.cached_tokens``) cost no prefill.
+    """
+
+    def __init__(self, alpha: float = 0.3, forget: float = 0.98, min_samples: int = 4) -> None:
+        self.alpha = alpha
+        self.forget = forget
+        self.min_samples = min_samples
+        self._direct: dict[str, float] = {}
+        self._fit: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, route: str, answer: dict[str, Any], elapsed_s: float) -> None:
+        timings = answer.get("timings")
+        if isinstance(timings, dict):
+            n, ms = timings.get("prompt_n"), timings.get("prompt_ms")
+            if isinstance(n, int | float) and isinstance(ms, int | float) and n > 0 and ms > 0:
+                with self._lock:
+                    old = self._direct.get(route)
+                    new = float(ms) / float(n)
+                    self._direct[route] = new if old is None else old + self.alpha * (new - old)
+                return
+        usage = answer.get("usage")
+        if not isinstance(usage, dict):
+            return
+        prompt, done = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or not isinstance(done, int):
+            return
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        uncached = prompt - (cached if isinstance(cached, int) else 0)
+        x = np.array([1.0, float(max(uncached, 0)), float(done)])
+        with self._lock:
+            xtx, xty, n = self._fit.get(route, (np.zeros((3, 3)), np.zeros(3), 0))
+            self._fit[route] = (
+                self.forget * xtx + np.outer(x, x),
+                self.forget * xty + x * elapsed_s * 1000,
+                n + 1,
+            )
+
+    def ms_per_token(self, route: str) -> float | None:
+        with self._lock:
+            if route in self._direct:
+                return self._direct[route]
+            found = self._fit.get(route)
+        if found is None or found[2] < self.min_samples:
+            return None
+        xtx, xty, _ = found
+        # The slope needs prompts of different sizes: over near-constant sizes it is noise.
+        weight, mean = xtx[0, 0], xtx[0, 1] / xtx[0, 0]
+        spread = max(xtx[1, 1] / weight - mean * mean, 0.0) ** 0.5
+        if spread < max(8.0, 0.1 * mean):
+            return None
+        ridge = np.diag(1e-8 * np.diag(xtx) + 1e-12)  # relative to each column's scale
+        try:
+            coef = np.linalg.solve(xtx + ridge, xty)
+        except np.linalg.LinAlgError:
+            return None
+        return max(float(coef[1]), 0.0)
+
+
+class SQLiteMessageCache:
+    """A :class:`MessageCache` in one SQLite file, shared by the worker processes of one
+    machine (``thresher serve --workers N``): a conversation's turns may reach different
+    workers, and each would otherwise compress a message again, batched with other messages
+    (the float noise of a different batch can move a kept unit: different bytes).
+
+    Args:
+        path: The database file (created if missing; WAL, so readers do not wait).
+        max_entries: Least recently used entries past this are deleted (checked every 512 puts).
+    """
+
+    def __init__(self, path: str | Path, max_entries: int = 200_000) -> None:
+        self.path = Path(path)
+        self.max_entries = max_entries
+        self._local = threading.local()
+        self._puts = 0
+        self._db()  # a bad path fails at startup, not on the first request
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS messages "
+                "(key TEXT PRIMARY KEY, value TEXT NOT NULL, used REAL NOT NULL)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS messages_used ON messages (used)")
+            self._local.db = db
+        return db
+
+    def get(self, key: str) -> Any | None:
+        db = self._db()
+        row = db.execute("SELECT value FROM messages WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        db.execute("UPDATE messages SET used = ? WHERE key = ?", (time.time(), key))
+        return json.loads(row[0])
+
+    def put(self, key: str, value: Any) -> None:
+        db = self._db()
+        db.execute(
+            "INSERT OR REPLACE INTO messages (key, value, used) VALUES (?, ?, ?)",
+            (key, json.dumps(value, ensure_ascii=False), time.time()),
+        )
+        self._puts += 1
+        if self._puts % 512 == 0:
+            db.execute(
+                "DELETE FROM messages WHERE key IN (SELECT key FROM messages ORDER BY used DESC "
+                "LIMIT -1 OFFSET ?)",
+                (self.max_entries,),
+            )
+
+    def __len__(self) -> int:
+        return int(self._db().execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+
+@dataclass
+class CompressionService:
+    """The compression stage's shared parts (``AppState.compression``).
+
+    Args:
+        cache: Forwarded message forms (in process by default; any :class:`MessageCache`).
+        pool: The workers and their queue.
+        latency: Compression time per new token, per method.
+        prefill: Backend prefill time per token, per route.
+        deadline_ms: A request's compression stops this long after the request arrived.
+        max_new_tokens: At most this many not-yet-seen tokens are compressed per request.
+    """
+
+    cache: MessageCache = field(default_factory=LRUMessageCache)
+    pool: WorkerPool = field(default_factory=WorkerPool)
+    latency: LatencyModel = field(default_factory=LatencyModel)
+    prefill: PrefillModel = field(default_factory=PrefillModel)
+    deadline_ms: float = 10_000.0
+    max_new_tokens: int = 32_768
+    min_message_tokens: int = 48
+    # One in this many "does not pay" decisions compresses anyway, so that a cost estimate
+    # inflated by one slow run (a cold model, a busy host) is measured again, not kept forever.
+    explore_every: int = 16
+    _skips: dict[str, int] = field(default_factory=dict, repr=False)
+    _scorer: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def explore(self, route: str) -> bool:
+        """Whether this "does not pay" decision on ``route`` should compress anyway."""
+        with self._lock:
+            n = self._skips[route] = self._skips.get(route, 0) + 1
+        return self.explore_every > 0 and n % self.explore_every == 0
+
+    def scorer(self, build: Callable[[], Any]) -> Any:
+        """The scoring LM's wrapper, built once (building reads the 49k-entry vocabulary: about
+        150 ms a request here when it was built per request)."""
+        with self._lock:
+            if self._scorer is None:
+                self._scorer = build()
+            return self._scorer
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, latency: LatencyModel | None = None
+    ) -> CompressionService:
+        path = settings.compress_cache_path
+        return cls(
+            cache=SQLiteMessageCache(path, settings.compress_cache_entries)
+            if path is not None
+            else LRUMessageCache(settings.compress_cache_entries),
+            pool=WorkerPool(settings.compress_workers, settings.compress_queue),
+            latency=latency or LatencyModel(),
+            deadline_ms=settings.compress_deadline_ms,
+            max_new_tokens=settings.compress_max_new_tokens,
+            min_message_tokens=settings.compress_min_message_tokens,
+        )
+
+
+def deadline_check(
+    arrived: float, deadline_ms: float, cancelled: Callable[[], bool] | None
+) -> StopCheck:
+    """A stop check for a deadline ``deadline_ms`` after ``arrived`` (``time.monotonic()``)
+    and a client-gone flag. The work stops a tenth early (at most 500 ms), which is left for
+    putting the request together and forwarding it (2,000 messages: about 0.4 s here)."""
+    reserve = min(deadline_ms / 10, 500.0)
+    deadline = arrived + (deadline_ms - reserve) / 1000
+
+    def stop() -> str | None:
+        if cancelled is not None and cancelled():
+            return "client disconnected"
+        if time.monotonic() >= deadline:
+            return "deadline passed"
+        return None
+
+    return stop

@@ -1,0 +1,427 @@
+"""Conversation-aware compression: each message compressed on its own terms and remembered.
+
+A chat client resends the whole conversation every turn, and a backend's prefix cache (vLLM,
+llama.cpp, OpenAI and Anthropic prompt caching) discounts only an identical prefix. So a
+message is compressed from its content, role, method, rate and target model alone, never from
+what comes before or after it, and the forwarded form is remembered under a hash of those
+(:class:`MessageCache`): on every later turn it goes out in the same bytes, and only messages
+not seen before cost compression time.
+
+Per message: system and developer prompts, messages the request marks as kept and short texts
+stay verbatim; a user message's question (its last line, or the last sentence of a long last
+line) is never compressed; JSON is compressed by structure (:mod:`compression.structured`),
+fenced code is kept, prose goes to the token compressor at the message's own rate with a floor.
+Many short prose pieces are scored together in one batched pass of the scoring LM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from compression.base import BaseCompressor, Compressor, join_kept
+from compression.budget import check_rate, greedy_keep
+from compression.structured import compress_json, split_segments
+from compression.units import split_units, unit_of_chars
+from core.record import Message
+from core.tokens import TokenCounter
+
+VERSION = 1  # part of every cache key: bump it when the per-message rules change
+KEPT_ROLES = frozenset({"system", "developer"})
+# Methods whose token rule on a text of one segment is its tokens' self-information under the
+# scoring LM: their short pieces can be scored in one batch with the same result.
+SELF_INFORMATION = frozenset({"llmlingua", "longllmlingua", "selective-context"})
+_SENTENCE_END = re.compile(r"[.!?。？！](?=\s)")
+
+Outcome = Literal["cached", "compressed", "verbatim", "skipped"]
+
+
+class Stopped(Exception):
+    """Raised from inside the work (a model call) when the request's deadline has passed or
+    its client is gone; what was done so far is kept."""
+
+
+@runtime_checkable
+class MessageCache(Protocol):
+    """Forwarded message contents by key. In process by default (:class:`LRUMessageCache`);
+    a shared store (Redis, memcached) fits the same two methods when several workers or
+    replicas serve one conversation. Values are JSON: a string or a list of content parts."""
+
+    def get(self, key: str) -> Any | None: ...
+
+    def put(self, key: str, value: Any) -> None: ...
+
+
+class LRUMessageCache:
+    """A bounded, thread-safe in-process :class:`MessageCache` (least recently used out).
+
+    Args:
+        max_entries: Entries kept at most.
+        max_chars: Characters of stored contents kept at most.
+    """
+
+    def __init__(self, max_entries: int = 20_000, max_chars: int = 64_000_000) -> None:
+        self.max_entries = max_entries
+        self.max_chars = max_chars
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return found[0]
+
+    def put(self, key: str, value: Any) -> None:
+        size = len(value) if isinstance(value, str) else len(json.dumps(value))
+        if size > self.max_chars // 8:
+            return  # one huge message must not push out the rest
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._chars -= old[1]
+            self._items[key] = (value, size)
+            self._chars += size
+            while len(self._items) > self.max_entries or self._chars > self.max_chars:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._chars -= dropped
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def split_question(text: str) -> tuple[str, str]:
+    """``(body, question)`` of a user turn, joining back to ``text``: the question is the last
+    line, or the last sentence when that line is a long paragraph."""
+    body = text.rstrip()
+    cut = body.rfind("\n") + 1
+    if len(body) - cut > 300:
+        ends = list(_SENTENCE_END.finditer(body, cut))
+        if ends:
+            cut = ends[-1].end()
+    return text[:cut], text[cut:]
+
+
+@dataclass(slots=True)
+class Job:
+    """A prose piece to compress to ``target`` tokens; ``out`` is filled in."""
+
+    message: int
+    text: str
+    tokens: int
+    target: int
+    out: str | None = None
+
+
+@dataclass(slots=True)
+class Pending:
+    """A message not in the cache: its key, its tokens and how to put it back together."""
+
+    index: int
+    key: str
+    tokens: int
+    build: Callable[[], Any] | None = None
+    jobs: list[Job] = field(default_factory=list)
+
+
+@dataclass
+class ConversationPlan:
+    """What a request needs: cached forms to reuse and the messages still to compress."""
+
+    messages: list[Message]
+    cached: dict[int, Any]
+    pending: list[Pending]
+    fixed: set[int]  # verbatim by rule: kept roles, kept indices, no text
+
+    @property
+    def new_tokens(self) -> int:
+        return sum(p.tokens for p in self.pending)
+
+
+@dataclass
+class ConversationResult:
+    """The messages to forward and what happened to each (one :data:`Outcome` per message
+    that could be compressed; verbatim-by-rule messages are not counted)."""
+
+    messages: list[Message]
+    outcomes: dict[int, Outcome]
+    new_tokens: int = 0
+    compressed_new_tokens: int = 0
+    seconds: float = 0.0
+    stopped: str | None = None
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for o in self.outcomes.values() if o == outcome)
+
+
+class ConversationCompressor:
+    """Per-message compression of chat messages through any :class:`Compressor`.
+
+    Args:
+        compressor: Built with ``min_tokens=0``; its ``name`` is part of the cache key.
+        counter: The target model's token counter (rates are met in its tokens).
+        cache: Where forwarded forms are remembered.
+        target: The target model or tokenizer name (part of the cache key).
+        rate: Fraction of each message's prose tokens kept.
+        min_message_tokens: Texts shorter than this stay verbatim (little to gain).
+        floor_tokens: No compressed prose piece keeps fewer tokens than this (or all of it).
+        batch_tokens: Prose pieces up to this many tokens are scored together in one batch.
+        options_key: Anything else the compressor's output depends on (protected strings).
+    """
+
+    def __init__(
+        self,
+        compressor: Compressor,
+        counter: TokenCounter,
+        *,
+        cache: MessageCache,
+        target: str,
+        rate: float = 0.5,
+        min_message_tokens: int = 48,
+        floor_tokens: int = 24,
+        batch_tokens: int = 384,
+        options_key: str = "",
+    ) -> None:
+        self.compressor = compressor
+        self.counter = counter
+        self.cache = cache
+        self.target = target
+        self.rate = check_rate(rate)
+        self.min_message_tokens = min_message_tokens
+        self.floor_tokens = floor_tokens
+        self.batch_tokens = batch_tokens
+        self.options_key = options_key
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def key(self, message: Message) -> str:
+        """The cache key of a message's forwarded form."""
+        spec = [
+            VERSION, self.compressor.name, round(self.rate, 4), self.target,
+            self.min_message_tokens, self.floor_tokens, self.options_key,
+            message.get("role"), message.get("content"),
+        ]  # fmt: skip
+        raw = json.dumps(spec, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def plan(self, messages: Sequence[Message], keep: Iterable[int] = ()) -> ConversationPlan:
+        """Look every compressible message up in the cache; ``keep`` are message indices."""
+        kept = set(keep)
+        out = ConversationPlan([dict(m) for m in messages], {}, [], set())
+        for i, m in enumerate(out.messages):
+            if i in kept or m.get("role") in KEPT_ROLES or not _has_text(m.get("content")):
+                out.fixed.add(i)
+                continue
+            key = self.key(m)
+            found = self.cache.get(key)
+            if found is not None:
+                out.cached[i] = found
+                continue
+            out.pending.append(self._pending(i, key, m))
+        return out
+
+    def _pending(self, index: int, key: str, message: Message) -> Pending:
+        content = message["content"]
+        role = message.get("role")
+        pending = Pending(index, key, 0)
+        if isinstance(content, str):
+            texts = [content]
+        else:
+            texts = [str(p.get("text", "")) for p in content if _is_text_part(p)]
+        last = len(texts) - 1
+        built: list[list[Any]] = []
+        for n, text in enumerate(texts):
+            tokens = self.counter.count(text)
+            pending.tokens += tokens
+            if tokens < self.min_message_tokens:
+                built.append([text])
+                continue
+            body, question = split_question(text) if role == "user" and n == last else (text, "")
+            pieces: list[Any] = []
+            for seg in split_segments(body):
+                if seg.kind == "code" or not seg.text.strip():
+                    pieces.append(seg.text)
+                    continue
+                seg_tokens = self.counter.count(seg.text)
+                goal = self._goal(seg_tokens)
+                if seg.kind == "json":
+                    pieces.append(compress_json(seg.text, goal, self.counter.count))
+                elif seg_tokens < self.min_message_tokens:
+                    pieces.append(seg.text)
+                else:
+                    job = Job(index, seg.text, seg_tokens, goal)
+                    pending.jobs.append(job)
+                    pieces.append(job)
+            pieces.append(question)
+            built.append(pieces)
+
+        def build() -> Any:
+            joined = ["".join(p.out if isinstance(p, Job) else p for p in ps) for ps in built]
+            if isinstance(content, str):
+                return joined[0]
+            parts, it = [], iter(joined)
+            for p in content:
+                parts.append({**p, "text": next(it)} if _is_text_part(p) else p)
+            return parts
+
+        pending.build = build
+        return pending
+
+    def _goal(self, tokens: int) -> int:
+        return max(round(self.rate * tokens), min(tokens, self.floor_tokens))
+
+    # -- running -----------------------------------------------------------------------------
+
+    def remember_verbatim(self, plan: ConversationPlan) -> None:
+        """Record the pending messages as forwarded unchanged (compression did not pay): on
+        later turns they go out in the same bytes instead of changing under the cache."""
+        for p in plan.pending:
+            self.cache.put(p.key, plan.messages[p.index]["content"])
+
+    def run(
+        self,
+        plan: ConversationPlan,
+        *,
+        should_stop: Callable[[], str | None] | None = None,
+        max_new_tokens: int | None = None,
+    ) -> ConversationResult:
+        """Compress the pending messages oldest first, in batches, and remember each.
+
+        Args:
+            plan: From :meth:`plan`.
+            should_stop: Asked between batches; a reason string stops the work (deadline,
+                client gone). A :class:`Stopped` raised from inside a model call does too.
+            max_new_tokens: A size cap: pending messages past this many tokens go verbatim.
+        """
+        start = time.perf_counter()
+        result = ConversationResult(plan.messages, {i: "cached" for i in plan.cached})
+        for i, content in plan.cached.items():
+            plan.messages[i] = {**plan.messages[i], "content": content}
+        queue = list(plan.pending)
+        budget = max_new_tokens
+        while queue:
+            reason = should_stop() if should_stop is not None else None
+            if reason is not None:
+                result.stopped = reason
+                break
+            group = self._next_group(queue)
+            if budget is not None and sum(p.tokens for p in group) > budget:
+                result.stopped = f"size cap of {max_new_tokens} new tokens reached"
+                break
+            try:
+                self._compress_jobs([j for p in group for j in p.jobs])
+            except Stopped as exc:
+                result.stopped = str(exc) or "stopped"
+                break
+            del queue[: len(group)]
+            for p in group:
+                assert p.build is not None
+                content = p.build()
+                original = plan.messages[p.index]["content"]
+                if _text_tokens(content, self.counter) >= p.tokens:
+                    content = original  # nothing gained: forward (and remember) the original
+                self.cache.put(p.key, content)
+                plan.messages[p.index] = {**plan.messages[p.index], "content": content}
+                compressed = content != original
+                result.outcomes[p.index] = "compressed" if compressed else "verbatim"
+                result.new_tokens += p.tokens
+                if budget is not None:
+                    budget -= p.tokens
+        for p in queue:
+            result.outcomes[p.index] = "skipped"
+        result.compressed_new_tokens = sum(
+            _text_tokens(plan.messages[i]["content"], self.counter)
+            for i, o in result.outcomes.items()
+            if o in ("compressed", "verbatim")
+        )
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _next_group(self, queue: list[Pending]) -> list[Pending]:
+        """The next messages to do together: short ones up to one batch, a long one alone."""
+        group: list[Pending] = []
+        held = 0
+        for p in queue:
+            held += p.tokens
+            if group and held > 4 * self.batch_tokens:
+                break
+            group.append(p)
+        return group
+
+    def _compress_jobs(self, jobs: list[Job]) -> None:
+        batchable = isinstance(self.compressor, BaseCompressor) and (
+            self.compressor.name in SELF_INFORMATION
+        )
+        short = [j for j in jobs if batchable and j.tokens <= self.batch_tokens]
+        if short:
+            self._batch(short)
+        for job in jobs:
+            if job.out is None:
+                result = self.compressor.compress(job.text, target_tokens=job.target)
+                job.out = result.text
+
+    def _batch(self, jobs: list[Job]) -> None:
+        """One batched pass of the scoring LM over many short pieces; each keeps the units of
+        most self-information per token within its own target (LLMLingua's rule for a text of
+        one segment)."""
+        compressor = self.compressor
+        assert isinstance(compressor, BaseCompressor)
+        scorer = compressor.scorer
+        units, ids, tok_units, costs = [], [], [], []
+        memo: dict[str, int] = {}
+        for job in jobs:
+            u = split_units(job.text, compressor.protect)
+            piece_costs = []
+            for piece in u.pieces:
+                if piece not in memo:
+                    memo[piece] = self.counter.count(piece)
+                piece_costs.append(memo[piece])
+            token_ids, offsets = scorer.encode_with_offsets(job.text)
+            units.append(u)
+            ids.append(token_ids)
+            tok_units.append(np.asarray(unit_of_chars(u, offsets), dtype=np.int64))
+            costs.append(np.asarray(piece_costs, dtype=np.float64))
+        logprobs = scorer.logprobs_ids(ids)
+        for job, u, lp, tu, c in zip(jobs, units, logprobs, tok_units, costs, strict=True):
+            si = np.bincount(tu, weights=-np.asarray(lp, dtype=np.float64), minlength=len(u))
+            forced = np.asarray(u.forced, dtype=bool)
+            keep = greedy_keep(si[: len(u)], c, forced, float(job.target))
+            if not keep.any() and len(keep):
+                keep[int(np.argmax(si[: len(u)]))] = True
+            job.out = join_kept(u.pieces, keep)
+
+
+def _is_text_part(part: Any) -> bool:
+    return (
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+    )
+
+
+def _has_text(content: Any) -> bool:
+    if isinstance(content, str):
+        return bool(content.strip())
+    if isinstance(content, list):
+        return any(_is_text_part(p) and p["text"].strip() for p in content)
+    return False
+
+
+def _text_tokens(content: Any, counter: TokenCounter) -> int:
+    if isinstance(content, str):
+        return counter.count(content)
+    return sum(counter.count(p["text"]) for p in content if _is_text_part(p))
