@@ -1,0 +1,145 @@
+"""LiteLLM proxy guardrail: :class:`ThresherGuardrail` runs Thresher's request pipeline
+(demonstrations, budget, compression) on chat requests before LiteLLM routes them.
+
+Enable it in LiteLLM's ``config.yaml`` (see the README)::
+
+    guardrails:
+      - guardrail_name: thresher
+        litellm_params:
+          guardrail: api.integrations.litellm.ThresherGuardrail
+          mode: pre_call
+          default_on: true
+          thresher: {compression: {method: llmlingua, rate: 0.5}}
+
+The options are the ``thresher`` object of Thresher's own proxy, overlaid in this order: the
+guardrail's ``thresher`` param, the team's and then the key's metadata ``thresher``, the
+request's ``metadata.thresher``, and a top-level ``thresher`` field (the OpenAI SDK's
+``extra_body``; removed before LiteLLM routes the request). A bad option is the caller's mistake
+(HTTP 400 naming the field); anything that fails once the pipeline runs forwards the request
+unchanged (fail open). What Thresher did goes into the request's ``metadata["thresher_report"]`` and
+into LiteLLM's guardrail information, which its loggers and spend logs record.
+
+Needs LiteLLM, which conflicts with two of Thresher's pins: ``make litellm`` builds its venv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from api.integrations.embedded import EmbeddedPipeline, missing_extra
+from api.pipeline import _deep_merge
+from core.errors import InputError, NotFoundError
+
+try:
+    from fastapi import HTTPException
+    from litellm.integrations.custom_guardrail import CustomGuardrail
+except ImportError as exc:  # pragma: no cover - the extra lives in the litellm venv
+    raise missing_extra("litellm", "litellm", exc) from exc
+
+log = logging.getLogger(__name__)
+OPTIONS_KEY = "thresher"
+REPORT_KEY = "thresher_report"
+CHAT_CALLS = frozenset({"completion", "acompletion"})
+PROVIDER = "thresher"
+
+
+class ThresherGuardrail(CustomGuardrail):
+    """A LiteLLM ``pre_call`` guardrail that applies Thresher's pipeline to chat requests.
+
+    Args:
+        thresher: Default ``thresher`` options (the same shape as a Thresher proxy request's).
+        tokenizer: Token counter for budgets and reports (default: ``THRESHER_TOKENIZER``).
+        settings: Thresher service settings (default: the ``THRESHER_*`` environment).
+        provider: A loaded ``ModelProvider`` to share.
+        **kwargs: LiteLLM's guardrail params (``guardrail_name``, ``event_hook``,
+            ``default_on``, ...).
+    """
+
+    def __init__(
+        self,
+        thresher: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        settings: Any = None,
+        provider: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("guardrail_name", PROVIDER)
+        kwargs.setdefault("event_hook", "pre_call")
+        self.pipeline = EmbeddedPipeline(
+            thresher, settings=settings, provider=provider, tokenizer=tokenizer
+        )
+        super().__init__(**kwargs)
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict, call_type: str
+    ) -> dict:
+        """Rewrite ``data["messages"]`` by the pipeline; return ``data`` (LiteLLM's contract)."""
+        extra = data.pop(OPTIONS_KEY, None)
+        messages = data.get("messages")
+        if call_type not in CHAT_CALLS or not isinstance(messages, list) or not messages:
+            return data
+        start = time.time()
+        try:
+            options = self.pipeline.options(request_options(user_api_key_dict, data, extra))
+            body: dict[str, Any] = {"messages": messages}
+            build = options.demonstrations or options.compression or options.budget_tokens
+            if not build:
+                return data
+            report = await asyncio.to_thread(self.pipeline.run, "chat", body, options)
+        except (InputError, NotFoundError) as exc:  # the caller's: a bad option, no such pool
+            status = 404 if isinstance(exc, NotFoundError) else 400
+            raise HTTPException(status_code=status, detail={"error": str(exc)}) from None
+        except Exception as exc:  # noqa: BLE001 - the guardrail must never fail a request
+            return self._failed_open(data, exc, start)
+        data["messages"] = body["messages"]
+        status = "guardrail_failed_to_respond" if report.failed else "success"
+        self._log(data, report.as_dict(), status, start)
+        return data
+
+    def _failed_open(self, data: dict, exc: BaseException, start: float) -> dict:
+        log.exception("Thresher's pipeline failed; LiteLLM forwards the request unchanged")
+        detail = {"failed_stage": "pipeline", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        self._log(data, detail, "guardrail_failed_to_respond", start)
+        return data
+
+    def _log(self, data: dict, detail: dict[str, Any], status: Any, start: float) -> None:
+        metadata = data.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = data["metadata"] = {}
+        metadata[REPORT_KEY] = detail
+        end = time.time()
+        self.add_standard_logging_guardrail_information_to_request_data(
+            guardrail_json_response=detail,
+            request_data=data,
+            guardrail_status=status,
+            guardrail_provider=PROVIDER,
+            start_time=start,
+            end_time=end,
+            duration=end - start,
+        )
+
+
+def request_options(user_api_key_dict: Any, data: dict, extra: Any) -> dict[str, Any] | None:
+    """The per-team, per-key and per-request ``thresher`` objects, overlaid in that order."""
+    layers = [
+        getattr(user_api_key_dict, "team_metadata", None),
+        getattr(user_api_key_dict, "metadata", None),
+        data.get("metadata"),
+        data.get("litellm_metadata"),
+    ]
+    found = [m.get(OPTIONS_KEY) for m in layers if isinstance(m, dict)]
+    found.append(extra)
+    merged: dict[str, Any] = {}
+    for layer in found:
+        if layer is None:
+            continue
+        if not isinstance(layer, dict):
+            raise InputError("thresher must be an object of pipeline options.", field="thresher")
+        merged = _deep_merge(merged, layer)
+    return merged or None
+
+
+__all__ = ["ThresherGuardrail", "request_options"]
