@@ -19,6 +19,7 @@ from api.pipeline import (
     PipelineReport,
     RequestContext,
     ThresherOptions,
+    _deep_merge,
     merge_options,
 )
 from api.settings import ServiceSettings, service_settings
@@ -64,7 +65,8 @@ class EmbeddedPipeline:
         )
         base = dict(self.settings.pipeline)
         # A bad deployment option is a configuration error, seen when the host starts.
-        self.defaults = merge_options(base, options).model_dump(exclude_none=True)
+        self.defaults = _deep_merge(base, options or {})
+        merge_options(self.defaults, None)
         self.tokenizer = tokenizer or self.settings.tokenizer
         self._provider = provider
         self._state: Any = None
@@ -92,9 +94,14 @@ class EmbeddedPipeline:
         install(state)
         return state
 
-    def options(self, request: dict[str, Any] | None = None) -> ThresherOptions:
-        """The defaults overlaid by one request's ``thresher`` object (InputError if invalid)."""
-        return merge_options(self.defaults, request)
+    def options(self, *layers: dict[str, Any] | None) -> ThresherOptions:
+        """The defaults overlaid by each ``thresher`` object in turn (a ``null`` switches a stage
+        off, as in a proxied request); InputError naming the field if the result is invalid."""
+        merged = self.defaults
+        for layer in layers:
+            if layer:
+                merged = _deep_merge(merged, layer)
+        return merge_options(merged, None)
 
     def run(
         self, kind: Kind, body: dict[str, Any], options: ThresherOptions | dict[str, Any] | None

@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 from api.integrations.embedded import EmbeddedPipeline, missing_extra
-from api.pipeline import _deep_merge
 from core.errors import InputError, NotFoundError
 
 try:
@@ -83,7 +82,7 @@ class ThresherGuardrail(CustomGuardrail):
             return data
         start = time.time()
         try:
-            options = self.pipeline.options(request_options(user_api_key_dict, data, extra))
+            options = self.pipeline.options(*request_options(user_api_key_dict, data, extra))
             body: dict[str, Any] = {"messages": messages}
             build = options.demonstrations or options.compression or options.budget_tokens
             if not build:
@@ -122,24 +121,22 @@ class ThresherGuardrail(CustomGuardrail):
         )
 
 
-def request_options(user_api_key_dict: Any, data: dict, extra: Any) -> dict[str, Any] | None:
-    """The per-team, per-key and per-request ``thresher`` objects, overlaid in that order."""
+def request_options(user_api_key_dict: Any, data: dict, extra: Any) -> list[dict[str, Any]]:
+    """The per-team, per-key and per-request ``thresher`` objects, in the order they overlay."""
     layers = [
         getattr(user_api_key_dict, "team_metadata", None),
         getattr(user_api_key_dict, "metadata", None),
         data.get("metadata"),
         data.get("litellm_metadata"),
     ]
-    found = [m.get(OPTIONS_KEY) for m in layers if isinstance(m, dict)]
-    found.append(extra)
-    merged: dict[str, Any] = {}
+    found = [m.get(OPTIONS_KEY) for m in layers if isinstance(m, dict)] + [extra]
     for layer in found:
-        if layer is None:
-            continue
-        if not isinstance(layer, dict):
-            raise InputError("thresher must be an object of pipeline options.", field="thresher")
-        merged = _deep_merge(merged, layer)
-    return merged or None
+        if layer is not None and not isinstance(layer, dict):
+            raise InputError(
+                f"thresher must be an object of pipeline options, got {type(layer).__name__}.",
+                field="thresher",
+            )
+    return [layer for layer in found if layer]
 
 
 __all__ = ["ThresherGuardrail", "request_options"]
