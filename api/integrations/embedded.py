@@ -10,6 +10,7 @@ each host as through ``thresher serve``.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -109,11 +110,33 @@ class EmbeddedPipeline:
         """Run the stages ``options`` configure over ``body`` in place; the report says what
         they did. A caller's mistake (unknown pool or method) raises before anything runs; a
         stage that fails once running leaves ``body`` as it was (fail open)."""
+        pipeline, ctx = self._prepare(kind, body, options)
+        return self._finish(body, ctx, pipeline.run(ctx))
+
+    async def arun(
+        self, kind: Kind, body: dict[str, Any], options: ThresherOptions | dict[str, Any] | None
+    ) -> PipelineReport:
+        """:meth:`run` for an event loop, as Thresher's proxy runs it: the stages are built on
+        the loop and, when there are any, run in a thread (they may load or run models)."""
+        pipeline, ctx = self._prepare(kind, body, options)
+        report = (
+            await asyncio.to_thread(pipeline.run, ctx) if pipeline.stages else pipeline.run(ctx)
+        )
+        return self._finish(body, ctx, report)
+
+    def _prepare(
+        self, kind: Kind, body: dict[str, Any], options: ThresherOptions | dict[str, Any] | None
+    ) -> tuple[Pipeline, RequestContext]:
         if not isinstance(options, ThresherOptions):
             options = self.options(options)
         state = self.state
         ctx = RequestContext(kind, body, options, state.prompt_counter(self.tokenizer))
-        report = Pipeline(state.stages.build(options, state)).run(ctx)
+        return Pipeline(state.stages.build(options, state)), ctx
+
+    @staticmethod
+    def _finish(
+        body: dict[str, Any], ctx: RequestContext, report: PipelineReport
+    ) -> PipelineReport:
         if ctx.body is not body:  # the pipeline rebinds the body; the caller holds this one
             body.clear()
             body.update(ctx.body)
