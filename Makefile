@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-slow bench-smoke lint clean llama-server litellm
+.PHONY: setup run test test-slow bench-smoke bench-litellm lint clean llama-server litellm
 
 # A real third-party OpenAI-compatible server for the API tests: llama-cpp-python's server, in
 # its own venv (its pins stay out of ours). The wheel builds from source once and is cached
@@ -91,6 +91,11 @@ bench-smoke: $(STAMP)
 	$(BIN)/python bench/icl.py --smoke
 	$(BIN)/python bench/retrieval_latency.py --smoke
 	$(BIN)/python bench/proxy.py --smoke
+
+# LiteLLM side by side with Thresher's proxy, plain and with the guardrail (needs its venv; a
+# smoke run takes about 2 minutes, most of it starting LiteLLM three times).
+bench-litellm: $(STAMP) $(LITELLM_STAMP)
+	$(BIN)/python bench/proxy.py --peer litellm --smoke --litellm-python $(LITELLM_VENV)/bin/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check core selection prompting compression api tests bench

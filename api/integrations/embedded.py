@@ -11,6 +11,7 @@ each host as through ``thresher serve``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from typing import Any
 
@@ -37,6 +38,15 @@ def missing_extra(host: str, extra: str, exc: ImportError) -> ImportError:
     return DependencyMissingError(exc.name or host, extra)
 
 
+@functools.cache
+def shared_provider(cache_dir: str, device: str, dtype: str, threads: int | None) -> Any:
+    """One provider per model configuration in this process: a LangChain compressor and a
+    LlamaIndex postprocessor built with no arguments share one copy of each model."""
+    from core.models import ModelProvider
+
+    return ModelProvider(cache_dir=cache_dir, device=device, dtype=dtype, torch_threads=threads)
+
+
 class EmbeddedPipeline:
     """Thresher's request pipeline (demonstrations, budget, compression) on a chat body.
 
@@ -45,8 +55,8 @@ class EmbeddedPipeline:
             request's), overlaid on ``settings.pipeline``; each request may overlay them again.
         settings: Service settings, or a mapping of overrides of them (default: read from
             ``THRESHER_*`` like ``thresher serve``).
-        provider: A loaded :class:`core.models.ModelProvider` to share (default: one built from
-            the settings; each model loads on first use).
+        provider: A loaded :class:`core.models.ModelProvider` to share (default: the one every
+            adapter built with the same model settings shares; each model loads on first use).
         tokenizer: The token counter for budgets and reports (default: ``settings.tokenizer``).
     """
 
@@ -54,7 +64,7 @@ class EmbeddedPipeline:
         self,
         options: dict[str, Any] | None = None,
         *,
-        settings: Settings | None = None,
+        settings: Settings | dict[str, Any] | None = None,
         provider: Any = None,
         tokenizer: str | None = None,
     ) -> None:
@@ -85,9 +95,11 @@ class EmbeddedPipeline:
         from api.routes.pools import install
         from api.stages import LatencyModel, default_stages
         from api.state import AppState
-        from core.models import ModelProvider
 
-        provider = self._provider or ModelProvider.from_settings(self.settings)
+        provider = self._provider or shared_provider(
+            str(self.settings.cache_dir), self.settings.device, self.settings.dtype,
+            self.settings.torch_threads,
+        )  # fmt: skip
         state = AppState(settings=self.settings, provider=provider, backend=None)  # type: ignore[arg-type]
         state.stages = default_stages()
         state.extras.setdefault("latency", LatencyModel())

@@ -1,5 +1,5 @@
 """LiteLLM proxy guardrail: :class:`ThresherGuardrail` runs Thresher's request pipeline
-(demonstrations, budget, compression) on chat requests before LiteLLM routes them.
+(demonstrations, budget, compression) on chat and text completions before LiteLLM routes them.
 
 Enable it in LiteLLM's ``config.yaml`` (see the README)::
 
@@ -40,7 +40,13 @@ except ImportError as exc:  # pragma: no cover - the extra lives in the litellm 
 log = logging.getLogger(__name__)
 OPTIONS_KEY = "thresher"
 REPORT_KEY = "thresher_report"
-CHAT_CALLS = frozenset({"completion", "acompletion"})
+# LiteLLM's call types -> the pipeline's kind and the body field it rewrites.
+CALLS = {
+    "completion": ("chat", "messages"),
+    "acompletion": ("chat", "messages"),
+    "text_completion": ("completion", "prompt"),
+    "atext_completion": ("completion", "prompt"),
+}
 PROVIDER = "thresher"
 
 
@@ -74,16 +80,17 @@ class ThresherGuardrail(CustomGuardrail):
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict, call_type: str
     ) -> dict:
-        """Rewrite ``data["messages"]`` by the pipeline; return ``data`` (LiteLLM's contract)."""
+        """Rewrite ``data["messages"]`` (``data["prompt"]`` of a text completion) by the
+        pipeline; return ``data`` (LiteLLM's contract)."""
         extra = data.pop(OPTIONS_KEY, None)
-        messages = data.get("messages")
-        if call_type not in CHAT_CALLS or not isinstance(messages, list) or not messages:
-            return data
+        kind, key = CALLS.get(getattr(call_type, "value", call_type), (None, ""))
+        if kind is None or not data.get(key):
+            return data  # embeddings, images, ...: nothing for the pipeline
         start = time.time()
         try:
             options = self.pipeline.options(*request_options(user_api_key_dict, data, extra))
-            body: dict[str, Any] = {"messages": messages}
-            report = await self.pipeline.arun("chat", body, options)
+            body: dict[str, Any] = {key: data[key]}
+            report = await self.pipeline.arun(kind, body, options)
         except (InputError, NotFoundError) as exc:  # the caller's: a bad option, no such pool
             status = 404 if isinstance(exc, NotFoundError) else 400
             raise HTTPException(status_code=status, detail={"error": str(exc)}) from None
@@ -94,7 +101,7 @@ class ThresherGuardrail(CustomGuardrail):
             return data
         if not report.stages:  # no stage configured: nothing done, nothing to log
             return data
-        data["messages"] = body["messages"]
+        data[key] = body[key]
         ran = any(s.status == "ran" for s in report.stages)
         status = "guardrail_failed_to_respond" if report.failed else "success"
         # LiteLLM's guardrail record costs about half a millisecond of CPU: only when a stage

@@ -196,3 +196,57 @@ def test_a_failing_stage_forwards_the_request_unchanged(proxies, recording, stor
     info = thresher_report(logged(env, 1)[0])
     assert info["guardrail_status"] == "guardrail_failed_to_respond"
     assert info["guardrail_response"]["failed_stage"] == "demonstrations"
+
+
+HOOK_SCRIPT = """
+import asyncio, json, sys
+from litellm.proxy._types import UserAPIKeyAuth
+from api.integrations.litellm import ThresherGuardrail
+
+guard = ThresherGuardrail(thresher={"compression": {"method": "llmlingua"}})
+messages = json.loads(sys.argv[1])
+
+
+async def call(key, body, call_type="acompletion"):
+    data = {"model": "recorded", **body}
+    return await guard.async_pre_call_hook(key, None, data, call_type)
+
+
+async def main():
+    team = UserAPIKeyAuth(team_metadata={"thresher": {"budget_tokens": 120}})
+    both = UserAPIKeyAuth(
+        team_metadata={"thresher": {"budget_tokens": 120}},
+        metadata={"thresher": {"budget_tokens": None, "compression": None}},
+    )
+    out = {
+        "team": await call(team, {"messages": messages}),
+        "key_over_team": await call(both, {"messages": messages}),
+        "text": await call(None, {"prompt": messages[1]["content"],
+                                  "thresher": {"budget_tokens": 60}}, "atext_completion"),
+        "embedding": await call(team, {"input": ["x"]}, "aembedding"),
+    }
+    print(json.dumps(out, default=str))
+
+
+asyncio.run(main())
+"""
+
+
+def test_team_and_key_metadata_set_the_options(env, story):
+    # LiteLLM keeps keys and teams in a database; the hook gets them as UserAPIKeyAuth objects,
+    # built here as LiteLLM builds them, in LiteLLM's venv.
+    original = messages(story)
+    done = subprocess.run(
+        [str(LITELLM_PYTHON), "-c", HOOK_SCRIPT, json.dumps(original)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    team = out["team"]
+    assert sum(len(m["content"].split()) for m in team["messages"]) < 120
+    assert team["metadata"]["thresher_report"]["saved_tokens"] > 0
+    assert out["key_over_team"]["messages"] == original  # the key's nulls switch both off
+    assert "thresher_report" not in out["key_over_team"].get("metadata", {})
+    text = out["text"]
+    assert len(text["prompt"].split()) < 60 and "thresher" not in text
+    assert out["embedding"] == {"model": "recorded", "input": ["x"]}
