@@ -108,10 +108,11 @@ class LRUMessageCache:
 
 def split_question(text: str) -> tuple[str, str]:
     """``(body, question)`` of a user turn, joining back to ``text``: the question is the last
-    line, or the last sentence when that line is a long paragraph."""
+    line, or the last sentence when that line is a long paragraph or the whole text (a
+    one-paragraph message is not all question)."""
     body = text.rstrip()
     cut = body.rfind("\n") + 1
-    if len(body) - cut > 300:
+    if cut == 0 or len(body) - cut > 300:
         ends = list(_SENTENCE_END.finditer(body, cut))
         if ends:
             cut = ends[-1].end()

@@ -92,8 +92,8 @@ class EmbeddedPipeline:
             return self._state
 
     def _build_state(self) -> Any:
-        from api.routes.pools import install
-        from api.stages import LatencyModel, default_stages
+        from api.compression_service import CompressionService
+        from api.stages import default_stages
         from api.state import AppState
 
         provider = self._provider or shared_provider(
@@ -102,9 +102,8 @@ class EmbeddedPipeline:
         )  # fmt: skip
         state = AppState(settings=self.settings, provider=provider, backend=None)  # type: ignore[arg-type]
         state.stages = default_stages()
-        state.extras.setdefault("latency", LatencyModel())
-        state.extras.setdefault("compression_lock", threading.Lock())
-        install(state)
+        state.compression = CompressionService.from_settings(self.settings)
+        state.pool_store()
         return state
 
     def options(self, *layers: dict[str, Any] | None) -> ThresherOptions:

@@ -198,9 +198,7 @@ class ThresherExampleSelector(BaseExampleSelector):
         ]
 
     def _store(self) -> Any:
-        from api.routes.pools import install
-
-        return install(self._embedded.state)
+        return self._embedded.state.pool_store()
 
     def _retriever(self) -> tuple[Any, Any]:
         with self._lock:

@@ -11,15 +11,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import error_responses
-from api.state import AppState, Pools, State, client_counter
+from api.state import Pools, State, client_counter
 from prompting import PoolStore, check_pool_name, demonstrate, demonstration
 
 router = APIRouter(tags=["pools"])
-
-
-def install(state: AppState) -> PoolStore:
-    """The state's pool store (kept for callers of the old name; see ``AppState.pool_store``)."""
-    return state.pool_store()
 
 
 Store = Pools

@@ -172,6 +172,11 @@ def test_the_question_is_the_last_line_or_sentence():
     long = "A. " * 200 + "Then he left. Who did it?"
     body, question = split_question(long)
     assert question == " Who did it?" and body + question == long
+    one = "The code is 3614. It opens the stable. Which door does it open?"
+    assert split_question(one) == (
+        "The code is 3614. It opens the stable.",
+        " Which door does it open?",
+    )
 
 
 def test_the_cache_is_bounded():

@@ -52,8 +52,10 @@ def test_the_retriever_chain_compresses_like_thresher_s_proxy(
     report = compressed[0].metadata["thresher"]
     assert report["stages"][0] == {**report["stages"][0], "name": "compression", "status": "ran"}
     assert 0 < report["tokens_after"] < report["tokens_before"]
+    # A passage under compress_min_message_tokens (a story's short last chunk) goes verbatim.
+    assert sum(a.page_content != b.page_content for b, a in zip(retrieved, compressed)) >= 3
     for before, after in zip(retrieved, compressed, strict=True):
-        assert after.page_content and after.page_content != before.page_content
+        assert after.page_content
         # Compression keeps words in their order and adds none.
         words = iter(before.page_content.split())
         assert all(any(w in b for b in words) for w in after.page_content.split()[:5])
