@@ -57,8 +57,8 @@ class ThresherCompressor(BaseDocumentCompressor):
     protect: list[str] = Field(default_factory=list)
     max_latency_ms: float | None = None
     budget_tokens: int | None = None
-    settings: Any = None
-    provider: Any = None
+    settings: Any = Field(default=None, exclude=True)
+    provider: Any = Field(default=None, exclude=True)
     tokenizer: str | None = None
     _pipeline: EmbeddedPipeline = PrivateAttr()
 

@@ -15,9 +15,10 @@ The options are the ``thresher`` object of Thresher's own proxy, overlaid in thi
 guardrail's ``thresher`` param, the team's and then the key's metadata ``thresher``, the
 request's ``metadata.thresher``, and a top-level ``thresher`` field (the OpenAI SDK's
 ``extra_body``; removed before LiteLLM routes the request). A bad option is the caller's mistake
-(HTTP 400 naming the field); anything that fails once the pipeline runs forwards the request
-unchanged (fail open). What Thresher did goes into the request's ``metadata["thresher_report"]`` and
-into LiteLLM's guardrail information, which its loggers and spend logs record.
+(HTTP 400 naming the field; an unknown pool, 404); anything that fails once the pipeline runs
+forwards the request unchanged (fail open). What Thresher did goes into the request's
+``metadata["thresher_report"]`` and, when a stage ran or failed, into LiteLLM's guardrail
+information, which its loggers and spend logs record.
 
 Needs LiteLLM, which conflicts with two of Thresher's pins: ``make litellm`` builds its venv.
 """
@@ -51,12 +52,13 @@ PROVIDER = "thresher"
 
 
 class ThresherGuardrail(CustomGuardrail):
-    """A LiteLLM ``pre_call`` guardrail that applies Thresher's pipeline to chat requests.
+    """A LiteLLM ``pre_call`` guardrail that applies Thresher's pipeline to completions.
 
     Args:
         thresher: Default ``thresher`` options (the same shape as a Thresher proxy request's).
         tokenizer: Token counter for budgets and reports (default: ``THRESHER_TOKENIZER``).
-        settings: Thresher service settings (default: the ``THRESHER_*`` environment).
+        settings: Thresher service settings, or a mapping of overrides of them (default: the
+            ``THRESHER_*`` environment).
         provider: A loaded ``ModelProvider`` to share.
         **kwargs: LiteLLM's guardrail params (``guardrail_name``, ``event_hook``,
             ``default_on``, ...).

@@ -123,6 +123,16 @@ def test_the_example_selector_grows_an_in_memory_pool(provider):
     ]
     selector.add_example({"input": "the colour of the sky", "output": "blue"})
     assert selector.select_examples({"input": "what colour is grass"})[0]["output"] == "blue"
+    # In LangChain's few-shot prompt, as users wire an example selector.
+    from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate
+
+    prompt = FewShotPromptTemplate(
+        example_selector=selector,
+        example_prompt=PromptTemplate.from_template("Q: {input}\nA: {output}"),
+        suffix="Q: {input}\nA:",
+        input_variables=["input"],
+    )
+    assert prompt.format(input="seven plus one") == "Q: two plus two\nA: 4\n\nQ: seven plus one\nA:"
     from core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="method 'nope'"):
