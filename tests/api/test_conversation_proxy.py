@@ -81,6 +81,13 @@ def test_options_that_cannot_hold_are_422_naming_the_field(proxy, chunks):
     assert caught.value.body["param"] == "thresher.compression.when"
     sent, _, _ = send(client, messages, rate=0.5, keep=[0], when="always")
     assert sent == messages  # the kept message, and a short question
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.completions.create(
+            model="mirror",
+            prompt=chunks[0],
+            extra_body={"thresher": {"compression": {"keep": [0]}}},
+        )
+    assert caught.value.body["param"] == "thresher.compression.keep"
 
 
 def test_a_full_queue_forwards_uncompressed_at_once(proxy, chunks):
