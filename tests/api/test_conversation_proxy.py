@@ -130,7 +130,8 @@ def test_a_disconnected_client_stops_the_work(proxy, chunks, backend):
     while pool.running and time.monotonic() < gone + 10:
         time.sleep(0.01)
     assert pool.running == 0  # the work stopped (bench/conversation.py times how fast)
-    assert len(state.compression.cache) - remembered < len(messages)  # before it was done
+    # Before it was done: each finished message leaves two entries (its rate's, any rate's).
+    assert len(state.compression.cache) - remembered < 2 * len(messages)
     time.sleep(0.3)
     assert httpx.get(counts).json().get("ok", 0) == before  # and nothing was forwarded
     assert 'status="499"' in httpx.get(f"{base}/metrics").text  # counted as the client's close
