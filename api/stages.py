@@ -223,14 +223,19 @@ class CompressionStage:
             if i in keep or m.get("role") in ("system", "developer")
         )
         rate = self._rate(ctx, fixed)
+        # Under a token target the fitting rate moves as the chat grows: earlier messages keep
+        # the form they were forwarded in (sticky) unless the target cannot hold that way.
+        targeted = self.options.target_tokens is not None or (
+            ctx.text_budget is not None and ctx.prompt_tokens() > ctx.text_budget
+        )
         earlier: tuple[Any, float] | None = None
-        for _attempt in range(3):
+        for attempt in range(3):
             conversation = ConversationCompressor(
                 compressor, counter, cache=service.cache, target=ctx.route or counter.name,
                 rate=rate, min_message_tokens=service.min_message_tokens,
                 options_key=json.dumps(sorted(self.options.protect)),
             )  # fmt: skip
-            plan = conversation.plan(messages, keep)
+            plan = conversation.plan(messages, keep, sticky=targeted and attempt == 0)
             skip = self._decide(ctx, plan.new_tokens, rate)
             if skip is not None:
                 if skip.startswith("predicted saving"):

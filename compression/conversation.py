@@ -211,18 +211,26 @@ class ConversationCompressor:
 
     # -- planning ----------------------------------------------------------------------------
 
-    def key(self, message: Message) -> str:
-        """The cache key of a message's forwarded form."""
+    def key(self, message: Message, *, any_rate: bool = False) -> str:
+        """The cache key of a message's forwarded form; ``any_rate``: the key of its latest
+        form at whatever rate (what a token target reuses, see :meth:`plan`)."""
         spec = [
-            VERSION, self.compressor.name, round(self.rate, 4), self.target,
+            VERSION, self.compressor.name, "any" if any_rate else round(self.rate, 4), self.target,
             self.min_message_tokens, self.floor_tokens, self.options_key,
             message.get("role"), message.get("content"),
         ]  # fmt: skip
         raw = json.dumps(spec, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
-    def plan(self, messages: Sequence[Message], keep: Iterable[int] = ()) -> ConversationPlan:
-        """Look every compressible message up in the cache; ``keep`` are message indices."""
+    def plan(
+        self, messages: Sequence[Message], keep: Iterable[int] = (), *, sticky: bool = False
+    ) -> ConversationPlan:
+        """Look every compressible message up in the cache; ``keep`` are message indices.
+
+        With ``sticky`` a message forwarded before at another rate is reused as it was: under a
+        token target the rate that fits moves as the conversation grows, and only the new
+        messages take the new one (the caller drops ``sticky`` when the target does not hold).
+        """
         kept = set(keep)
         out = ConversationPlan([dict(m) for m in messages], {}, [], set())
         for i, m in enumerate(out.messages):
@@ -230,7 +238,9 @@ class ConversationCompressor:
                 out.fixed.add(i)
                 continue
             key = self.key(m)
-            found = self.cache.get(key)
+            found = self.cache.get(self.key(m, any_rate=True)) if sticky else None
+            if found is None:
+                found = self.cache.get(key)
             if found is not None:
                 out.cached[i] = found
                 continue
@@ -293,7 +303,11 @@ class ConversationCompressor:
         """Record the pending messages as forwarded unchanged (compression did not pay): on
         later turns they go out in the same bytes instead of changing under the cache."""
         for p in plan.pending:
-            self.cache.put(p.key, plan.messages[p.index]["content"])
+            self._remember(p.key, plan.messages[p.index], plan.messages[p.index]["content"])
+
+    def _remember(self, key: str, original: Message, content: Any) -> None:
+        self.cache.put(key, content)
+        self.cache.put(self.key(original, any_rate=True), content)
 
     def run(
         self,
@@ -337,7 +351,7 @@ class ConversationCompressor:
                 original = plan.messages[p.index]["content"]
                 if _text_tokens(content, self.counter) >= p.tokens:
                     content = original  # nothing gained: forward (and remember) the original
-                self.cache.put(p.key, content)
+                self._remember(p.key, plan.messages[p.index], content)
                 plan.messages[p.index] = {**plan.messages[p.index], "content": content}
                 compressed = content != original
                 result.outcomes[p.index] = "compressed" if compressed else "verbatim"

@@ -30,7 +30,11 @@ def chunks(data_dir):
 def conversation(fast_scorer, counter, method="llmlingua", cache=None, **kw):
     compressor = get_compressor(method, scorer=fast_scorer, counter=counter, min_tokens=0)
     return ConversationCompressor(
-        compressor, counter, cache=cache or LRUMessageCache(), target="gpt-4o", **kw
+        compressor,
+        counter,
+        cache=LRUMessageCache() if cache is None else cache,
+        target="gpt-4o",
+        **kw,
     )
 
 
@@ -198,3 +202,21 @@ def test_every_method_never_adds_tokens(fast_scorer, counter, chunks, method):
         counter.count(a["content"]) <= counter.count(b["content"])
         for a, b in zip(out, messages, strict=True)
     )
+
+
+def test_a_token_target_reuses_earlier_forms_at_any_rate(fast_scorer, counter, chunks):
+    cache = LRUMessageCache()
+    first = [{"role": "user", "content": chunks[0]}]
+    sent = conversation(fast_scorer, counter, cache=cache, rate=0.5).run(
+        conversation(fast_scorer, counter, cache=cache, rate=0.5).plan(first)
+    )
+    # The next turn's target fits only at a lower rate: the first message keeps its bytes.
+    later = conversation(fast_scorer, counter, cache=cache, rate=0.3)
+    second = [*first, {"role": "user", "content": chunks[1]}]
+    result = later.run(later.plan(second, sticky=True))
+    assert result.outcomes == {0: "cached", 1: "compressed"}
+    assert result.messages[0] == sent.messages[0]
+    # Without sticky (the target did not hold), the first message is compressed at 0.3 too.
+    again = later.run(later.plan(second))
+    assert again.outcomes == {0: "compressed", 1: "cached"}
+    assert counter.count(again.messages[0]["content"]) < counter.count(sent.messages[0]["content"])
