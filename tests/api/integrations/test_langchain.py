@@ -53,7 +53,10 @@ def test_the_retriever_chain_compresses_like_thresher_s_proxy(
     assert report["stages"][0] == {**report["stages"][0], "name": "compression", "status": "ran"}
     assert 0 < report["tokens_after"] < report["tokens_before"]
     # A passage under compress_min_message_tokens (a story's short last chunk) goes verbatim.
-    assert sum(a.page_content != b.page_content for b, a in zip(retrieved, compressed, strict=True)) >= 3
+    assert (
+        sum(a.page_content != b.page_content for b, a in zip(retrieved, compressed, strict=True))
+        >= 3
+    )
     for before, after in zip(retrieved, compressed, strict=True):
         assert after.page_content
         # Compression keeps words in their order and adds none.

@@ -98,7 +98,9 @@ def test_the_query_engine_answers_from_nodes_compressed_like_thresher_s_proxy(
     # The LLM read the compressed passages, not the retrieved ones, nor the report.
     prompt = llm.prompts[-1]
     # A passage under compress_min_message_tokens (a story's short last chunk) goes verbatim.
-    pairs = [(b.node.get_content(), a.node.get_content()) for b, a in zip(retrieved, nodes, strict=True)]
+    pairs = [
+        (b.node.get_content(), a.node.get_content()) for b, a in zip(retrieved, nodes, strict=True)
+    ]
     changed = [(b, a) for b, a in pairs if a != b]
     assert len(changed) >= 3 and all(a in prompt for _, a in pairs)
     for before, _ in changed:
