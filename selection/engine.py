@@ -103,12 +103,20 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def build_steps(recipe: Recipe, context: StepContext) -> list[Any]:
-    """Instantiate every step once, through the registry."""
+def build_steps(recipe: Recipe, context: StepContext, *, check: bool = False) -> list[Any]:
+    """Instantiate every step once, through the registry (constructors store parameters only).
+
+    With ``check`` (the driver, once per job), each step's optional ``check()`` runs too: the
+    place for I/O that should fail a job before any work, such as a missing target file or a
+    judge backend that does not answer.
+    """
     steps = []
     for i, spec in enumerate(recipe.steps):
         try:
-            steps.append(step_type(spec.type).factory(spec.name, spec.params, context))
+            step = step_type(spec.type).factory(spec.name, spec.params, context)
+            if check and callable(getattr(step, "check", None)):
+                step.check()
+            steps.append(step)
         except (InputError, NotFoundError) as exc:
             # Same error class, but the field says which step of the recipe is at fault.
             field_name = f"steps[{i}].{exc.field or 'params'}"
@@ -181,7 +189,7 @@ def run_recipe(
     base = Path(recipe.base_dir or ".")
     if context is None:
         context = StepContext(seed=recipe.seed, base_dir=base, strict=recipe.strict)
-    steps = build_steps(recipe, context)  # bad step parameters fail before any work is done
+    steps = build_steps(recipe, context, check=True)  # bad steps fail before any work
     work = WorkDir(out / ".work")
     resumed = work.open(_fingerprint(recipe, paths), fresh=fresh)
     job = Job(recipe, shards, list(recipe.inputs), context, work, steps)
