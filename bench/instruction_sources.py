@@ -256,8 +256,11 @@ def corrupt(rows: list[Row], seed: int = 11, share: float = 0.08) -> tuple[list[
             if kind == "near_duplicate":
                 field = "input" if len(row["input"]) > len(row["output"]) else "output"
                 words = copy[field].split()
-                if len(words) > 3:
+                if len(words) >= 30:  # one word of 30 dropped keeps trigram Jaccard >= 0.7
                     del words[rng.randrange(len(words))]
+                elif words:  # shorter: a change of case and punctuation, as in the pool
+                    j = rng.randrange(len(words))
+                    words[j] = words[j].swapcase() + ","
                 copy[field] = " ".join(words)
             extra.append(copy)
             found[copy["id"]] = {"id": copy["id"], "defect": kind, "duplicate_of": row["id"]}

@@ -27,6 +27,9 @@ def filter_rows(
     ] = False,
     fresh: Annotated[bool, typer.Option(help="Discard an earlier run of this job.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    keep_work: Annotated[
+        bool, typer.Option(help="Keep the job's .work folder (checkpoints) after it succeeds.")
+    ] = False,
 ) -> None:
     """Drop defective, duplicate rows (each with the rule that dropped it); optionally rate them
     with an LLM judge and keep a diverse subset of BUDGET rows."""
@@ -47,4 +50,4 @@ def filter_rows(
     recipe["inputs"] = [{"path": str(input.resolve()), "shape": "auto"}]
     recipe["output"] = {"path": str(out.resolve()), "scores": "inline", "write_dropped": True}
     folder = out.resolve().parent / f"{out.name}.thresher"
-    run_and_report(recipe, folder, progress=progress, fresh=fresh)
+    run_and_report(recipe, folder, progress=progress, fresh=fresh, keep_work=keep_work)

@@ -390,7 +390,7 @@ def language_likeness(
     *,
     min_known: float = 0.8,
     margin: float = 1.5,
-    min_train_chars: int = 20_000,
+    min_train_chars: int = 10_000,
 ) -> str | None:
     """Its words cost more bits per character, under a character model of the requests, than
     letters drawn independently at their frequencies: noise or pseudo-words, not language.

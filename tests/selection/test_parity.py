@@ -19,12 +19,15 @@ from selection.recipes import builtin_recipe
 DATA = Path(__file__).resolve().parents[1] / "data" / "quality" / "instructions_small.jsonl"
 
 
-def run(tmp: Path, name: str, path: Path = DATA, executor: str = "local", **settings):
+def run(tmp: Path, name: str, path: Path = DATA, executor: str = "local", keep_work=False,
+        **settings):  # fmt: skip
     recipe = builtin_recipe("instruction-quality")
     recipe["inputs"] = [{"path": str(path), "shape": "auto"}]
     recipe["output"] = {"path": str(tmp / name / "kept.jsonl"), "write_dropped": True}
     recipe.update(settings)
-    return selection.run_recipe(recipe, tmp / name, executor=executor, progress=False)  # type: ignore[arg-type]
+    return selection.run_recipe(
+        recipe, tmp / name, executor=executor, progress=False, keep_work=keep_work  # type: ignore[arg-type]
+    )
 
 
 def verdicts(result) -> dict[str, str]:
@@ -58,11 +61,9 @@ def test_same_rows_for_any_batch_shard_and_worker_count(tmp_path, reference, set
 
 
 def test_same_rows_after_a_resume_mid_pass(tmp_path, reference):
-    first = run(tmp_path, "job", batch_size=20)
+    first = run(tmp_path, "job", batch_size=20, keep_work=True)
     assert verdicts(first) == reference[0]
     work = tmp_path / "job" / ".work"
-    if not work.exists():  # the finished job's work folder is gone: start one and cut it short
-        pytest.skip("work folder removed after success")
     # Pretend the job was killed in pass 3: its state and half of its batches are gone.
     (work / "state-2.npz").unlink()
     (work / "state-3.npz").unlink(missing_ok=True)
@@ -71,6 +72,7 @@ def test_same_rows_after_a_resume_mid_pass(tmp_path, reference):
     again = run(tmp_path, "job", batch_size=20)
     assert again.resumed
     assert verdicts(again) == reference[0]
+    assert not work.exists()  # removed once the job succeeded (keep_work=False)
 
 
 def test_the_19_row_file_keeps_rows_that_only_share_a_template(tmp_path):

@@ -84,17 +84,17 @@ def test_fresh_starts_over_and_a_changed_recipe_is_refused(tmp_path, raw_path):
         "inputs": [str(raw_path)],
         "steps": [{"type": "length"}, {"type": "top_k", "score": "length", "k": 3}],
     }
-    first = selection.run_recipe(base, tmp_path, progress=False)
+    first = selection.run_recipe(base, tmp_path, progress=False, keep_work=True)
     assert not first.resumed
-    assert selection.run_recipe(base, tmp_path, progress=False).resumed
+    assert selection.run_recipe(base, tmp_path, progress=False, keep_work=True).resumed
     changed = {**base, "steps": [{"type": "length"}, {"type": "top_k", "score": "length", "k": 4}]}
     try:
-        selection.run_recipe(changed, tmp_path, progress=False)
+        selection.run_recipe(changed, tmp_path, progress=False, keep_work=True)
     except ConfigError as exc:
         assert exc.field == "output_dir" and "--fresh" in str(exc)
     else:
         raise AssertionError("a different recipe reused the folder")
-    again = selection.run_recipe(changed, tmp_path, progress=False, fresh=True)
+    again = selection.run_recipe(changed, tmp_path, progress=False, fresh=True, keep_work=True)
     assert len(read_jsonl(again.output_path)) == 4 and not again.resumed
 
 
