@@ -59,14 +59,12 @@ def _exact_key(record: Record) -> float:
     return float(int(hashlib.sha256(text.encode()).hexdigest()[:13], 16))
 
 
-def _word_hashes(tokens: list[str], cache: dict[str, int]) -> list[int]:
-    out = []
-    for w in tokens:
-        h = cache.get(w)
-        if h is None:
-            h = cache[w] = zlib.crc32(w.encode()) + 1
-        out.append(h)
-    return out
+class _WordHashes(dict[str, int]):
+    """Word -> CRC32 + 1, computed once per distinct word (lookups run at C speed)."""
+
+    def __missing__(self, word: str) -> int:
+        h = self[word] = zlib.crc32(word.encode()) + 1
+        return h
 
 
 def shingle_sets(texts: Sequence[str], n: int, extra: Sequence[int] | None = None
@@ -76,13 +74,13 @@ def shingle_sets(texts: Sequence[str], n: int, extra: Sequence[int] | None = Non
     A text shorter than ``n`` words is one shingle; ``extra`` adds one more hash per text (the
     template's) where it is non-zero. Vectorised over all texts at once.
     """
-    cache: dict[str, int] = {}
+    cache = _WordHashes()
     ids: list[int] = []
     lengths = np.zeros(len(texts), dtype=np.int64)
     for i, text in enumerate(texts):
-        w = _word_hashes(normalise(text).split(), cache)
-        lengths[i] = len(w)
-        ids.extend(w)
+        tokens = normalise(text).split()
+        lengths[i] = len(tokens)
+        ids.extend(map(cache.__getitem__, tokens))
     x = np.array(ids, dtype=np.uint64)
     starts = np.cumsum(lengths) - lengths
     within = np.arange(len(x), dtype=np.int64) - np.repeat(starts, lengths)
@@ -121,7 +119,7 @@ def shingle_sets(texts: Sequence[str], n: int, extra: Sequence[int] | None = Non
 
 
 def minhash(hashes: np.ndarray, lengths: np.ndarray, num_perm: int, seed: int = 1,
-            chunk: int = 16384) -> np.ndarray:  # fmt: skip
+            chunk: int = 2048) -> np.ndarray:  # fmt: skip
     """MinHash signatures (Broder, 1997) of the shingle sets given as (hashes, lengths), with
     multiply-shift hash functions; a row of zeros marks a set with no shingles."""
     rng = np.random.default_rng(seed)

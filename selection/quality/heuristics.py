@@ -63,6 +63,9 @@ LIST_LINE = re.compile(r"\s*(?:[-*•+>#]|\d+[.):]|[a-zA-Z][.)]\s)")
 CODE_CHARS = "{}[]()<>;=$\\^~`"
 # A character that is neither a letter, a digit nor a symbol words carry ("e-mail", "5'9").
 SYMBOL = re.compile("[^\\w" + re.escape("".join(sorted(IN_WORD_OK))) + "]")
+_OK = re.escape("".join(sorted(IN_WORD_OK)))
+# A word character and a symbol with only in-word marks between: every garbled word has one.
+INNER_SYMBOL = re.compile(f"\\w[{_OK}]*[^\\w\\s{_OK}]|[^\\w\\s{_OK}][{_OK}]*\\w")
 
 
 def words(text: str) -> list[str]:
@@ -316,6 +319,8 @@ def encoding_errors(text: str, ctx: Context) -> str | None:
 
 def garbled_words(text: str, ctx: Context, *, min_share: float = 0.2) -> str | None:
     """Words with symbols inside them ("g{7ng", "m]e") mark keyboard or byte noise."""
+    if not INNER_SYMBOL.search(text):
+        return None
     tokens = [w.strip(EDGE_PUNCT) for w in words(text)]
     tokens = [w for w in tokens if len(w) >= 2]
     if len(tokens) < 2:
@@ -378,7 +383,7 @@ def short_outlier(
     n = len(words(text))
     if 0 < n < factor * group.q05:
         return (
-            f"has {n} words; 95% of the {group.count} responses to this instruction have "
+            f"has {n} words, where 95% of the {group.count} responses to this instruction have "
             f"{group.q05:.0f} or more"
         )
     return None

@@ -122,7 +122,7 @@ class HeuristicFilter:
 
     def fit_from_stats(self, total: np.ndarray) -> None:
         """Build the template statistics and the character model from merged statistics."""
-        total = np.asarray(total, dtype=np.int64).reshape(-1, 4)
+        total = merge_rule_stats(np.asarray(total, dtype=np.int64).reshape(-1, 4))
         lengths = total[total[:, 0] == 0]
         self.group_stats_ = {}
         if len(lengths):

@@ -55,7 +55,24 @@ def split_request(text: str) -> tuple[str, str]:
     return head.strip(), rest.strip()
 
 
+_CACHE: dict[int, tuple[Record, list[Turn]]] = {}
+_CACHE_SIZE = 4096
+
+
 def turns(record: Record) -> list[Turn]:
+    """Every (instruction, input, response) of ``record`` (see :func:`parse_turns`); several
+    steps ask about the same batch's records, so the latest few thousand are remembered."""
+    hit = _CACHE.get(id(record))
+    if hit is not None and hit[0] is record:
+        return hit[1]
+    found = parse_turns(record)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[id(record)] = (record, found)
+    return found
+
+
+def parse_turns(record: Record) -> list[Turn]:
     """Every (instruction, input, response) of ``record``; empty if it has no answer at all.
 
     The same content gives the same turns whether it is read as Alpaca, ShareGPT or OpenAI

@@ -40,9 +40,15 @@ class QualityRules:
     def fit_stats(self, records: Sequence[Record]) -> np.ndarray:
         return self.filter.fit_stats(records)
 
-    @staticmethod
-    def merge_stats(total: np.ndarray, part: np.ndarray) -> np.ndarray:
-        return merge_rule_stats(total, part)
+    def merge_stats(self, total: np.ndarray, part: np.ndarray) -> np.ndarray:
+        # Appended, and compacted only when the table doubles (merging every batch into the
+        # whole total would be quadratic); fit_from_stats merges whatever it gets, so the
+        # model does not depend on when compaction happened.
+        combined = np.concatenate([total, part])
+        if len(combined) > 2 * getattr(self, "_compacted", 0):
+            combined = merge_rule_stats(combined)
+            self._compacted = len(combined)
+        return combined
 
     def fit_from_stats(self, total: np.ndarray) -> None:
         self.filter.fit_from_stats(total)
