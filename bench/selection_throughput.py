@@ -61,10 +61,10 @@ def child(args: argparse.Namespace) -> None:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     digest = hashlib.sha256(result.output_path.read_bytes()).hexdigest()[:16]
+    phases = [(p.name, round(p.seconds, 2)) for p in result.report.phases]
     print(json.dumps({"seconds": seconds, "rows": result.report.rows_read,
                       "kept": result.report.rows_kept, "peak_mb": own, "worker_peak_mb": kids,
-                      "sha256": digest, "summary": result.summary(),
-                      "phases": [(p.name, round(p.seconds, 2)) for p in result.report.phases]}))  # fmt: skip
+                      "sha256": digest, "summary": result.summary(), "phases": phases}))  # fmt: skip
 
 
 def run(path: Path, job: Path, batch_size: int, workers: int, shard_bytes: int) -> dict:
@@ -109,7 +109,7 @@ def main() -> None:
             same = second["sha256"] == first["sha256"]
             print(f"workers 1, batch 4000, one shard: {second['seconds']:.1f}s, "
                   f"{n / second['seconds']:.0f} rows/s, peak {second['peak_mb']:.0f} MB; "
-                  f"parity (same kept rows, byte for byte): {'PASS' if same else 'FAIL'}")  # fmt: skip
+                  f"parity (same kept rows, byte for byte): {'PASS' if same else 'FAIL'}")
             if not same:
                 raise SystemExit(1)
 
