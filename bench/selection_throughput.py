@@ -62,9 +62,10 @@ def child(args: argparse.Namespace) -> None:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     digest = hashlib.sha256(result.output_path.read_bytes()).hexdigest()[:16]
     phases = [(p.name, round(p.seconds, 2)) for p in result.report.phases]
-    print(json.dumps({"seconds": seconds, "rows": result.report.rows_read,
-                      "kept": result.report.rows_kept, "peak_mb": own, "worker_peak_mb": kids,
-                      "sha256": digest, "summary": result.summary(), "phases": phases}))  # fmt: skip
+    report = {"seconds": seconds, "rows": result.report.rows_read, "kept": result.report.rows_kept,
+              "peak_mb": own, "worker_peak_mb": kids, "sha256": digest,
+              "summary": result.summary(), "phases": phases}  # fmt: skip
+    print(json.dumps(report))
 
 
 def run(path: Path, job: Path, batch_size: int, workers: int, shard_bytes: int) -> dict:
