@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import resource
 import subprocess
@@ -58,12 +59,13 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     result = selection.run_recipe(recipe, args.job, fresh=True, progress=False)
     seconds = time.perf_counter() - start
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    me, workers = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    own, kids = me.ru_maxrss / 1024, workers.ru_maxrss / 1024
+    cpu = me.ru_utime + me.ru_stime + workers.ru_utime + workers.ru_stime
     digest = hashlib.sha256(result.output_path.read_bytes()).hexdigest()[:16]
     phases = [(p.name, round(p.seconds, 2)) for p in result.report.phases]
     report = {"seconds": seconds, "rows": result.report.rows_read, "kept": result.report.rows_kept,
-              "peak_mb": own, "worker_peak_mb": kids, "sha256": digest,
+              "peak_mb": own, "worker_peak_mb": kids, "sha256": digest, "cpu_seconds": cpu,
               "summary": result.summary(), "phases": phases}  # fmt: skip
     print(json.dumps(report))
 
@@ -102,7 +104,9 @@ def main() -> None:
         print(f"{n} rows, {size / 1e6:.0f} MB, shards of {shard / 1e6:.1f} MB")
         first = run(path, Path(tmp) / "a", 1000, args.workers, shard)
         print(f"workers {args.workers}, batch 1000: {first['seconds']:.1f}s, "
-              f"{n / first['seconds']:.0f} rows/s, peak {first['peak_mb']:.0f} MB "
+              f"{n / first['seconds']:.0f} rows/s ({n / first['cpu_seconds']:.0f} rows per "
+              f"CPU-second; the machine's load: {os.getloadavg()[0]:.1f}), "
+              f"peak {first['peak_mb']:.0f} MB "
               f"(workers {first['worker_peak_mb']:.0f} MB)\n  {first['summary']}\n"
               f"  {first['phases']}")  # fmt: skip
         if not args.no_parity:
