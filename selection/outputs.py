@@ -48,6 +48,8 @@ class OutputSink:
     def bind(self, state: RowState) -> None:
         """Plan which rows to read: the kept ones and the first few dropped per reason
         (every row when dropped rows are written)."""
+        if self.spec.scores == "inline" and hasattr(self.writer, "float_structs"):
+            self.writer.float_structs[self.spec.score_field] = list(state.scores)
         if self.dropped is not None:
             return
         wanted = set(state.pos[state.alive].tolist())
