@@ -9,7 +9,12 @@ Duplicates: two identical rows cannot say which one was copied, so a duplicate p
 caught when exactly one of its two rows is dropped as a duplicate ("pair" columns); the
 "strict" numbers also ask that the dropped one be the labelled copy.
 
-    python bench/instruction_quality.py [--smoke] [--peer] [--out bench/results/iq.json]
+Held-out sources (bench/instruction_sources.py): kinds of legitimate answer the rules were not
+tuned on (labels, math, stories that reuse their input, headlines, long-context QA, JSON/dict
+literals, code, tables, numbers, dates, lists, other languages), each run as its own job with
+the pool's defect kinds seeded into 8% of it; precision and recall are reported per source.
+
+    python bench/instruction_quality.py [--smoke] [--peer] [--no-sources] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -79,7 +84,44 @@ def evaluate(ids: list[str], labels: dict[str, dict], flagged: dict[str, str]) -
     return {"per_defect": table, "overall": overall, "fp_examples": false[:20]}
 
 
-def run_ours(path: Path, work: Path) -> tuple[dict[str, str], float]:
+def run_sources(work: Path, smoke: bool) -> dict:
+    """Precision and recall on every held-out source, each filtered as its own dataset."""
+    from instruction_sources import corrupt, sources
+
+    table = {}
+    print(f"\n  {'held-out source':<22}{'rows':>6}{'defects':>8}{'precision':>10}{'recall':>8}"
+          f"{'clean dropped':>14}")  # fmt: skip
+    for name, rows in sources(DATA).items():
+        rows = rows[:120] if smoke else rows
+        rows, labels = corrupt(rows)
+        path = work / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        flagged, _ = run_ours(path, work / name, quiet=True)
+        result = evaluate([r["id"] for r in rows], labels, flagged)
+        o = result["overall"]
+        clean = len(rows) - len(labels)
+        print(f"  {name:<22}{len(rows):>6}{len(labels):>8}{o['precision']:>10.3f}"
+              f"{o['recall']:>8.3f}{o['false_positives']:>7} of {clean:<5}")  # fmt: skip
+        for i in result["fp_examples"][:2]:
+            print(f"      clean row dropped: {i}: {flagged[i][:110]}")
+        table[name] = {**result, "rows": len(rows)}
+    return table
+
+
+def per_source(rows: list[dict], labels: dict[str, dict], flagged: dict[str, str]) -> dict:
+    """Clean rows dropped per source of the pool (its BIG-bench subtask)."""
+    out: dict[str, dict] = {}
+    # An original dropped in place of its labelled copy is no false positive (see evaluate).
+    originals = {v["duplicate_of"] for v in labels.values() if "duplicate_of" in v}
+    for r in rows:
+        entry = out.setdefault(r.get("source", "?").rsplit("/", 1)[-1], {"clean": 0, "dropped": 0})
+        if r["id"] not in labels:
+            entry["clean"] += 1
+            entry["dropped"] += r["id"] in flagged and r["id"] not in originals
+    return out
+
+
+def run_ours(path: Path, work: Path, quiet: bool = False) -> tuple[dict[str, str], float]:
     import selection
     from selection.recipes import builtin_recipe
 
@@ -87,14 +129,15 @@ def run_ours(path: Path, work: Path) -> tuple[dict[str, str], float]:
     recipe["inputs"] = [{"path": str(path), "shape": "alpaca"}]
     recipe["output"] = {"path": str(work / "kept.jsonl"), "write_dropped": True}
     start = time.perf_counter()
-    result = selection.run_recipe(recipe, work / "job", fresh=True, progress=True)
+    result = selection.run_recipe(recipe, work / "job", fresh=True, progress=not quiet)
     seconds = time.perf_counter() - start
     flagged = {}
     with open(result.dropped_path, encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
             flagged[row["id"]] = f"{row['step']}: {row['reason']}"
-    print(result.summary())
+    if not quiet:
+        print(result.summary())
     return flagged, seconds
 
 
@@ -132,6 +175,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="first 1,500 rows only")
     parser.add_argument("--peer", action="store_true", help="also run datatrove's filters")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
+    parser.add_argument("--no-sources", action="store_true", help="skip the held-out sources")
     args = parser.parse_args()
     limit = 1500 if args.smoke else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +191,12 @@ def main() -> None:
         rules = Counter(v.split(":")[0] for v in flagged.values())
         print("  dropped by step:", dict(rules))
         report = {"rows": len(rows), "ours": {**ours, "seconds": seconds}}
+        report["pool_sources"] = per_source(rows, labels, flagged)
+        print(f"  {'pool source (tuned on)':<52}{'clean':>7}{'dropped':>9}")
+        for name, v in report["pool_sources"].items():
+            print(f"  {name:<52}{v['clean']:>7}{v['dropped']:>9}")
+        if not args.no_sources:
+            report["held_out"] = run_sources(work, args.smoke)
         peer = run_peer(path, work, limit) if args.peer else None
         if peer is not None:
             report["datatrove"] = {}

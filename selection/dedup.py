@@ -2,7 +2,12 @@
 
 Near duplicates follow Broder, 1997 ("On the resemblance and containment of documents") and Lee
 et al., 2022 ("Deduplicating Training Data Makes Language Models Better"): MinHash signatures of
-word n-gram shingles, LSH for candidates, then the exact Jaccard of the shingle sets to confirm.
+word n-gram shingles (vectorised with numpy), banded LSH for candidates, then the signatures'
+estimated Jaccard to confirm, of the whole row and of its answers alone (two questions on one
+long passage share most of their shingles without being duplicates). A row's signature depends
+on that row alone (its template, the shared instruction, is one shingle rather than hundreds),
+so the clusters are the same however the input is batched or sharded, and rows that only share
+a template are never duplicates.
 Semantic duplicates follow Abbas et al., 2023 ("SemDeDup"): cosine similarity of embeddings above
 a threshold. Duplicates form clusters (union-find); one representative per cluster is kept, the
 most fluent copy by default (a character model of the data prices typos and dropped words), and
@@ -13,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,8 +32,8 @@ from selection.quality.turns import turns
 
 Method = Literal["exact", "minhash", "semantic"]
 Prefer = Literal["first", "fluent", "score"]
-FLUENCY_SAMPLE = 2000
 FLUENCY_CHARS = 2000  # enough text to price a copy's typos
+ANSWER_PERM = 32  # MinHash of the answers alone, to confirm a candidate pair
 
 
 def record_text(record: Record) -> str:
@@ -40,14 +44,121 @@ def record_text(record: Record) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def shingles(text: str, n: int) -> np.ndarray:
-    """Sorted unique 32-bit hashes of the normalised word n-grams of ``text``."""
-    tokens = normalise(text).split()
-    if len(tokens) < n:
-        grams = [" ".join(tokens)] if tokens else []
-    else:
-        grams = [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    return np.unique(np.array([zlib.crc32(g.encode()) for g in grams], dtype=np.uint32))
+def _content(record: Record) -> tuple[str, str]:
+    """(instruction, the rest): a row's template and its own content."""
+    found = turns(record)
+    task = found[0].instruction if found else ""
+    rest = "\n".join(p for t in found for p in (t.input, t.response) if p)
+    return task, rest
+
+
+def _exact_key(record: Record) -> float:
+    """52 bits of the hash of a row's normalised template and content (exact in float64)."""
+    task, rest = _content(record)
+    text = normalise(task) + "\n" + normalise(rest)  # templates: normalised once, cached
+    return float(int(hashlib.sha256(text.encode()).hexdigest()[:13], 16))
+
+
+class _WordHashes(dict[str, int]):
+    """Word -> CRC32 + 1, computed once per distinct word (lookups run at C speed)."""
+
+    def __missing__(self, word: str) -> int:
+        h = self[word] = zlib.crc32(word.encode()) + 1
+        return h
+
+
+def shingle_sets(texts: Sequence[str], n: int, extra: Sequence[int] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Hashes of the normalised word n-grams of each text, unique per text: (hashes, lengths).
+
+    A text shorter than ``n`` words is one shingle; ``extra`` adds one more hash per text (the
+    template's) where it is non-zero. Vectorised over all texts at once.
+    """
+    cache = _WordHashes()
+    ids: list[int] = []
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        tokens = normalise(text).split()
+        lengths[i] = len(tokens)
+        ids.extend(map(cache.__getitem__, tokens))
+    x = np.array(ids, dtype=np.uint64)
+    starts = np.cumsum(lengths) - lengths
+    within = np.arange(len(x), dtype=np.int64) - np.repeat(starts, lengths)
+    grams = x.copy()
+    mult = np.uint64(0x9E3779B97F4A7C15)
+    for k in range(1, n):
+        prev = np.zeros_like(x)
+        prev[k:] = x[:-k]
+        grams = grams * mult + prev
+    owner = np.repeat(np.arange(len(texts)), lengths)
+    full = within >= n - 1
+    # Texts shorter than n words: their last word's running hash covers all of them.
+    short = (lengths > 0) & (lengths < n)
+    last = np.zeros(len(x), dtype=bool)
+    last[(starts + lengths - 1)[short]] = True
+    if n > 1:
+        partial = x.copy()
+        for k in range(1, n - 1):
+            prev = np.zeros_like(x)
+            prev[k:] = x[:-k]
+            partial = np.where(within >= k, partial * mult + prev, partial)
+        grams = np.where(full, grams, partial)
+    take = full | last
+    hashes, owners = grams[take], owner[take]
+    if extra is not None:
+        e = np.asarray(extra, dtype=np.uint64)
+        has = np.flatnonzero(e != 0)
+        hashes = np.r_[hashes, e[has]]
+        owners = np.r_[owners, has]
+    hashes = (hashes >> np.uint64(32)) ^ (hashes & np.uint64(0xFFFFFFFF))
+    order = np.lexsort((hashes, owners))
+    hashes, owners = hashes[order], owners[order]
+    keep = np.r_[True, (hashes[1:] != hashes[:-1]) | (owners[1:] != owners[:-1])]
+    hashes, owners = hashes[keep], owners[keep]
+    return hashes.astype(np.uint64), np.bincount(owners, minlength=len(texts)).astype(np.int64)
+
+
+def minhash(hashes: np.ndarray, lengths: np.ndarray, num_perm: int, seed: int = 1,
+            chunk: int = 2048) -> np.ndarray:  # fmt: skip
+    """MinHash signatures (Broder, 1997) of the shingle sets given as (hashes, lengths), with
+    multiply-shift hash functions; a row of zeros marks a set with no shingles."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 2**63, num_perm, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
+    out = np.zeros((len(lengths), num_perm), dtype=np.uint32)
+    starts = np.cumsum(lengths) - lengths
+    shift = np.uint64(32)
+    row = 0
+    while row < len(lengths):
+        hi = row
+        total = 0
+        while hi < len(lengths) and (hi == row or total + lengths[hi] <= chunk):
+            total += int(lengths[hi])
+            hi += 1
+        seg = slice(int(starts[row]), int(starts[row]) + total)
+        values = ((hashes[seg, None] * a[None, :] + b[None, :]) >> shift).astype(np.uint32)
+        present = np.flatnonzero(lengths[row:hi] > 0)
+        if len(present):
+            offsets = (starts[row:hi] - starts[row])[present]
+            out[row + present] = np.minimum.reduceat(values, offsets, axis=0)
+            out[row + present] = np.maximum(out[row + present], 1)
+        row = hi
+    return out
+
+
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """Bands and rows per band minimising the summed false-positive and false-negative areas
+    of the S-curve 1 - (1 - s^r)^b around ``threshold`` (as datasketch chooses them)."""
+    best, best_err = (1, num_perm), np.inf
+    lo = np.linspace(0, threshold, 200)
+    hi = np.linspace(threshold, 1, 200)
+    for bands in range(1, num_perm + 1):
+        rows = num_perm // bands
+        fp = np.trapezoid(1 - (1 - lo**rows) ** bands, lo)
+        fn = np.trapezoid((1 - hi**rows) ** bands, hi)
+        if fp + fn < best_err:
+            best, best_err = (bands, rows), fp + fn
+    return best
 
 
 @dataclass(slots=True)
@@ -90,8 +201,9 @@ class Deduplicator:
         threshold: similarity at which two records are duplicates (minhash, semantic).
         ngram: shingle size in words (minhash).
         num_perm: MinHash permutations (minhash).
-        max_df: shingles found in more than this share of the records (and at least 10 of
-            them) are boilerplate, such as a shared instruction template, and are ignored.
+        max_df: kept so that recipes setting it still load; it has no effect since a shared
+            instruction template became one shingle (no boilerplate cut-off is needed, and one
+            learned per batch made the result depend on batching).
         prefer: which member represents a cluster: the ``first``, the most ``fluent`` (lowest
             bits per character under a character model of the data), or the best ``score``.
         score: the score to rank by when ``prefer`` is ``score``; ``largest`` says which way.
@@ -127,31 +239,17 @@ class Deduplicator:
             raise ConfigError("semantic dedup needs an embedder.", field="embedder")
 
     def decide(self, records: Sequence[Record]) -> DedupResult:
-        """Cluster ``records`` and keep one representative per cluster."""
-        texts = [record_text(r) for r in records]
-        groups = _UnionFind(len(records))
-        pairs = {
-            "exact": self._exact_pairs,
-            "minhash": self._minhash_pairs,
-            "semantic": self._semantic_pairs,
-        }[self.method](texts)
-        for a, b in pairs:
-            groups.union(a, b)
-        roots = [groups.find(i) for i in range(len(records))]
-        rank = self._rank(records, texts, roots)
-        best: dict[int, int] = {}
-        for i, root in enumerate(roots):
-            if root not in best or rank[i] < rank[best[root]]:
-                best[root] = i
-        keep = np.zeros(len(records), dtype=bool)
+        """Cluster ``records`` and keep one representative per cluster.
+
+        The same path as a job's: per-record signatures, then :meth:`cluster_signatures`.
+        """
+        best = self.cluster_signatures(self.signatures(records, self.costs(records)))
+        keep = best == np.arange(len(records))
         duplicate_of: list[str | None] = [None] * len(records)
         reasons: list[str | None] = [None] * len(records)
-        for i, root in enumerate(roots):
-            chosen = best[root]
-            keep[i] = chosen == i
-            if not keep[i]:
-                duplicate_of[i] = records[chosen].id
-                reasons[i] = f"{self.method}_duplicate: duplicate of {records[chosen].id}"
+        for i in np.flatnonzero(~keep).tolist():
+            duplicate_of[i] = records[int(best[i])].id
+            reasons[i] = f"{self.method}_duplicate: duplicate of {duplicate_of[i]}"
         return DedupResult(keep, duplicate_of, reasons)
 
     def select(self, records: Sequence[Record], k: int | None = None) -> list[Record]:
@@ -169,50 +267,57 @@ class Deduplicator:
         result = self.decide(records)
         return result.keep, result.reasons
 
-    def _rank(self, records: Sequence[Record], texts: list[str], roots: list[int]) -> np.ndarray:
-        """Position of each record in the keep order (lower is kept); ties go to the earlier."""
-        order = np.arange(len(records))
-        cost = np.zeros(len(records))
+    def costs(self, records: Sequence[Record], *, fit_missing: bool = True) -> np.ndarray:
+        """Rank cost of each record (lower is kept), a function of the record alone.
+
+        ``first``: none (the earliest copy wins). ``score``: the named score. ``fluent``: a
+        ``*.fluency`` score (bits per character under the data's character model, written by
+        a ``quality_rules`` step) or the one named by ``score``; when no record has one and
+        ``fit_missing``, a character model of ``records`` themselves prices them (the whole
+        input, in memory). Missing values rank last, by position.
+        """
+        n = len(records)
+        if self.prefer == "first" or not n:
+            return np.zeros(n)
+        name = self.score
+        if self.prefer == "fluent" and name is None:
+            name = next((k for r in records for k in r.scores if k.endswith(".fluency")), None)
+            if name is None:
+                if not fit_missing:
+                    return np.full(n, np.inf)
+                texts = [_content(r)[1][:FLUENCY_CHARS] for r in records]
+                model = CharNgramLM(fold_case=False).fit([t for t in texts if t] or ["a"])
+                return np.nan_to_num(model.bits_per_char(texts), nan=np.inf)
+        values = np.array([r.scores.get(name or "", np.nan) for r in records])
         if self.prefer == "fluent":
-            sizes = Counter(roots)
-            members = [i for i, root in enumerate(roots) if sizes[root] > 1]
-            if members:
-                # A sample of the data is enough to price rare character sequences (typos).
-                sample = texts[:: max(1, len(texts) // FLUENCY_SAMPLE)]
-                model = CharNgramLM().fit(sample + [texts[i] for i in members])
-                cost[members] = model.bits_per_char([texts[i] for i in members])
-        elif self.prefer == "score":
-            values = np.array([r.scores.get(self.score or "", np.nan) for r in records])
-            cost = np.nan_to_num(-values if self.largest else values, nan=np.inf)
-        return np.lexsort((order, cost)).argsort()
+            return np.nan_to_num(values, nan=np.inf)
+        return np.nan_to_num(-values if self.largest else values, nan=np.inf)
 
-    # --- streaming form: per-record signatures, gathered, then clustered on the driver ----------
+    # --- one path: per-record signatures, gathered, then clustered -------------------------
 
-    def signatures(self, records: Sequence[Record]) -> np.ndarray:
+    def signatures(self, records: Sequence[Record], cost: np.ndarray | None = None) -> np.ndarray:
         """One row per record: (cost, key...) where cost ranks copies (lower is kept) and the
-        key is what duplicates share: a 52-bit text hash (exact), a MinHash signature (minhash)
-        or an embedding (semantic). Boilerplate shingles are judged within the batch."""
-        texts = [record_text(r) for r in records]
-        cost = np.zeros(len(records))
-        if self.prefer == "fluent" and texts:
-            # Fitted on the batch itself: a copy's typos are the n-grams nobody else has.
-            cut = [t[:FLUENCY_CHARS] for t in texts]
-            cost = CharNgramLM().fit(cut).bits_per_char(cut)
-            cost = np.nan_to_num(cost, nan=np.inf)
-        elif self.prefer == "score":
-            values = np.array([r.scores.get(self.score or "", np.nan) for r in records])
-            cost = np.nan_to_num(-values if self.largest else values, nan=np.inf)
+        key is what duplicates share: a 52-bit text hash (exact), a MinHash signature of the
+        word shingles of its input and responses plus one shingle for its template (minhash),
+        or an embedding (semantic). Each row depends on its own record only."""
+        cost = np.zeros(len(records)) if cost is None else np.asarray(cost, dtype=np.float64)
         if self.method == "exact":
-            keys = np.array(
-                [[int(hashlib.sha256(normalise(t).encode()).hexdigest()[:13], 16)] for t in texts],
-                dtype=np.float64,
-            ).reshape(-1, 1)
+            keys = np.array([[_exact_key(r)] for r in records], dtype=np.float64).reshape(-1, 1)
         elif self.method == "minhash":
-            keys = np.array([self._sketch(s).hashvalues for s in self._shingle_sets(texts)],
-                            dtype=np.float64).reshape(-1, self.num_perm)  # fmt: skip
+            parts = [_content(r) for r in records]
+            extra = [zlib.crc32(normalise(t).encode()) + 1 if t.strip() else 0 for t, _ in parts]
+            hashes, lengths = shingle_sets([c for _, c in parts], self.ngram, extra)
+            answers = ["\n".join(t.response for t in turns(r)) for r in records]
+            a_hashes, a_lengths = shingle_sets(answers, self.ngram)
+            keys = np.column_stack([
+                minhash(hashes, lengths, self.num_perm),
+                minhash(a_hashes, a_lengths, ANSWER_PERM, seed=2),
+            ]).astype(np.float64)  # fmt: skip
         else:
-            keys = self.embedder.encode(texts).astype(np.float64)
-        return np.column_stack([cost, keys]) if len(texts) else np.zeros((0, 1 + keys.shape[1]))
+            keys = self.embedder.encode([record_text(r) for r in records]).astype(np.float64)
+        if not len(records):
+            return np.zeros((0, 1 + keys.shape[1] if keys.ndim == 2 else 1))
+        return np.column_stack([cost, keys])
 
     def cluster_signatures(self, signatures: np.ndarray) -> np.ndarray:
         """Index of each row's representative (itself if kept), from :meth:`signatures` rows
@@ -225,19 +330,12 @@ class Deduplicator:
             for i, key in enumerate(keys[:, 0].tolist()):
                 groups.union(first.setdefault(key, i), i)
         elif self.method == "minhash":
-            from datasketch import LeanMinHash, MinHash, MinHashLSH
-
-            lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
-            like = MinHash(num_perm=self.num_perm, seed=1)
-            values = keys.astype(like.hashvalues.dtype)
-            for i in range(n):
-                if not values[i].any():
-                    continue  # no shingles: nothing to compare
-                sketch = LeanMinHash(seed=1, hashvalues=values[i], scheme=like.scheme)
-                for j in lsh.query(sketch):
-                    if float(np.mean(values[i] == values[j])) >= self.threshold:
-                        groups.union(j, i)
-                lsh.insert(i, sketch)
+            sig = keys.astype(np.uint32)
+            for a, b in self._lsh_pairs(sig[:, : self.num_perm]):
+                # Two questions on one passage share most shingles; duplicates share the answer.
+                answer = float(np.mean(sig[a, self.num_perm :] == sig[b, self.num_perm :]))
+                if answer >= self.threshold:
+                    groups.union(a, b)
         else:
             for a, b in self._semantic_pairs_from(keys.astype(np.float32)):
                 groups.union(a, b)
@@ -249,55 +347,34 @@ class Deduplicator:
                 best[root] = i
         return np.array([best[r] for r in roots], dtype=np.int64)
 
-    def _shingle_sets(self, texts: list[str]) -> list[np.ndarray]:
-        sets = [shingles(t, self.ngram) for t in texts]
-        df = Counter(h for s in sets for h in s.tolist())
-        limit = max(10, self.max_df * len(texts))
-        boiler = np.array(sorted(h for h, c in df.items() if c > limit), dtype=np.uint32)
-        return [s[~np.isin(s, boiler)] for s in sets] if len(boiler) else sets
-
-    def _sketch(self, shingle_set: np.ndarray) -> Any:
-        from datasketch import MinHash
-
-        sketch = MinHash(num_perm=self.num_perm, seed=1)
-        if len(shingle_set):
-            sketch.update_batch([int(h).to_bytes(4, "little") for h in shingle_set])
-        else:
-            sketch.hashvalues[:] = 0  # marks "no shingles": never a duplicate
-        return sketch
-
-    def _exact_pairs(self, texts: list[str]) -> list[tuple[int, int]]:
-        first: dict[str, int] = {}
-        pairs = []
-        for i, text in enumerate(texts):
-            key = hashlib.sha256(normalise(text).encode()).hexdigest()
-            if key in first:
-                pairs.append((first[key], i))
-            else:
-                first[key] = i
-        return pairs
-
-    def _minhash_pairs(self, texts: list[str]) -> list[tuple[int, int]]:
-        datasketch = require("datasketch", "selection")
-        sets = self._shingle_sets(texts)
-        lsh = datasketch.MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
-        pairs: list[tuple[int, int]] = []
-        for i, s in enumerate(sets):
-            if len(s) == 0:
-                continue
-            sketch = self._sketch(s)
-            for j in lsh.query(sketch):
-                other = sets[j]
-                inter = len(np.intersect1d(s, other, assume_unique=True))
-                if inter / (len(s) + len(other) - inter) >= self.threshold:
-                    pairs.append((j, i))
-            lsh.insert(i, sketch)
-        return pairs
-
-    def _semantic_pairs(self, texts: list[str]) -> list[tuple[int, int]]:
-        if not texts:
+    def _lsh_pairs(self, sig: np.ndarray) -> list[tuple[int, int]]:
+        """Candidate pairs from banded LSH, confirmed by the signatures' estimated Jaccard."""
+        n = len(sig)
+        if n < 2:
             return []
-        return self._semantic_pairs_from(self.embedder.encode(texts))
+        bands, rows = lsh_params(self.threshold, self.num_perm)
+        valid = sig.any(axis=1)  # rows of zeros have no shingles: never duplicates
+        mult = np.random.default_rng(7).integers(1, 2**63, rows, dtype=np.uint64) | np.uint64(1)
+        pairs: set[tuple[int, int]] = set()
+        idx = np.flatnonzero(valid)
+        for band in range(bands):
+            block = sig[idx, band * rows : (band + 1) * rows].astype(np.uint64)
+            key = (block * mult[None, :]).sum(axis=1, dtype=np.uint64)
+            order = np.lexsort((idx, key))
+            k, members = key[order], idx[order]
+            same = np.flatnonzero(k[1:] == k[:-1]) + 1  # members[j] shares a bucket with j-1
+            if not len(same):
+                continue
+            run_start = np.maximum.accumulate(np.where(np.r_[True, k[1:] != k[:-1]],
+                                                       np.arange(len(k)), 0))  # fmt: skip
+            for j in same.tolist():
+                pairs.add((int(members[j - 1]), int(members[j])))
+                pairs.add((int(members[run_start[j]]), int(members[j])))
+        out = []
+        for a, b in sorted(pairs):
+            if a != b and float(np.mean(sig[a] == sig[b])) >= self.threshold:
+                out.append((a, b))
+        return out
 
     def _semantic_pairs_from(self, vectors: np.ndarray) -> list[tuple[int, int]]:
         faiss = require("faiss", "selection")

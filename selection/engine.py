@@ -79,6 +79,7 @@ class Job:
     context: StepContext
     work: WorkDir
     steps: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def read(
         self, shard: Shard, wanted: Callable[[int], bool] | None = None
@@ -103,12 +104,20 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def build_steps(recipe: Recipe, context: StepContext) -> list[Any]:
-    """Instantiate every step once, through the registry."""
+def build_steps(recipe: Recipe, context: StepContext, *, check: bool = False) -> list[Any]:
+    """Instantiate every step once, through the registry (constructors store parameters only).
+
+    With ``check`` (the driver, once per job), each step's optional ``check()`` runs too: the
+    place for I/O that should fail a job before any work, such as a missing target file or a
+    judge backend that does not answer.
+    """
     steps = []
     for i, spec in enumerate(recipe.steps):
         try:
-            steps.append(step_type(spec.type).factory(spec.name, spec.params, context))
+            step = step_type(spec.type).factory(spec.name, spec.params, context)
+            if check and callable(getattr(step, "check", None)):
+                step.check()
+            steps.append(step)
         except (InputError, NotFoundError) as exc:
             # Same error class, but the field says which step of the recipe is at fault.
             field_name = f"steps[{i}].{exc.field or 'params'}"
@@ -152,6 +161,7 @@ def run_recipe(
     fresh: bool = False,
     strict: bool | None = None,
     context: StepContext | None = None,
+    keep_work: bool = False,
 ) -> JobResult:
     """Run a selection recipe and write kept rows, rejects, scores and a report.
 
@@ -163,6 +173,8 @@ def run_recipe(
         fresh: discard a previous run's work in ``output_dir`` instead of resuming it.
         strict: make unreadable rows fatal (overrides the recipe's ``strict``).
         context: models and settings for the steps (built lazily by default).
+        keep_work: keep ``output_dir/.work`` (batch checkpoints, fit statistics) after the job
+            succeeds; by default it is removed then (a killed job keeps it, to resume).
 
     Returns:
         The :class:`JobResult` with the report and output paths.
@@ -181,7 +193,8 @@ def run_recipe(
     base = Path(recipe.base_dir or ".")
     if context is None:
         context = StepContext(seed=recipe.seed, base_dir=base, strict=recipe.strict)
-    steps = build_steps(recipe, context)  # bad step parameters fail before any work is done
+    steps = build_steps(recipe, context, check=True)  # bad steps fail before any work
+    _check_score_names(recipe, steps)
     work = WorkDir(out / ".work")
     resumed = work.open(_fingerprint(recipe, paths), fresh=fresh)
     job = Job(recipe, shards, list(recipe.inputs), context, work, steps)
@@ -198,8 +211,35 @@ def run_recipe(
     result.resumed = resumed
     result.seconds = time.perf_counter() - start
     result.report.seconds = result.seconds
+    result.report.notes = job.notes
     result.report.save(result.report_dir)
+    if not keep_work:
+        import shutil
+
+        shutil.rmtree(work.root, ignore_errors=True)
     return result
+
+
+def _produced(step: Any) -> list[str]:
+    from core.steps import Scorer
+
+    if not isinstance(step, Scorer):
+        return []
+    return list(getattr(step, "score_names", None) or [step.name])
+
+
+def _check_score_names(recipe: Recipe, steps: list[Any]) -> None:
+    """A step that reads a score must come after a step that writes it (else: recipe error)."""
+    known: list[str] = []
+    for i, (spec, step) in enumerate(zip(recipe.steps, steps, strict=True)):
+        wanted = getattr(spec.params, "score", None)
+        if isinstance(wanted, str) and wanted not in known:
+            raise ConfigError(
+                f"steps[{i}] ({spec.name}) reads the score {wanted!r}, which no earlier step "
+                f"writes; earlier steps write {known or 'no scores'}.",
+                field=f"steps[{i}].score",
+            )
+        known.extend(_produced(step))
 
 
 def _fingerprint(recipe: Recipe, paths: list[Path]) -> str:
@@ -244,6 +284,8 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
         if state is None:
             state = RowState.from_outcomes(outcomes)
             _save_rejects(job, rejects)
+            if not len(state.pos):
+                _no_rows(job, rejects)
         else:
             state.merge(outcomes)
         del outcomes
@@ -264,6 +306,25 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
     if state is None:  # plan_passes always yields a first pass
         raise RuntimeError("the job ran no pass")
     return state
+
+
+def _no_rows(job: Job, rejects: list[Reject]) -> None:
+    """Reading nothing at all is an error that names the inputs, never an empty success."""
+    paths = [str(job.recipe.resolve(s.path)) for s in job.specs]
+    if rejects:
+        # The unreadable rows stay where a successful job puts them, to be looked at.
+        (job.work.root.parent / "rejects.jsonl").write_bytes(job.work.rejects_path().read_bytes())
+        first = rejects[0].to_dict()
+        raise InputError(
+            f"No readable row in {', '.join(paths)}: all {len(rejects)} rows were rejected "
+            f"(first: {json.dumps(first, ensure_ascii=False)[:200]}); check the file's format "
+            "and the recipe's input shape.",
+            field="inputs",
+        )
+    raise InputError(
+        f"No rows in {', '.join(paths)}: the input is empty; give a file with at least one row.",
+        field="inputs",
+    )
 
 
 def _save_rejects(job: Job, rejects: list[Reject]) -> None:
@@ -296,6 +357,15 @@ def _select(job: Job, runner: Executor, state: RowState, op: Op, progress: bool)
         raise TypeError(f"step {step.name!r} cannot select")
     if len(np.unique(kept_rows)) != len(kept_rows) or not np.isin(kept_rows, alive).all():
         raise RuntimeError(f"selector {step.name!r} returned duplicate or dropped rows")
+    wanted = next(
+        (getattr(getattr(step, "params", None), k, None) for k in ("num", "k", "budget")
+         if isinstance(getattr(getattr(step, "params", None), k, None), int)),
+        None,
+    )  # fmt: skip
+    if wanted is not None and wanted > len(alive):
+        job.notes.append(
+            f"{step.name} asked for {wanted} rows but only {len(alive)} were left, so it kept all"
+        )
     dropped = np.setdiff1d(alive, kept_rows)
     state.drop_step[dropped] = op.step
     state.reasons[dropped] = f"not selected by {step.name}"

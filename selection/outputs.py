@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from core.record import Record
+from selection.quality.turns import turns
 from selection.recipe import Recipe
+from selection.report import rule_of
 from selection.state import RowState
 from selection.writers import JsonlWriter, RowWriter, input_schema, open_writer
 
@@ -46,12 +48,14 @@ class OutputSink:
     def bind(self, state: RowState) -> None:
         """Plan which rows to read: the kept ones and the first few dropped per reason
         (every row when dropped rows are written)."""
+        if self.spec.scores == "inline" and hasattr(self.writer, "float_structs"):
+            self.writer.float_structs[self.spec.score_field] = list(state.scores)
         if self.dropped is not None:
             return
         wanted = set(state.pos[state.alive].tolist())
         seen: dict[tuple[int, str], int] = {}
         for i in np.flatnonzero(~state.alive):
-            group = (int(state.drop_step[i]), str(state.reasons[i]))
+            group = (int(state.drop_step[i]), rule_of(str(state.reasons[i]).split("; ")[0]))
             if seen.get(group, 0) < EXAMPLES_PER_REASON:
                 seen[group] = seen.get(group, 0) + 1
                 wanted.add(int(state.pos[i]))
@@ -80,7 +84,9 @@ class OutputSink:
             else:
                 step = self.step_names[state.drop_step[i]]
                 reason = str(state.reasons[i])
-                self._example(f"{step}: {reason}", record, scores, EXAMPLES_PER_REASON)
+                # Examples per rule, not per reason text (which carries each row's numbers).
+                group = f"{step}: {rule_of(reason.split('; ')[0])}"
+                self._example(group, record, scores, EXAMPLES_PER_REASON, reason)
                 if self.dropped is not None:
                     dropped_rows.append(
                         {
@@ -98,10 +104,18 @@ class OutputSink:
             self.dropped.write(dropped_rows)
         return kept
 
-    def _example(self, group: str, record: Record, scores: dict[str, float], cap: int) -> None:
+    def _example(
+        self, group: str, record: Record, scores: dict[str, float], cap: int, reason: str = ""
+    ) -> None:
         bucket = self.examples.setdefault(group, [])
         if len(bucket) < cap:
-            bucket.append({"id": record.id, "text": record.content[:600], "scores": scores})
+            found = turns(record)
+            request = found[0].prompt if found else ""
+            response = "\n---\n".join(t.response for t in found)
+            bucket.append({
+                "id": record.id, "text": record.content[:600], "request": request[:400],
+                "response": response[:600], "reason": reason, "scores": scores,
+            })  # fmt: skip
 
     def commit(self) -> None:
         self.writer.commit()

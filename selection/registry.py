@@ -111,6 +111,9 @@ def combine_stats(step: Any, total: np.ndarray | None, part: np.ndarray) -> np.n
     """Reduce two batches' fit statistics: a sum, or a concatenation (``fit_reduce``)."""
     if total is None:
         return np.array(part, copy=True)
+    merge = getattr(step, "merge_stats", None)
+    if merge is not None:
+        return np.asarray(merge(total, part))
     if getattr(step, "fit_reduce", "sum") == "concat":
         return np.concatenate([total, part], axis=0)
     return total + part

@@ -21,6 +21,21 @@ from selection.state import RowState
 TOP_REASONS = 20
 
 
+def rule_of(reason: str) -> str:
+    """The rule a drop reason names: ``"non_answer: response ..."`` -> ``non_answer``,
+    ``"minhash duplicate of x"`` -> ``minhash duplicate``, ``"length < 5"`` -> ``length < 5``."""
+    head = reason.split(":", 1)[0] if ":" in reason else reason.split(" of ", 1)[0]
+    return head.strip()
+
+
+def rule_counts(reasons: Any) -> dict[str, int]:
+    """Rows dropped per rule (a row that several rules drop counts for each of them)."""
+    counts: Counter[str] = Counter()
+    for reason in reasons:
+        counts.update({rule_of(part) for part in str(reason).split("; ")})
+    return dict(counts.most_common())
+
+
 @dataclass
 class StepCount:
     """One step's effect: rows in, rows out, and the commonest reasons for dropping."""
@@ -30,6 +45,7 @@ class StepCount:
     rows_in: int
     rows_out: int
     reasons: dict[str, int] = field(default_factory=dict)
+    rules: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +71,7 @@ class JobReport:
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def summary_line(self) -> str:
         """One line: rows read, rejects, kept, and the biggest drop per step."""
@@ -65,9 +82,13 @@ class JobReport:
         ]
         for s in self.steps:
             if s.rows_in != s.rows_out:
-                parts.append(f"{s.name} dropped {s.rows_in - s.rows_out}")
+                dropped = f"{s.name} dropped {s.rows_in - s.rows_out}"
+                if len(s.rules) > 1:
+                    dropped += " (" + ", ".join(f"{k} {v}" for k, v in s.rules.items()) + ")"
+                parts.append(dropped)
         for name, metrics in self.metrics.items():
             parts.extend(f"{name} {k} {v:.4g}" for k, v in metrics.items())
+        parts.extend(self.notes)
         return ", ".join(parts) + f" in {self.seconds:.1f}s"
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,7 +108,8 @@ class JobReport:
         """The report as a standalone HTML page (images linked, or embedded when ``embed``)."""
         rows = "".join(
             f"<tr><td>{html.escape(s.name)}</td><td>{html.escape(s.type)}</td>"
-            f"<td>{s.rows_in}</td><td>{s.rows_out}</td><td>{s.rows_in - s.rows_out}</td></tr>"
+            f"<td>{s.rows_in}</td><td>{s.rows_out}</td><td>{s.rows_in - s.rows_out}</td>"
+            f"<td>{html.escape(', '.join(f'{k} {v}' for k, v in s.rules.items()))}</td></tr>"
             for s in self.steps
         )
         images = []
@@ -108,8 +130,11 @@ class JobReport:
         groups = []
         for group, items in self.examples.items():
             cells = "".join(
-                f"<li><code>{html.escape(e['id'])}</code> {html.escape(str(e['text']))}"
-                f" <small>{html.escape(json.dumps(e['scores']))}</small></li>"
+                f"<li><code>{html.escape(e['id'])}</code> "
+                + (f"<i>{html.escape(str(e['reason']))}</i><br>" if e.get("reason") else "")
+                + f"<b>request</b> {html.escape(str(e.get('request', e['text'])))}<br>"
+                + f"<b>response</b> {html.escape(str(e.get('response', '')))}"
+                + f" <small>{html.escape(json.dumps(e['scores']))}</small></li>"
                 for e in items
             )
             groups.append(f"<h3>{html.escape(group)}</h3><ul>{cells}</ul>")
@@ -120,10 +145,9 @@ class JobReport:
             "li{margin-bottom:.4em}</style></head><body>"
             f"<h1>Selection report</h1><p>{html.escape(self.summary_line())}</p>"
             "<table><tr><th>step</th><th>type</th><th>in</th><th>out</th><th>dropped</th>"
-            f"</tr>{rows}</table>"
+            f"<th>by rule</th></tr>{rows}</table>"
             + (f"<h2>Metrics</h2><ul>{metrics}</ul>" if metrics else "")
-            + "<h2>Scores</h2>"
-            + "".join(images)
+            + (("<h2>Scores</h2>" + "".join(images)) if images else "")
             + "<h2>Examples (kept, and dropped per reason)</h2>"
             + "".join(groups)
             + "</body></html>"
@@ -182,7 +206,10 @@ def build_report(
         rows_in = n - gone
         gone += int(mine.sum())
         counts.append(
-            StepCount(spec.name, spec.type, rows_in, n - gone, {str(k): int(v) for k, v in reasons})
+            StepCount(
+                spec.name, spec.type, rows_in, n - gone, {str(k): int(v) for k, v in reasons},
+                rule_counts(state.reasons[mine]),
+            )  # fmt: skip
         )
     folder.mkdir(parents=True, exist_ok=True)
     histograms, summary = {}, {}

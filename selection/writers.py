@@ -73,17 +73,28 @@ class ParquetWriter:
         self.tmp = path.with_name(f".{path.name}.tmp")
         self.schema = schema
         self._writer: Any = None
+        # Fields holding a dict of floats whose keys are known for the whole job (the scores):
+        # written as a struct of every key (null where a row lacks one), or left out when
+        # there are no keys (Parquet cannot store a struct with no fields).
+        self.float_structs: dict[str, list[str]] = {}
 
     def _table(self, rows: list[Row]) -> Any:
         import pyarrow as pa
 
-        if self.schema is None:
-            return pa.Table.from_pylist(rows)
-        known = [f for f in self.schema if any(f.name in r for r in rows[:1])]
-        extra = [k for k in rows[0] if self.schema.get_field_index(k) < 0]
+        known = [f for f in self.schema or [] if any(f.name in r for r in rows[:1])]
+        names = [f.name for f in known]
+        extra = [k for k in rows[0] if k not in names]
         columns = {f.name: pa.array([r.get(f.name) for r in rows], type=f.type) for f in known}
         for k in extra:
-            columns[k] = pa.array([r.get(k) for r in rows])
+            values = [r.get(k) for r in rows]
+            if k in self.float_structs:
+                keys = self.float_structs[k]
+                if keys:
+                    kind = pa.struct([(name, pa.float64()) for name in keys])
+                    full = [{name: (v or {}).get(name) for name in keys} for v in values]
+                    columns[k] = pa.array(full, type=kind)
+            else:
+                columns[k] = pa.array(values)
         return pa.table(columns)
 
     def write(self, rows: list[Row]) -> None:
@@ -123,6 +134,7 @@ class HFWriter:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
         self._parquet = ParquetWriter(self.work / "rows.parquet", schema=schema)
+        self.float_structs = self._parquet.float_structs
 
     def write(self, rows: list[Row]) -> None:
         self._parquet.write(rows)

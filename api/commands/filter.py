@@ -27,6 +27,12 @@ def filter_rows(
     ] = False,
     fresh: Annotated[bool, typer.Option(help="Discard an earlier run of this job.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    workers: Annotated[
+        int, typer.Option(help="Processes (the input is split into shards for them).", min=1)
+    ] = 1,
+    keep_work: Annotated[
+        bool, typer.Option(help="Keep the job's .work folder (checkpoints) after it succeeds.")
+    ] = False,
 ) -> None:
     """Drop defective, duplicate rows (each with the rule that dropped it); optionally rate them
     with an LLM judge and keep a diverse subset of BUDGET rows."""
@@ -45,6 +51,9 @@ def filter_rows(
     if budget is not None:
         recipe["steps"].append({"type": "diversity", "name": "diversity", "budget": budget})
     recipe["inputs"] = [{"path": str(input.resolve()), "shape": "auto"}]
+    if workers > 1:  # a few shards per worker; the kept rows do not depend on either
+        recipe["workers"] = workers
+        recipe["shard_bytes"] = max(1 << 20, input.stat().st_size // (4 * workers) + 1)
     recipe["output"] = {"path": str(out.resolve()), "scores": "inline", "write_dropped": True}
     folder = out.resolve().parent / f"{out.name}.thresher"
-    run_and_report(recipe, folder, progress=progress, fresh=fresh)
+    run_and_report(recipe, folder, progress=progress, fresh=fresh, keep_work=keep_work)

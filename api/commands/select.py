@@ -10,6 +10,9 @@ import typer
 from api.cli import app
 
 Executor = Annotated[str, typer.Option(help="Where to run: local or ray.")]
+KeepWork = Annotated[
+    bool, typer.Option(help="Keep the job's .work folder (checkpoints) after it succeeds.")
+]
 
 
 @app.command("select")
@@ -22,10 +25,14 @@ def select(
     strict: Annotated[bool, typer.Option(help="Make unreadable rows fatal.")] = False,
     fresh: Annotated[bool, typer.Option(help="Discard an earlier run in the job folder.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    keep_work: KeepWork = False,
 ) -> None:
     """Run a selection recipe; running it again with the same folder resumes it."""
     folder = out if out is not None else recipe.parent / f"{recipe.stem}.out"
-    run_and_report(recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict)
+    run_and_report(
+        recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict,
+        keep_work=keep_work,
+    )  # fmt: skip
 
 
 @app.command("dsir")
@@ -79,6 +86,7 @@ def run_and_report(
     progress: bool = True,
     fresh: bool = False,
     strict: bool = False,
+    keep_work: bool = False,
 ) -> None:
     """Run a recipe (resuming an unfinished job in ``folder``) and print where things went."""
     import selection
@@ -90,6 +98,7 @@ def run_and_report(
         progress=progress,
         fresh=fresh,
         strict=strict or None,
+        keep_work=keep_work,
     )
     if result.resumed:
         typer.echo("resumed the unfinished job found in the output folder")

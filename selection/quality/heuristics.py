@@ -11,19 +11,21 @@ normal for a classification task and a defect for question generation).
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 
 from core.errors import ConfigError
-from core.record import Record
 from selection.quality.charlm import CharNgramLM
-from selection.quality.turns import Turn, group_key, turns
+from selection.quality.turns import Turn
 
 Part = Literal["instruction", "input", "response"]
 WORD = re.compile(r"\S+")
@@ -40,23 +42,91 @@ NON_ANSWERS = frozenset(
         "wrong",
     }
 )  # fmt: skip
-POLAR = frozenset({"yes", "no", "yeah", "yep", "nope", "true", "false", "correct", "incorrect"})
+# Of those, the words that are also labels of some task (polar questions, sentiment, "none of
+# the above", unanswerable): placeholders only where this task's answers are long.
+LABEL_LIKE = frozenset(
+    {
+        "yes", "no", "yeah", "yep", "nope", "true", "false", "correct", "incorrect", "right",
+        "wrong", "none", "nothing", "unknown", "good", "great", "nice", "fine", "same", "agreed",
+        "i don't know", "null",
+    }
+)  # fmt: skip
+POLAR = LABEL_LIKE
 # Characters that only appear in text through a decoding error (U+FFFD) or as UTF-8 read as
 # Latin-1/cp1252 (mojibake): "Ã©", "Â ", "â€™".
 MOJIBAKE = re.compile("\ufffd|Ã[\u0080-\u00bf]|Â[\u0080-\u00bf ]|â€[\u0080-\u00bf™œ“”]")
 TRIPLED = re.compile(r"([^\W\d_])\1\1", re.IGNORECASE)
 IN_WORD_OK = set("-'’./&_@:+#%,")
+NON_WORD = re.compile(r"[^\w\s/]|_")
+LETTER_RUN = re.compile(r"[^\W\d_]+")
+LIST_LINE = re.compile(r"\s*(?:[-*•+>#]|\d+[.):]|[a-zA-Z][.)]\s)")
+CODE_CHARS = "{}[]()<>;=$\\^~`"
+# A character that is neither a letter, a digit nor a symbol words carry ("e-mail", "5'9").
+SYMBOL = re.compile("[^\\w" + re.escape("".join(sorted(IN_WORD_OK))) + "]")
+_OK = re.escape("".join(sorted(IN_WORD_OK)))
+# A word character and a symbol with only in-word marks between: every garbled word has one.
+INNER_SYMBOL = re.compile(f"\\w[{_OK}]*[^\\w\\s{_OK}]|[^\\w\\s{_OK}][{_OK}]*\\w")
 
 
 def words(text: str) -> list[str]:
     return WORD.findall(text)
 
 
+@lru_cache(maxsize=4096)  # templates recur on every row of their task
 def normalise(text: str) -> str:
     """Case-folded, NFKC, punctuation-stripped, single-spaced text for comparisons."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(c if c.isalnum() or c.isspace() or c == "/" else " " for c in text)
-    return " ".join(text.split())
+    return " ".join(NON_WORD.sub(" ", text).split())
+
+
+def letters(text: str, limit: int = 2000) -> str:
+    """The text's runs of letters, space-separated: what a character model of language prices
+    (braces, digits and punctuation of structured answers are not language to judge)."""
+    return " ".join(LETTER_RUN.findall(text[: 2 * limit]))[:limit]
+
+
+@lru_cache(maxsize=1024)  # several rules ask about the same response
+def is_structured(text: str) -> bool:
+    """A JSON or Python literal, code, a table, a list, or mostly digits and symbols.
+
+    Structured answers are legitimate (a dict of date parts, a function, a table of results);
+    the web-text rules of Gopher were not made for them."""
+    flat = text.strip()
+    if not flat:
+        return False
+    if "```" in flat:
+        return True
+    if flat[0] in "{[(" and len(flat) < 20000:
+        body = flat.rstrip(".;, \n")
+        try:
+            json.loads(body)
+            return True
+        except ValueError:
+            pass
+        try:
+            ast.literal_eval(body)
+            return True
+        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+            pass
+    lines = [line for line in flat.splitlines() if line.strip()]
+    if len(lines) >= 2:
+        shaped = sum(bool(LIST_LINE.match(line)) or "|" in line or "\t" in line for line in lines)
+        if shaped >= 0.5 * len(lines):
+            return True
+    visible = sum(map(len, flat.split()))
+    code = sum(flat.count(c) for c in CODE_CHARS)
+    alpha = sum(map(len, LETTER_RUN.findall(flat)))
+    return code > 0.05 * visible or alpha < 0.5 * visible
+
+
+def is_prose(text: str, ctx: object = None) -> bool:
+    return not is_structured(text)
+
+
+def is_english(text: str) -> bool:
+    """Latin-script, space-separated text (where Gopher's English statistics mean something)."""
+    alpha = "".join(LETTER_RUN.findall(text))
+    return bool(alpha) and len(alpha.encode("ascii", "ignore")) >= 0.9 * len(alpha)
 
 
 def minimal_period(text: str) -> int:
@@ -105,11 +175,18 @@ class GroupStats:
 
 @dataclass(slots=True)
 class Context:
-    """What a rule may look at besides the text itself."""
+    """What a rule may look at besides the text itself.
+
+    ``bits`` and ``known`` are the response's bits per character under the character model of
+    the requests (over its letters only) and the share of its letters the model knows; the
+    filter computes them for a whole batch at once.
+    """
 
     turn: Turn
     group: GroupStats | None
     language: CharNgramLM | None = None
+    bits: float = float("nan")
+    known: float = float("nan")
 
 
 Check = Callable[[str, Context], str | None]
@@ -138,6 +215,12 @@ def repeated_unit(
     flat = " ".join(text.split())
     if len(flat) < min_chars:
         return None
+    # A unit repeated 3+ times makes the first third recur within the first third: a C-speed
+    # search rules most texts out before the exact (KMP) period.
+    third = len(flat) // min_repeats
+    at = flat.find(flat[:third], 1)
+    if at < 0 or at > third:
+        return None
     period = minimal_period(flat)
     repeats = len(flat) / period
     if repeats >= min_repeats:
@@ -157,20 +240,24 @@ def elongated_words(text: str, ctx: Context, *, min_words: int = 2) -> str | Non
 
 
 def gopher_repetition(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
-    """Gopher's duplicate-line and n-gram repetition thresholds."""
+    """Gopher's duplicate-line and n-gram repetition statistics, at twice Gopher's limits.
+
+    Gopher's limits were set for web pages; an answer is short and reuses its own input's
+    names and phrases on purpose (a story about "the old man", a list of "Step N: ..."), so
+    only text that is mostly one phrase said again is a defect here."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) >= 3:
+    if len(lines) >= 5:
         dup = len(lines) - len(set(lines))
-        if dup / len(lines) > 0.3:
+        if dup / len(lines) > 0.6:
             return f"repeats {dup} of {len(lines)} lines"
     tokens = [w.lower() for w in words(text)]
     if len(tokens) < min_words:
         return None
-    for n, limit in ((2, 0.20), (3, 0.18), (4, 0.16)):
+    for n, limit in ((2, 0.40), (3, 0.36), (4, 0.32)):
         top, _ = ngram_fractions(tokens, n)
         if top > limit:
             return f"top {n}-gram covers {top:.0%} of characters (limit {limit:.0%})"
-    for n, limit in zip(range(5, 11), (0.15, 0.14, 0.13, 0.12, 0.11, 0.10), strict=True):
+    for n, limit in ((5, 0.45), (10, 0.30)):
         _, dup = ngram_fractions(tokens, n)
         if dup > limit:
             return f"duplicated {n}-grams cover {dup:.0%} of characters (limit {limit:.0%})"
@@ -178,18 +265,18 @@ def gopher_repetition(text: str, ctx: Context, *, min_words: int = 50) -> str | 
 
 
 def alphabetic_words(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
-    """Gopher: at least 80% of words contain a letter."""
+    """Gopher: at least 80% of words contain a letter (prose only: tables and code differ)."""
     tokens = words(text)
-    if len(tokens) < min_words:
+    if len(tokens) < min_words or not is_prose(text, ctx):
         return None
     share = sum(any(c.isalpha() for c in w) for w in tokens) / len(tokens)
     return f"only {share:.0%} of words have a letter (need 80%)" if share < 0.8 else None
 
 
 def symbol_ratio(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
-    """Gopher: hash marks and ellipses per word at most 0.1."""
+    """Gopher: hash marks and ellipses per word at most 0.1 (prose only)."""
     tokens = words(text)
-    if len(tokens) < min_words:
+    if len(tokens) < min_words or not is_prose(text, ctx):
         return None
     symbols = text.count("#") + text.count("...") + text.count("…")
     ratio = symbols / len(tokens)
@@ -199,7 +286,7 @@ def symbol_ratio(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
 def stop_words(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
     """Gopher: running English text of some length uses at least two common stop words."""
     tokens = [w.strip(EDGE_PUNCT).lower() for w in words(text)]
-    if len(tokens) < min_words:
+    if len(tokens) < min_words or not is_prose(text, ctx) or not is_english(text):
         return None
     found = GOPHER_STOP_WORDS.intersection(tokens)
     return (
@@ -213,30 +300,32 @@ def mean_word_length(text: str, ctx: Context, *, min_words: int = 50) -> str | N
     """Gopher: mean word length between 3 and 10 characters."""
     tokens = [w.strip(EDGE_PUNCT) for w in words(text)]
     tokens = [w for w in tokens if w]
-    if len(tokens) < min_words:
+    if len(tokens) < min_words or not is_prose(text, ctx) or not is_english(text):
         return None
     mean = sum(len(w) for w in tokens) / len(tokens)
     return f"mean word length {mean:.1f} outside [3, 10]" if not 3 <= mean <= 10 else None
 
 
 def encoding_errors(text: str, ctx: Context) -> str | None:
-    """Replacement characters and mojibake only come from broken decoding."""
+    """Replacement characters and mojibake only come from broken decoding.
+
+    In an answer any one is a defect; an input is the user's material (a scraped review with
+    one broken character is still a fine task), so there it takes three or 1% of the text."""
     found = MOJIBAKE.findall(text)
+    if found and text is ctx.turn.input and len(found) < max(3, 0.01 * len(text)):
+        return None
     return f"has {len(found)} encoding errors ({found[0]!r})" if found else None
 
 
 def garbled_words(text: str, ctx: Context, *, min_share: float = 0.2) -> str | None:
     """Words with symbols inside them ("g{7ng", "m]e") mark keyboard or byte noise."""
+    if not INNER_SYMBOL.search(text):
+        return None
     tokens = [w.strip(EDGE_PUNCT) for w in words(text)]
     tokens = [w for w in tokens if len(w) >= 2]
     if len(tokens) < 2:
         return None
-    bad = [
-        w
-        for w in tokens
-        if any(c.isalpha() for c in w)
-        and any(not (c.isalnum() or c in IN_WORD_OK) for c in w[1:-1] or w)
-    ]
+    bad = [w for w in tokens if SYMBOL.search(w[1:-1] or w) and LETTER_RUN.search(w)]
     share = len(bad) / len(tokens)
     if len(bad) >= 2 and share >= min_share:
         return f"{share:.0%} of words have symbols inside ({bad[0][:20]!r})"
@@ -281,7 +370,7 @@ def non_answer(text: str, ctx: Context) -> str | None:
                 f"is a non-answer ({text.strip()!r}) where answers run {ctx.group.median:.0f} words"
             )
         return None
-    return f"is a non-answer ({text.strip()!r})" if said not in POLAR else None
+    return f"is a non-answer ({text.strip()!r})" if said not in LABEL_LIKE else None
 
 
 def short_outlier(
@@ -294,25 +383,39 @@ def short_outlier(
     n = len(words(text))
     if 0 < n < factor * group.q05:
         return (
-            f"has {n} words; 95% of the {group.count} responses to this instruction have "
+            f"has {n} words, where 95% of the {group.count} responses to this instruction have "
             f"{group.q05:.0f} or more"
         )
     return None
 
 
-def language_likeness(text: str, ctx: Context, *, min_chars: int = 20) -> str | None:
-    """Costs more bits per character, under a character model of the requests, than characters
-    drawn independently at their frequencies: noise, mojibake or pseudo-words, not language."""
+def language_likeness(
+    text: str,
+    ctx: Context,
+    *,
+    min_known: float = 0.8,
+    margin: float = 1.5,
+    min_train_chars: int = 10_000,
+) -> str | None:
+    """Its words cost more bits per character, under a character model of the requests, than
+    letters drawn independently at their frequencies: noise or pseudo-words, not language.
+
+    Only the letters are priced (a JSON object, code or a date is judged by its words, not its
+    braces), only text of at least 20 letters, and only in a script the requests use (a model
+    of English requests cannot judge an answer in Japanese: another language is no defect).
+    ``margin`` bits above the unigram entropy leave room for a small dataset's thin model:
+    clean answers stay below it, letters strung at random cost far more."""
     model = ctx.language
-    flat = text.strip()
-    if model is None or len(flat) < min_chars:
+    bits = ctx.bits
+    if model is None or not np.isfinite(bits) or not ctx.known >= min_known:
         return None
-    bits = float(model.bits_per_char([flat[:2000]])[0])
-    limit = model.unigram_entropy_
+    if model.tables_[0]["counts"].sum() < min_train_chars:
+        return None  # too little text to know what this data's language looks like
+    limit = model.unigram_entropy_ + margin
     if bits > limit:
         return (
-            f"reads as no language ({bits:.1f} bits/char, above {limit:.1f} for the "
-            "requests' letters alone)"
+            f"reads as no language ({bits:.1f} bits/char, above {limit:.1f}: the requests' "
+            f"letters alone plus {margin:g})"
         )
     return None
 
@@ -355,90 +458,10 @@ def build_rules(names: Sequence[str]) -> list[Rule]:
     return [Rule(name, part, CHECKS[name][0]) for name in names for part in CHECKS[name][1]]
 
 
-@dataclass
-class HeuristicFilter:
-    """Applies the rules to every turn of every record; a row is dropped if any rule fires.
+def __getattr__(name: str) -> object:
+    # HeuristicFilter lives in selection.quality.rulefilter (it imports the rules above).
+    if name == "HeuristicFilter":
+        from selection.quality.rulefilter import HeuristicFilter
 
-    ``fit`` learns what the length and language rules compare against: the response lengths
-    per instruction template, and a character model of the requests. A filter that was not
-    fitted learns them from the batch it is given. Each record gets
-    ``scores["<name>.flags"]`` (rules fired) and ``scores["<name>.bits_per_char"]``.
-
-    Args:
-        rules: names from :data:`CHECKS` (all by default).
-        name: the step's name in recipes and reports.
-    """
-
-    rules: Sequence[str] = DEFAULT_RULES
-    name: str = "heuristics"
-    group_stats_: dict[str, GroupStats] | None = field(default=None, init=False, repr=False)
-    language_: CharNgramLM | None = field(default=None, init=False, repr=False)
-    _instruction_cache: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
-
-    def fit(self, records: Sequence[Record]) -> HeuristicFilter:
-        """Learn per-template response lengths and the requests' character model."""
-        build_rules(self.rules)
-        lengths: dict[str, list[int]] = defaultdict(list)
-        requests: set[str] = set()
-        for record in records:
-            key = group_key(record)
-            for turn in turns(record):
-                requests.update(t for t in (turn.instruction, turn.input) if t.strip())
-                if turn.response.strip():
-                    lengths[key].append(len(words(turn.response)))
-        self.group_stats_ = {
-            key: GroupStats(len(v), float(np.median(v)), float(np.quantile(v, 0.05)))
-            for key, v in lengths.items()
-        }
-        if requests and "language_likeness" in self.rules:
-            self.language_ = CharNgramLM().fit(sorted(requests))
-        self._instruction_cache = {}
-        return self
-
-    def reasons(self, record: Record) -> list[str]:
-        """Every rule that fires on ``record``, as ``"<rule>: <part> <why>"``."""
-        found = turns(record)
-        if not found:
-            return ["empty: response is missing (the row has no answer)"]
-        group = (self.group_stats_ or {}).get(group_key(record))
-        rules = build_rules(self.rules)
-        instruction_rules = [r for r in rules if r.part == "instruction"]
-        input_rules = [r for r in rules if r.part == "input"]
-        out: list[str] = []
-        first = found[0]
-        if not first.prompt.strip():
-            out.append("empty: request is empty")
-        if first.instruction not in self._instruction_cache:
-            ctx = Context(first, group, self.language_)
-            self._instruction_cache[first.instruction] = [
-                f"{r.name}: instruction {why}"
-                for r in instruction_rules
-                if (why := r.check(first.instruction, ctx))
-            ]
-        out.extend(self._instruction_cache[first.instruction])
-        for turn in found:
-            ctx = Context(turn, group, self.language_)
-            where = "response" if len(found) == 1 else f"response {turn.index + 1}"
-            out.extend(
-                f"{r.name}: input {why}" for r in input_rules if (why := r.check(turn.input, ctx))
-            )
-            for rule in (r for r in rules if r.part == "response"):
-                why = rule.check(turn.response, ctx)
-                if why:
-                    out.append(f"{rule.name}: {where} {why}")
-                    if rule.name == "empty":
-                        break  # nothing else to say about an empty answer
-        return out
-
-    def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
-        """Keep mask and, for each dropped record, every reason joined by '; '."""
-        if self.group_stats_ is None:
-            self.fit(records)
-        mask = np.ones(len(records), dtype=bool)
-        why: list[str | None] = []
-        for i, record in enumerate(records):
-            found = self.reasons(record)
-            record.scores[f"{self.name}.flags"] = float(len(found))
-            mask[i] = not found
-            why.append("; ".join(found) if found else None)
-        return mask, why
+        return HeuristicFilter
+    raise AttributeError(name)

@@ -22,9 +22,10 @@ ALPACA_KEYS = ("instruction", "output")
 class Turn:
     """One answer and what it answers.
 
-    ``instruction`` is the task (an Alpaca instruction, or the system prompt and first user
-    message of a chat); ``input`` the row-specific part of the request (Alpaca ``input``, or the
-    user message a chat answer replies to); ``response`` the answer itself.
+    ``instruction`` is the task (an Alpaca instruction, or the first paragraph of a chat's
+    opening request); ``input`` the row-specific part of the request (Alpaca ``input``, the rest
+    of the opening request, or the user message a follow-up answer replies to); ``response`` the
+    answer itself. A system prompt is context, not the task: rows often share one.
     """
 
     instruction: str
@@ -46,41 +47,66 @@ def alpaca_fields(record: Record) -> Mapping[str, Any] | None:
     return None
 
 
+def split_request(text: str) -> tuple[str, str]:
+    """(instruction, input) of a user message: its first paragraph is the task, the rest is
+    the row's own material. Alpaca rows rendered as chat ("instruction\\n\\ninput", as the
+    readers and most converters write them) split back into their two fields."""
+    head, sep, rest = text.strip().partition("\n\n")
+    return head.strip(), rest.strip()
+
+
+_CACHE: dict[int, tuple[Record, list[Turn]]] = {}
+_CACHE_SIZE = 4096
+
+
 def turns(record: Record) -> list[Turn]:
+    """Every (instruction, input, response) of ``record`` (see :func:`parse_turns`); several
+    steps ask about the same batch's records, so the latest few thousand are remembered."""
+    hit = _CACHE.get(id(record))
+    if hit is not None and hit[0] is record:
+        return hit[1]
+    found = parse_turns(record)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[id(record)] = (record, found)
+    return found
+
+
+def parse_turns(record: Record) -> list[Turn]:
     """Every (instruction, input, response) of ``record``; empty if it has no answer at all.
 
-    A record with ``text`` only and no Alpaca metadata is a document: it becomes one turn whose
-    response is the text, so document-level rules still apply to it.
+    The same content gives the same turns whether it is read as Alpaca, ShareGPT or OpenAI
+    messages: the instruction is the first paragraph of the opening request (an Alpaca
+    ``instruction``), never a system prompt shared by every row; the input is the rest of that
+    request (an Alpaca ``input``), or a follow-up turn's own user message. A record with
+    ``text`` only and no Alpaca metadata is a document: it becomes one turn whose response is
+    the text, so document-level rules still apply to it.
     """
     fields = alpaca_fields(record)
     if fields is not None:
-        return [
-            Turn(
-                str(fields.get("instruction") or ""),
-                str(fields.get("input") or ""),
-                str(fields.get("output") or ""),
-            )
-        ]
+        instruction = str(fields.get("instruction") or "")
+        given = str(fields.get("input") or "")
+        request = f"{instruction}\n\n{given}" if given.strip() else instruction
+        return [Turn(*split_request(request), str(fields.get("output") or ""))]
     if record.messages is None:
         return [Turn("", "", record.text or "")]
-    system = [message_text(m) for m in record.messages if m.get("role") in ("system", "developer")]
     out: list[Turn] = []
-    first_user: str | None = None
-    last_user = ""
+    task: str | None = None
+    last_user: str | None = None
     for message in record.messages:
         role = message.get("role")
         if role == "user":
             last_user = message_text(message)
-            first_user = last_user if first_user is None else first_user
         elif role == "assistant":
-            # The task is the system prompt, else the opening request; a follow-up turn's own
-            # request is its input.
-            instruction = "\n\n".join(system) if system else (first_user or "")
-            given = last_user if (system or len(out) > 0) else ""
-            out.append(Turn(instruction, given, message_text(message), index=len(out)))
-    if not out and first_user is not None:
+            if task is None:
+                task, given = split_request(last_user or "")
+            else:
+                given = (last_user or "").strip()
+            out.append(Turn(task, given, message_text(message), index=len(out)))
+            last_user = None
+    if not out and last_user is not None:
         # A request with no answer: one turn with an empty response, flagged by the rules.
-        out.append(Turn("\n\n".join(system) if system else first_user, "", ""))
+        out.append(Turn(*split_request(last_user), ""))
     return out
 
 

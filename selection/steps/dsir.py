@@ -55,32 +55,47 @@ class DSIRStep:
     def __init__(self, name: str, params: DSIRParams, context: StepContext) -> None:
         self.name = name
         self.params = params
+        self.context = context
         self.model = HashedNgramDSIR(
             params.ngrams, params.buckets, params.smoothing, params.target_mode, params.proportions
         )
-        counts = []
-        for spec in params.target:
-            path = context.resolve(spec.path)
+        self._target_fitted = False
+        if params.target_mode == "separate" and len(params.target) > 1:
+            self.score_names = [name] + [f"{name}.{Path(t.path).stem}" for t in params.target]
+
+    def check(self) -> None:
+        """Fail before any work if a target is missing (the driver calls this once)."""
+        for spec in self.params.target:
+            path = self.context.resolve(spec.path)
             if not path.exists():
                 raise NotFoundError(f"DSIR target {str(path)!r} does not exist.", field="target")
+
+    def _fit_target(self) -> None:
+        """Count the targets' n-grams, once per process, when the model is first needed."""
+        if self._target_fitted:
+            return
+        self.check()
+        counts = []
+        for spec in self.params.target:
+            path = self.context.resolve(spec.path)
             counts.append(
                 self.model.counts(
                     [r.content for r in b.records]
                     for b in read_records(
-                        spec.model_copy(update={"path": str(path)}), strict=context.strict
+                        spec.model_copy(update={"path": str(path)}), strict=self.context.strict
                     )
                 )
             )
             if counts[-1].sum() == 0:
                 raise ConfigError(f"DSIR target {str(path)!r} has no text.", field="target")
         self.model.fit_target(counts)
-        if params.target_mode == "separate" and len(params.target) > 1:
-            self.score_names = [name] + [f"{name}.{Path(t.path).stem}" for t in params.target]
+        self._target_fitted = True
 
     def fit_stats(self, records: Sequence[Record]) -> np.ndarray:
         return self.model.featurize([r.content for r in records]).totals(self.params.buckets)
 
     def fit_from_stats(self, total: np.ndarray) -> None:
+        self._fit_target()
         self.model.fit_raw(total)
 
     def score(self, records: Sequence[Record]) -> np.ndarray:
@@ -107,4 +122,5 @@ class DSIRStep:
         return self.fit_stats(records)
 
     def report_metrics(self, total: np.ndarray) -> dict[str, float]:
+        self._fit_target()
         return self.model.kl_report(total)

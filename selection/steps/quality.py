@@ -4,7 +4,7 @@ learned classifier (see selection.quality, selection.dedup, selection.diversity)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -12,8 +12,9 @@ from pydantic import Field
 from core.record import Record
 from selection.dedup import Deduplicator
 from selection.quality.classifier import QualityClassifier
-from selection.quality.heuristics import DEFAULT_RULES, HeuristicFilter, RuleName
+from selection.quality.heuristics import DEFAULT_RULES, RuleName
 from selection.quality.perplexity import PerplexityScorer
+from selection.quality.rulefilter import HeuristicFilter, merge_rule_stats
 from selection.registry import StepContext, StepParams, register_step
 
 
@@ -23,11 +24,37 @@ class RulesParams(StepParams):
 
 @register_step("quality_rules", params=RulesParams, example={})
 class QualityRules:
-    """Heuristic rules on instruction, input and every response; each firing rule is a reason."""
+    """Heuristic rules on instruction, input and every response; each firing rule is a reason.
+
+    Fitted over the whole input first (template lengths, the requests' character model, from
+    statistics that merge across shards), then applied batch by batch. Writes
+    ``<name>.fluency`` (bits per character of the row under that model; near-duplicate removal
+    keeps the copy that reads best by it).
+    """
 
     def __init__(self, name: str, params: RulesParams, context: StepContext) -> None:
         self.name = name
         self.filter = HeuristicFilter(rules=tuple(params.rules), name=name)
+        self.score_names = [f"{name}.fluency"]
+
+    def fit_stats(self, records: Sequence[Record]) -> np.ndarray:
+        return self.filter.fit_stats(records)
+
+    def merge_stats(self, total: np.ndarray, part: np.ndarray) -> np.ndarray:
+        # Appended, and compacted only when the table doubles (merging every batch into the
+        # whole total would be quadratic); fit_from_stats merges whatever it gets, so the
+        # model does not depend on when compaction happened.
+        combined = np.concatenate([total, part])
+        if len(combined) > 2 * getattr(self, "_compacted", 0):
+            combined = merge_rule_stats(combined)
+            self._compacted = len(combined)
+        return combined
+
+    def fit_from_stats(self, total: np.ndarray) -> None:
+        self.filter.fit_from_stats(total)
+
+    def score(self, records: Sequence[Record]) -> np.ndarray:
+        return self.filter.fluency(records)
 
     def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
         return self.filter.keep(records)
@@ -38,8 +65,12 @@ class DedupParams(StepParams):
     threshold: float = Field(0.7, gt=0, le=1)
     ngram: int = Field(3, ge=1)
     num_perm: int = Field(128, ge=16)
-    max_df: float = Field(0.01, gt=0, le=1)
-    prefer: Literal["first", "fluent", "score"] = "fluent"
+    max_df: float = Field(0.01, gt=0, le=1, description="No effect (kept for old recipes).")
+    prefer: Literal["first", "fluent", "score"] = Field(
+        "fluent",
+        description="Copy to keep: first, fluent (lowest '*.fluency' score, written by a "
+        "quality_rules step before this one; rows without one rank last) or score.",
+    )
     score: str | None = None
     largest: bool = True
 
@@ -94,7 +125,8 @@ class DedupStep:
 
     def fit_stats(self, records: Sequence[Record]) -> np.ndarray:
         pos = np.array([[r.metadata.get("pos", i)] for i, r in enumerate(records)], dtype=float)
-        signatures = self.dedup.signatures(records)
+        # Costs come from each row's own scores, never from a model of the batch.
+        signatures = self.dedup.signatures(records, self.dedup.costs(records, fit_missing=False))
         if not len(records):
             return np.zeros((0, 1 + ID_BYTES // 6 + signatures.shape[1]))
         return np.column_stack([pos, encode_ids([r.id for r in records]), signatures])
@@ -162,22 +194,37 @@ class JudgeStep:
     """AlpaGasus-style 0-5 rating by an LLM; missing ratings are NaN, never a default."""
 
     def __init__(self, name: str, params: JudgeParams, context: StepContext) -> None:
+        self.name = name
+        self.params = params
+        self.context = context
+        self._judge: Any = None
+        self.available: bool | None = None  # found out by check(), on first use at the latest
+
+    @property
+    def judge(self) -> Any:
+        """The :class:`LLMJudge`, built (and its model loaded) on first use."""
+        if self._judge is None:
+            from selection.quality.judge import LLMJudge
+
+            p = self.params
+            # retries=0: the backend retries, by the one policy of core/retry.py.
+            self._judge = LLMJudge(
+                self._backend(p, self.context), model=p.model,
+                concurrency=p.concurrency, retries=0, name=self.name,
+            )  # fmt: skip
+        return self._judge
+
+    def check(self) -> None:
+        """Ask the judge once; a backend that is down fails the job unless ``optional``."""
         import asyncio
 
         from core.errors import BackendError
-        from selection.quality.judge import LLMJudge
 
-        self.name = name
-        self.params = params
-        self.judge = LLMJudge(
-            self._backend(params, context), model=params.model,
-            concurrency=params.concurrency, retries=0, name=name,
-        )  # fmt: skip
         self.available = True
         try:
             asyncio.run(self.judge.check())
         except BackendError:
-            if not params.optional:
+            if not self.params.optional:
                 raise
             self.available = False
 
@@ -194,6 +241,8 @@ class JudgeStep:
         return partial(make_backend, params.backend, timeout=params.timeout, retries=params.retries)
 
     def score(self, records: Sequence[Record]) -> np.ndarray:
+        if self.available is None:
+            self.check()
         if not self.available:
             return np.full(len(records), np.nan)
         return self.judge.score(records)
@@ -236,7 +285,18 @@ class ClassifierStep:
 
     def __init__(self, name: str, params: ClassifierParams, context: StepContext) -> None:
         self.name = name
-        self.model = QualityClassifier.load(context.resolve(params.path))
+        self.path = context.resolve(params.path)
+        self._model: QualityClassifier | None = None
+
+    def check(self) -> None:
+        """Load the classifier once on the driver: a bad folder fails before any work."""
+        self.model  # noqa: B018
+
+    @property
+    def model(self) -> QualityClassifier:
+        if self._model is None:
+            self._model = QualityClassifier.load(self.path)
+        return self._model
 
     def score(self, records: Sequence[Record]) -> np.ndarray:
         return self.model.score(records)

@@ -5,7 +5,7 @@ import pytest
 from selection_helpers import read_jsonl
 
 import selection
-from core.errors import InputError, NotFoundError
+from core.errors import ConfigError, InputError, NotFoundError
 
 
 @pytest.fixture
@@ -91,9 +91,27 @@ def test_cli_bad_recipe_key_is_one_line(tmp_path, raw_path):
     assert run.returncode == 2 and "steps[0].unit" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_rejects_survive_when_every_row_is_bad(tmp_path):
+def test_no_readable_row_is_an_error_naming_the_file_and_rejects_survive(tmp_path):
     path = tmp_path / "all_bad.jsonl"
     path.write_text("not json\n{also not\n")
-    result = selection.run_recipe(recipe(path), tmp_path / "job", progress=False)
-    assert result.report.rows_read == 0 and len(read_jsonl(result.rejects_path)) == 2
-    assert read_jsonl(result.output_path) == []
+    with pytest.raises(InputError, match="all_bad.jsonl") as info:
+        selection.run_recipe(recipe(path), tmp_path / "job", progress=False)
+    assert info.value.field == "inputs" and "rejected" in str(info.value)
+    assert len(read_jsonl(tmp_path / "job" / "rejects.jsonl")) == 2
+    assert not (tmp_path / "job" / "selected.jsonl").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01\xff\xfe random bytes", b'[{"a": 1}]\n'])
+def test_empty_random_or_array_input_is_an_error(tmp_path, content):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="in.jsonl"):
+        selection.run_recipe(recipe(path), tmp_path / "job", progress=False)
+
+
+def test_unknown_score_name_is_a_recipe_error(tmp_path, raw_path):
+    steps = [{"type": "length"}, {"type": "threshold", "score": "lenght", "min": 3}]
+    bad = {"inputs": [str(raw_path)], "steps": steps}
+    with pytest.raises(ConfigError, match="lenght") as info:
+        selection.run_recipe(bad, tmp_path / "job", progress=False)
+    assert info.value.field == "steps[1].score" and "length" in str(info.value)

@@ -157,3 +157,25 @@ def test_plain_text_with_a_configured_field_and_no_ids(tmp_path, raw_path):
     assert len(kept) == 5 and all(set(r) == {"body", "origin", "thresher"} for r in kept)
     ids = [e["id"] for e in result.report.examples["kept"]]
     assert all(i.startswith("body.jsonl:") for i in ids)  # file:line ids when rows have none
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [{"type": "dedup", "method": "exact", "prefer": "first"}],  # no scores at all
+        [{"type": "length"}, {"type": "quality_rules"}],  # scores some rows lack (NaN)
+    ],
+)
+def test_parquet_output_with_no_or_uneven_scores(tmp_path, alpaca_path, steps):
+    recipe = {
+        "inputs": [{"path": str(alpaca_path), "shape": "alpaca"}],
+        "steps": steps,
+        "batch_size": 30,
+        "output": {"path": "kept.parquet", "scores": "inline"},
+    }
+    result = selection.run_recipe(recipe, tmp_path / "job", progress=False)
+    table = pq.read_table(result.output_path)
+    assert table.num_rows == result.report.rows_kept > 0
+    if "thresher" in table.column_names:  # left out when no step writes a score
+        scores = table.column("thresher").to_pylist()
+        assert all(set(s) == {"length", "quality_rules.fluency"} for s in scores)

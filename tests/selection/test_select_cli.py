@@ -84,17 +84,17 @@ def test_fresh_starts_over_and_a_changed_recipe_is_refused(tmp_path, raw_path):
         "inputs": [str(raw_path)],
         "steps": [{"type": "length"}, {"type": "top_k", "score": "length", "k": 3}],
     }
-    first = selection.run_recipe(base, tmp_path, progress=False)
+    first = selection.run_recipe(base, tmp_path, progress=False, keep_work=True)
     assert not first.resumed
-    assert selection.run_recipe(base, tmp_path, progress=False).resumed
+    assert selection.run_recipe(base, tmp_path, progress=False, keep_work=True).resumed
     changed = {**base, "steps": [{"type": "length"}, {"type": "top_k", "score": "length", "k": 4}]}
     try:
-        selection.run_recipe(changed, tmp_path, progress=False)
+        selection.run_recipe(changed, tmp_path, progress=False, keep_work=True)
     except ConfigError as exc:
         assert exc.field == "output_dir" and "--fresh" in str(exc)
     else:
         raise AssertionError("a different recipe reused the folder")
-    again = selection.run_recipe(changed, tmp_path, progress=False, fresh=True)
+    again = selection.run_recipe(changed, tmp_path, progress=False, fresh=True, keep_work=True)
     assert len(read_jsonl(again.output_path)) == 4 and not again.resumed
 
 
@@ -107,3 +107,32 @@ def test_commands_have_help():
             text=True,
         )
         assert run.returncode == 0 and "Usage" in run.stdout, run.stderr
+
+
+def thresher(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "api", *args, "--no-progress"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_filter_keeps_the_same_rows_with_two_workers_and_cleans_up(tmp_path):
+    source = REPO / "tests" / "data" / "quality" / "instructions_small.jsonl"
+    one = thresher("filter", "--input", str(source), "--out", str(tmp_path / "one.jsonl"))
+    two = thresher(
+        "filter", "--input", str(source), "--out", str(tmp_path / "two.jsonl"), "--workers", "2"
+    )
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "two.jsonl").read_bytes()
+    assert "rules dropped" in one.stdout and "non_answer" in one.stdout  # counts per rule
+    assert not (tmp_path / "one.jsonl.thresher" / ".work").exists()
+
+
+def test_filter_on_an_empty_file_is_one_line_exit_2(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    run = thresher("filter", "--input", str(empty), "--out", str(tmp_path / "out.jsonl"))
+    assert run.returncode == 2
+    assert "empty.jsonl" in run.stderr and "Traceback" not in run.stderr
