@@ -147,6 +147,8 @@ def test_a_stateful_run_answers_no_server_error(api_schema):
                     f"{case.operation.label} {response.status_code}: {response.text[:200]}"
                 )
 
+    from hypothesis.errors import FlakyStrategyDefinition
+
     try:
         Machine.run(
             settings=settings(
@@ -158,6 +160,10 @@ def test_a_stateful_run_answers_no_server_error(api_schema):
                 phases=[Phase.generate],  # no replay: the server keeps state
             )  # fmt: skip
         )
+    except FlakyStrategyDefinition:
+        # Server state (a pool or job made earlier) changed which rules apply to a sequence
+        # hypothesis had seen: it stops there; the calls made so far still count.
+        pass
     finally:
         print(f"\nschemathesis stateful: {len(calls)} calls; server errors: {len(errors)}")
     assert calls and not errors, "\n".join(errors[:20])
