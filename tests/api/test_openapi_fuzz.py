@@ -123,3 +123,47 @@ def test_a_large_run_answers_no_server_error(api_schema):
         f"{seconds:.0f} s; server errors: {len(errors)}"
     )
     assert not errors, "\n".join(errors[:20])
+
+
+@pytest.mark.slow
+def test_a_stateful_run_answers_no_server_error(api_schema):
+    """schemathesis's stateful mode: sequences of calls along the links it infers (a pool made,
+    then searched; a job submitted, then read), keys set; every 5xx is collected."""
+    import os
+
+    from hypothesis import Phase
+
+    errors: list[str] = []
+    calls: list[int] = []
+
+    class Machine(api_schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case):
+            return {"headers": AUTH}
+
+        def validate_response(self, response, case, **kwargs):
+            calls.append(response.status_code)
+            if response.status_code >= 500:
+                errors.append(
+                    f"{case.operation.label} {response.status_code}: {response.text[:200]}"
+                )
+
+    from hypothesis.errors import FlakyStrategyDefinition
+
+    try:
+        Machine.run(
+            settings=settings(
+                max_examples=int(os.environ.get("THRESHER_FUZZ_SEQUENCES", "100")),
+                stateful_step_count=6,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+                phases=[Phase.generate],  # no replay: the server keeps state
+            )  # fmt: skip
+        )
+    except FlakyStrategyDefinition:
+        # Server state (a pool or job made earlier) changed which rules apply to a sequence
+        # hypothesis had seen: it stops there; the calls made so far still count.
+        pass
+    finally:
+        print(f"\nschemathesis stateful: {len(calls)} calls; server errors: {len(errors)}")
+    assert calls and not errors, "\n".join(errors[:20])
