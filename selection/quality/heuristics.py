@@ -64,8 +64,10 @@ CODE_CHARS = "{}[]()<>;=$\\^~`"
 # A character that is neither a letter, a digit nor a symbol words carry ("e-mail", "5'9").
 SYMBOL = re.compile("[^\\w" + re.escape("".join(sorted(IN_WORD_OK))) + "]")
 _OK = re.escape("".join(sorted(IN_WORD_OK)))
-# A word character and a symbol with only in-word marks between: every garbled word has one.
-INNER_SYMBOL = re.compile(f"\\w[{_OK}]*[^\\w\\s{_OK}]|[^\\w\\s{_OK}][{_OK}]*\\w")
+# A symbol with a character on both sides, or in a two-character word: every garbled word has
+# one ("g{7ng", "(a$)", "$a"), and prose mostly has none ("game?", "(hello)").
+_SYM = f"[^\\w\\s{_OK}]"
+INNER_SYMBOL = re.compile(f"\\S{_SYM}\\S|(?<!\\S)\\S{_SYM}(?!\\S)|(?<!\\S){_SYM}\\S(?!\\S)")
 
 
 def words(text: str) -> list[str]:
@@ -75,7 +77,8 @@ def words(text: str) -> list[str]:
 @lru_cache(maxsize=4096)  # templates recur on every row of their task
 def normalise(text: str) -> str:
     """Case-folded, NFKC, punctuation-stripped, single-spaced text for comparisons."""
-    text = unicodedata.normalize("NFKC", text).casefold()
+    # ASCII is its own NFKC form, and its case folding is lower-casing.
+    text = text.lower() if text.isascii() else unicodedata.normalize("NFKC", text).casefold()
     return " ".join(NON_WORD.sub(" ", text).split())
 
 

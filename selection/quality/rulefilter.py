@@ -38,7 +38,7 @@ from selection.quality.turns import Turn, alpaca_fields, group_key, turns
 
 ORDER = 4
 INPUT_CHARS = 2000  # of each input, enough to learn its language's letters
-FLUENCY_CHARS = 1000  # of a row, enough to price a near-duplicate's typos
+FLUENCY_CHARS = 500  # of a row, enough to price a near-duplicate's typos
 LENGTH_CAP = (1 << 20) - 1
 
 
