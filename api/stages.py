@@ -154,17 +154,28 @@ class CompressionStage:
     def run(self, ctx: RequestContext) -> None:
         import time
 
-        from compression import ProtectOptions, get_compressor
+        from api.routes.compress import compression_dtype
+        from compression import CLASSIFIER_METHODS, ProtectOptions, get_compressor
 
         tokens = ctx.prompt_tokens()
         target = self.options.target_tokens
         if target is None and ctx.text_budget is not None and tokens > ctx.text_budget:
             target = ctx.text_budget
         rate = self.options.rate if target is None else None
-        scorer = self.state.provider.scorer(self.settings.scorer_model)
+        provider = self.state.provider
+        models: dict[str, Any] = (
+            {
+                "scorer": provider.token_classifier(dtype=compression_dtype(self.settings)),
+                "embedder": provider.embedder(
+                    self.settings.embedder_model, dtype=compression_dtype(self.settings)
+                ),
+            }
+            if self.options.method in CLASSIFIER_METHODS
+            else {"scorer": provider.scorer(self.settings.scorer_model)}
+        )
         compressor = get_compressor(
             self.options.method,
-            scorer=scorer,
+            **models,
             counter=uncached(ctx.counter),
             min_tokens=0,
             protect=ProtectOptions(force_tokens=tuple(self.options.protect)),
