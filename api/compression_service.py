@@ -111,15 +111,22 @@ class StoppableModel:
         return getattr(self._model, name)
 
 
+def stoppable_model(wrapper: Any, stop: StopCheck) -> Any:
+    """A copy of a model wrapper (a :class:`core.classifier.TokenClassifier`) whose every
+    forward pass first checks ``stop``."""
+    import copy
+
+    out = copy.copy(wrapper)
+    out.model = StoppableModel(wrapper.model, stop)
+    return out
+
+
 def stoppable_scorer(scorer: Any, stop: StopCheck, *, tokens_per_call: int = 256) -> Any:
     """A copy of a :class:`core.scoring.TokenScorer` that checks ``stop`` before each forward
     pass and feeds at most about ``tokens_per_call`` tokens per pass, so that a stop lands
     within about one pass (256 tokens of the 135M scorer: a quarter to half a second on one
     busy core)."""
-    import copy
-
-    out = copy.copy(scorer)
-    out.model = StoppableModel(scorer.model, stop)
+    out = stoppable_model(scorer, stop)
     # A long text goes through in 128-token steps; short rows (messages) share a pass.
     out.window = max(1, min(scorer.window, 128, tokens_per_call))
     out.batch_size = max(1, min(scorer.batch_size, tokens_per_call // out.window))

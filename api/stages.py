@@ -171,15 +171,25 @@ class CompressionStage:
         return deadline_check(ctx.arrived, deadline_ms, ctx.cancelled)
 
     def _compressor(self, ctx: RequestContext, stop: Any) -> Any:
-        from api.compression_service import stoppable_scorer
-        from compression import ProtectOptions, get_compressor
+        from api.compression_service import stoppable_model, stoppable_scorer
+        from compression import CLASSIFIER_METHODS, ProtectOptions, get_compressor
 
-        scorer = self.service.scorer(  # the one policy of /v1/compress and the CLI too
-            lambda: self.state.provider.compression_scorer(self.settings.scorer_model)
-        )
+        provider = self.state.provider
+        models: dict[str, Any]
+        if self.options.method in CLASSIFIER_METHODS:  # the token classifier and its ranker
+            dtype = provider.compression_dtype()
+            models = {
+                "scorer": stoppable_model(provider.token_classifier(dtype=dtype), stop),
+                "embedder": provider.embedder(self.settings.embedder_model, dtype=dtype),
+            }
+        else:
+            scorer = self.service.scorer(  # the one policy of /v1/compress and the CLI too
+                lambda: provider.compression_scorer(self.settings.scorer_model)
+            )
+            models = {"scorer": stoppable_scorer(scorer, stop)}
         return get_compressor(
             self.options.method,
-            scorer=stoppable_scorer(scorer, stop),
+            **models,
             counter=uncached(ctx.counter),
             min_tokens=0,
             protect=ProtectOptions(force_tokens=tuple(self.options.protect)),

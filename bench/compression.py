@@ -1,8 +1,8 @@
 """Prompt compression: Thresher against llmlingua==0.2.2 on long-context QA at 3x.
 
 For each item (a mystery story and its closing question, ../shared/data/longqa.jsonl) every
-method compresses the story at rate 0.33; the table gives seconds per item, tokens per second
-(original tokens over compression time), the achieved ratio (cl100k_base tokens), and answer
+method compresses the story at rate 0.33; the table gives seconds per item, milliseconds per
+1,000 original tokens, the achieved ratio (cl100k_base tokens), and answer
 retention: the mean log-prob of the gold answer given (compressed prompt + question) minus the
 same given the original, scored by the same small LM in float32 (0 = nothing lost). The peer runs
 in its own venv (bash bench/setup_llmlingua.sh) as a worker process; items alternate between
@@ -10,6 +10,12 @@ methods so that a busy machine slows all of them alike.
 
     python bench/compression.py --peer-modes llmlingua longllmlingua   # 30 items
     python bench/compression.py --smoke    # 2 short items, no peer unless --peer
+    python bench/compression.py --task needles --reader --items 24   # planted facts, SmolLM2 reads
+    python bench/compression.py --task longqa --reader --items 24    # multiple-choice stories
+
+``--reader`` adds the reader's accuracy (bench/reader_tasks.py: SmolLM2 answers from the
+compressed prompt; right when its answer holds the gold one) beside the full text's. Method
+``llmlingua2:lexical`` / ``llmlingua2:none`` runs llmlingua2 with another sentence ranker.
 
 Speed is reported against the peer mode doing the same job (its longllmlingua mode for
 Thresher's longllmlingua) and against the peer's llmlingua mode. The table and per-item rows
@@ -47,6 +53,7 @@ class Tally:
     origin: list[int] = field(default_factory=list)
     compressed: list[int] = field(default_factory=list)
     retention: list[float] = field(default_factory=list)
+    correct: list[float] = field(default_factory=list)
 
 
 class Peer:
@@ -98,6 +105,7 @@ LIKE = {
     "llmlingua": "llmlingua",
     "longllmlingua": "longllmlingua",
     "selective-context": "llmlingua",
+    "llmlingua2": "llmlingua",
 }
 OUT = ROOT / "bench" / "results" / "compression.json"
 
@@ -112,6 +120,8 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--dtype", default="bfloat16", help="Thresher's scoring LM dtype")
     parser.add_argument("--methods", nargs="+", default=list(LIKE))
+    parser.add_argument("--task", choices=["longqa", "needles"], default="longqa")
+    parser.add_argument("--reader", action="store_true", help="also score a SmolLM2 reader")
     parser.add_argument("--peer-modes", nargs="+", default=["llmlingua", "longllmlingua"])
     parser.add_argument(
         "--out",
@@ -132,7 +142,13 @@ def main() -> None:
     args = parser.parse_args()
     methods_wanted = [m for arg in args.methods for m in arg.split(",") if m]
     peer_modes = [m for arg in args.peer_modes for m in arg.split(",") if m]
-    out_path = args.out or (OUT.with_name("compression_smoke.json") if args.smoke else OUT)
+    stem = (
+        "compression" if args.task == "longqa" and not args.reader else f"compression_{args.task}"
+    )
+    default_out = OUT.with_name(f"{stem}{'_reader' if args.reader else ''}.json")
+    out_path = args.out or (
+        default_out.with_name(default_out.stem + "_smoke.json") if args.smoke else default_out
+    )
 
     import torch
 
@@ -144,7 +160,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     rows = [json.loads(line) for line in args.data.open()]
-    if args.smoke:
+    if args.task == "needles":
+        from reader_tasks import needles
+
+        rows = needles(rows, 2 if args.smoke else args.items, chars=2500 if args.smoke else 5000)
+    elif args.reader:  # short gold answers only: the multiple-choice stories, choices asked
+        rows = [
+            dict(r, question=f"{r['question']} Choices: {', '.join(r['choices'])}.")
+            for r in rows
+            if r.get("choices")
+        ]
+    if args.smoke and args.task == "longqa":
         rows = sorted(rows, key=lambda r: len(r["context"]))[:2]
     else:
         rows = rows[: args.items]
@@ -152,10 +178,24 @@ def main() -> None:
     counter = provider.token_counter("cl100k_base")
     judge = provider.scorer(dtype=args.judge_dtype)
     scorer = provider.scorer(dtype=args.dtype)
-    methods = {
-        f"thresher {name}": (name, get_compressor(name, scorer=scorer, counter=counter))
-        for name in methods_wanted
-    }
+    reader = None
+    if args.reader:
+        from reader_tasks import Reader
+
+        reader = Reader(provider)
+
+    def build(spec: str):
+        name, _, ranker = spec.partition(":")
+        if name != "llmlingua2":
+            return name, get_compressor(name, scorer=scorer, counter=counter)
+        options = {"ranker": ranker} if ranker else {}
+        classifier = provider.token_classifier(dtype=args.dtype)
+        embedder = provider.embedder(dtype=args.dtype)
+        return name, get_compressor(
+            name, scorer=classifier, counter=counter, embedder=embedder, **options
+        )
+
+    methods = {f"thresher {spec}": build(spec) for spec in methods_wanted}
     run_peer = not args.no_peer and (args.peer or not args.smoke)
     peers = {}
     if run_peer:
@@ -172,6 +212,8 @@ def main() -> None:
     like = {label: f"llmlingua-0.2.2 {LIKE[name]}" for label, (name, _) in methods.items()}
     like.update({label: peer for label, (_, _, peer) in matched.items()})
     names = [*methods, *peers, *matched, "random drop"]
+    if reader is not None:
+        names.append("full text")
     tallies: dict[str, Tally] = {name: Tally() for name in names}
     per_item: list[dict] = []
     if args.resume and out_path.exists():
@@ -221,6 +263,10 @@ def main() -> None:
         prompts = [original, *(text for text, _ in outputs.values())]
         scores = retention(judge, prompts, answer_ids)
         item = {"id": row["id"], "origin_tokens": origin}
+        if reader is not None:
+            outputs["full text"] = (original, 0.0)
+            scores.append(scores[0])
+            labels.append("full text")
         for name, (text, seconds) in outputs.items():
             t = tallies[name]
             t.seconds.append(seconds)
@@ -228,6 +274,9 @@ def main() -> None:
             t.compressed.append(counter.count(text))
             t.retention.append(scores[labels.index(name)] - scores[0])
             item[name] = {"seconds": seconds, "tokens": t.compressed[-1], "ret": t.retention[-1]}
+            if reader is not None:
+                t.correct.append(float(reader.correct(text, row["answer"])))
+                item[name]["correct"] = t.correct[-1]
         per_item.append(item)
         # After every item, atomically: a run that is stopped keeps a table of what it did.
         table = report(tallies, len(per_item), args.rate, like)
@@ -258,9 +307,9 @@ def report(tallies: dict[str, Tally], n: int, rate: float, like: dict[str, str])
         "speed vs the peer mode doing the same job (llmlingua for llmlingua and "
         "selective-context, longllmlingua for longllmlingua) and vs the peer's llmlingua mode",
         "",
-        "| method | s/item | tokens/s | ratio | retention | speed vs same-job peer "
+        "| method | s/item | ms/1k tokens | ratio | retention | reader | speed vs same-job peer "
         "| speed vs peer llmlingua |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
 
     def speed(peer: Tally | None, sec: float) -> str:
@@ -270,11 +319,12 @@ def report(tallies: dict[str, Tally], n: int, rate: float, like: dict[str, str])
         if not t.seconds:
             continue
         sec = float(np.mean(t.seconds))
-        tps = sum(t.origin) / max(sum(t.seconds), 1e-9)
         ratio = sum(t.origin) / max(sum(t.compressed), 1)
         same = tallies.get(like.get(name, ""))
+        acc = f"{np.mean(t.correct):.2f}" if t.correct else "-"
+        ms = f"{1000 * sum(t.seconds) / max(sum(t.origin), 1) * 1000:.0f}" if sec else "-"
         lines.append(
-            f"| {name} | {sec:.2f} | {tps:.0f} | {ratio:.2f} | {np.mean(t.retention):+.3f} "
+            f"| {name} | {sec:.2f} | {ms} | {ratio:.2f} | {np.mean(t.retention):+.3f} | {acc} "
             f"| {speed(same, sec)} | {speed(peer_ll, sec) if name in like else '-'} |"
         )
     return "\n".join(lines)

@@ -2,9 +2,13 @@
 
 >>> compressor = get_compressor("longllmlingua", scorer=provider.scorer(), counter=counter)
 >>> result = compressor.compress(contexts, question="Who did it?", rate=0.33)
+>>> fast = get_compressor("llmlingua2", scorer=provider.token_classifier(), counter=counter,
+...                       embedder=provider.embedder())
 
-Methods by name (:data:`METHODS`): ``llmlingua``, ``longllmlingua``, ``selective-context``.
-Nothing here imports torch; the scorer brings the model.
+Methods by name (:data:`METHODS`): ``llmlingua``, ``longllmlingua``, ``selective-context`` over
+a causal LM's :class:`core.scoring.TokenScorer`, and ``llmlingua2`` over a
+:class:`core.classifier.TokenClassifier` (label 1 = keep). Nothing here imports torch; the
+scorer brings the model.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any, Literal, get_args
 
 from compression.base import DEFAULT_MIN_TOKENS, BaseCompressor, Compressor
 from compression.llmlingua import LLMLingua
+from compression.llmlingua2 import LLMLingua2
 from compression.longllmlingua import LongLLMLingua
 from compression.prompt import DEFAULT_POLICY, RolePolicy
 from compression.recover import recover
@@ -21,12 +26,15 @@ from compression.selective_context import SelectiveContext
 from compression.units import ProtectOptions
 from core.errors import InputError
 
-MethodName = Literal["llmlingua", "longllmlingua", "selective-context"]
+MethodName = Literal["llmlingua", "longllmlingua", "selective-context", "llmlingua2"]
 METHODS: dict[MethodName, type[BaseCompressor]] = {
     "llmlingua": LLMLingua,
     "longllmlingua": LongLLMLingua,
     "selective-context": SelectiveContext,
+    "llmlingua2": LLMLingua2,
 }
+# Methods whose ``scorer`` is a token classifier (ModelProvider.token_classifier), not a causal LM.
+CLASSIFIER_METHODS: frozenset[str] = frozenset({"llmlingua2"})
 DEFAULT_METHOD: MethodName = "longllmlingua"
 
 
@@ -39,7 +47,9 @@ def get_compressor(name: str, *, scorer: Any, counter: Any, **options: Any) -> C
 
     Args:
         name: One of :data:`METHODS`.
-        scorer: A :class:`core.scoring.TokenScorer` (``ModelProvider.scorer()``).
+        scorer: A :class:`core.scoring.TokenScorer` (``ModelProvider.scorer()``), or for
+            ``llmlingua2`` a :class:`core.classifier.TokenClassifier`
+            (``ModelProvider.token_classifier()``; pass ``embedder=`` for question ranking).
         counter: The target model's :class:`core.tokens.TokenCounter`.
         **options: Keyword options of the method's class (``min_tokens``, ``protect``, ...).
     """
@@ -57,9 +67,11 @@ __all__ = [
     "DEFAULT_POLICY",
     "METHODS",
     "BaseCompressor",
+    "CLASSIFIER_METHODS",
     "CompressionResult",
     "Compressor",
     "LLMLingua",
+    "LLMLingua2",
     "LongLLMLingua",
     "MethodName",
     "ProtectOptions",

@@ -12,10 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.classifier import TokenClassifier
 from core.device import check_device_name, resolve_device
 from core.embedding import Embedder
 from core.errors import ConfigError, ModelUnavailableError
-from core.registry import canonical_name, causal_lm_path, embedder_path
+from core.registry import (
+    CLASSIFIER_WEIGHTS,
+    DEFAULT_CLASSIFIER,
+    canonical_name,
+    causal_lm_path,
+    embedder_path,
+    token_classifier_folder,
+)
 from core.scoring import TokenScorer
 from core.settings import DEFAULT_EMBEDDER, DEFAULT_SCORER, default_cache_dir
 from core.tokens import HFTokenCounter, TiktokenCounter, TokenCounter, tiktoken_encoding_for
@@ -179,10 +187,69 @@ class ModelProvider:
         ``/v1/compress``, ``thresher compress``), so one input compresses one way and the model
         loads once: bf16 on the CPU unless a dtype is set (about 3x faster than fp32 there;
         bench/compression.py compares answer retention), else the provider's own choice."""
+        return self.scorer(name, device, dtype or self.compression_dtype(device))
+
+    def compression_dtype(self, device: str | None = None) -> str:
+        """The dtype of compression's models (scoring LM, token classifier, ranking embedder):
+        bf16 on the CPU unless a dtype is set (1.5-3x faster there), else the provider's own."""
         dev = resolve_device(device or self.device)
-        if dtype is None and self.dtype == "auto" and dev == "cpu":
-            dtype = "bfloat16"
-        return self.scorer(name, device, dtype)
+        return "bfloat16" if self.dtype == "auto" and dev == "cpu" else self.dtype
+
+    def token_classifier(
+        self,
+        name: str = DEFAULT_CLASSIFIER,
+        device: str | None = None,
+        dtype: str | None = None,
+        *,
+        field: str = "model",
+    ) -> TokenClassifier:
+        """A token classifier for LLMLingua-2: Thresher's embedded one by default, or any Hugging
+        Face ``AutoModelForTokenClassification`` folder whose label 1 means keep.
+
+        A folder that is missing or is not a two-label token classifier is an ``InputError``
+        naming ``field`` (checked before anything loads).
+        """
+        embedded = name == DEFAULT_CLASSIFIER
+        path = None if embedded else token_classifier_folder(name, field)
+        dev = resolve_device(device or self.device)
+        torch_dtype = self._torch_dtype(dtype or self.dtype, dev)
+
+        def load() -> TokenClassifier:
+            try:
+                import torch
+                from transformers import AutoModelForTokenClassification, AutoTokenizer
+                from transformers.utils import logging as hf_logging
+            except ImportError as exc:
+                raise ModelUnavailableError(
+                    "transformers is not installed.",
+                    package="transformers",
+                    install="pip install 'thresher[models]'",
+                ) from exc
+            folder = embedder_path("all-MiniLM-L6-v2") if embedded else path
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(folder)
+                if embedded:
+                    model = _embedded_classifier(
+                        folder, AutoModelForTokenClassification, hf_logging
+                    )
+                else:
+                    model = AutoModelForTokenClassification.from_pretrained(folder)
+            except ModelUnavailableError:
+                raise
+            except Exception as exc:
+                raise ModelUnavailableError(
+                    f"Could not load token classifier {name!r} from {folder} "
+                    f"({type(exc).__name__}: {exc})."
+                ) from exc
+            if not getattr(tokenizer, "is_fast", False):
+                raise ModelUnavailableError(
+                    f"The tokenizer of {name!r} is not a fast tokenizer; LLMLingua-2 needs "
+                    "character offsets (a tokenizer.json)."
+                )
+            model.to(device=dev, dtype=getattr(torch, torch_dtype)).eval()
+            return TokenClassifier(model, tokenizer, name=name, device=dev)
+
+        return self._cached(("token-classifier", name, dev, torch_dtype), load)
 
     def token_counter(self, name: str = "cl100k_base") -> TokenCounter:
         """Counts with tiktoken for OpenAI encodings and models, else with a local tokenizer."""
@@ -216,3 +283,31 @@ class ModelProvider:
             return dtype
         # bf16 on an accelerator; fp32 on the CPU, where log-probs must be exact and repeatable.
         return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def _embedded_classifier(base: Path, auto_cls: Any, hf_logging: Any) -> Any:
+    """all-MiniLM-L6-v2 from its pip package with Thresher's trained top layer and head."""
+    from safetensors.torch import load_file
+
+    if not CLASSIFIER_WEIGHTS.is_file():
+        raise ModelUnavailableError(
+            f"The embedded classifier's weights {CLASSIFIER_WEIGHTS} are missing; rebuild them "
+            "with: python -m compression.train.llmlingua2"
+        )
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the head is "newly initialised" until the weights load
+    try:
+        model = auto_cls.from_pretrained(
+            base, num_labels=2, id2label={0: "drop", 1: "keep"}, label2id={"drop": 0, "keep": 1}
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    trained = load_file(str(CLASSIFIER_WEIGHTS))
+    own = model.state_dict()
+    unknown = sorted(set(trained) - set(own))
+    if unknown:
+        raise ModelUnavailableError(
+            f"{CLASSIFIER_WEIGHTS} does not fit all-MiniLM-L6-v2 (unknown keys {unknown[:3]})."
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in trained.items()}, strict=False)
+    return model

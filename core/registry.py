@@ -177,3 +177,58 @@ def _local_dir(name: str, kind: str) -> Path:
         f"Unknown {kind} {name!r}: it is neither a known offline model ({known}) nor a local "
         "folder with a config.json. Models cannot be downloaded here."
     )
+
+
+# Thresher's own LLMLingua-2 classifier: all-MiniLM-L6-v2 with its top layer fine-tuned and a
+# two-label head (1 = keep); only those parameters ship (fp16), rebuilt on the pip encoder.
+DEFAULT_CLASSIFIER = "thresher-llmlingua2-minilm"
+CLASSIFIER_WEIGHTS = Path(__file__).parent / "weights" / "llmlingua2-minilm.safetensors"
+
+
+def token_classifier_folder(name: str, field: str = "model") -> Path:
+    """Check that ``name`` is a Hugging Face token-classification folder with two labels.
+
+    Raises :class:`InputError` naming ``field`` and saying what was found otherwise.
+    """
+    import json
+
+    from core.errors import InputError
+
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        what = "a file" if path.exists() else "nothing"
+        raise InputError(
+            f"{field} {name!r} is not a folder (found {what} there); give "
+            f"{DEFAULT_CLASSIFIER!r} or a Hugging Face token-classification folder.",
+            field=field,
+        )
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        found = sorted(p.name for p in path.iterdir())[:8]
+        raise InputError(
+            f"{field} {name!r} has no config.json (found {found}); a token classifier folder "
+            "holds config.json, the weights and a tokenizer.",
+            field=field,
+        )
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"{field}: {config_file} is not valid JSON ({exc}).", field=field
+        ) from None
+    arch = config.get("architectures") or []
+    if not any(str(a).endswith("ForTokenClassification") for a in arch):
+        raise InputError(
+            f"{field} {name!r} holds a {', '.join(map(str, arch)) or 'model with no architectures'}"
+            f" (model_type {config.get('model_type')!r}), not a token classifier "
+            "(...ForTokenClassification with labels 0 = drop, 1 = keep).",
+            field=field,
+        )
+    labels = config.get("id2label") or {}
+    if len(labels) not in (0, 2) or config.get("num_labels", 2) != 2:
+        raise InputError(
+            f"{field} {name!r} is a token classifier with {len(labels)} labels "
+            f"({sorted(labels.values())[:6]}); LLMLingua-2 needs 2 (0 = drop, 1 = keep).",
+            field=field,
+        )
+    return path

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from api.cli import app
+from compression import DEFAULT_METHOD
 from core.errors import InputError
 
 
@@ -49,15 +50,22 @@ def compress(
         str | None, typer.Option(help="Instruction kept before the context.")
     ] = None,
     method: Annotated[
-        str, typer.Option(help="llmlingua, longllmlingua or selective-context.")
-    ] = "longllmlingua",
+        str, typer.Option(help="llmlingua, longllmlingua, selective-context or llmlingua2.")
+    ] = DEFAULT_METHOD,
     target_model: Annotated[
         str, typer.Option(help="Model or tiktoken encoding the rate is counted in.")
     ] = "cl100k_base",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="llmlingua2 only: a Hugging Face token-classification folder (label 1 = keep)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Compress a prompt with an LLMLingua-family method and print it."""
-    from compression import get_compressor, method_names
+    from api.routes.compress import build_compressor
+    from compression import CLASSIFIER_METHODS, method_names
     from compression.budget import check_budget
     from core.models import ModelProvider
     from core.settings import load_settings
@@ -66,14 +74,22 @@ def compress(
         raise InputError(
             f"Unknown method {method!r}; use one of {list(method_names())}.", field="method"
         )
+    if model is not None and method not in CLASSIFIER_METHODS:
+        raise InputError(
+            f"--model names a token-classification folder and applies to llmlingua2 only, "
+            f"not --method {method}.",
+            field="model",
+        )
     check_budget(rate, target_tokens)
-    text = read_input(file)
     settings = load_settings()
     provider = ModelProvider.from_settings(settings)
-    compressor = get_compressor(
-        method,
-        scorer=provider.compression_scorer(settings.scorer_model),
-        counter=provider.token_counter(target_model),
+    if model is not None:  # a bad folder fails before the input is read
+        from core.registry import token_classifier_folder
+
+        token_classifier_folder(model, "model")
+    text = read_input(file)
+    compressor = build_compressor(
+        method, settings, provider, provider.token_counter(target_model), model
     )
     result = compressor.compress(
         text, question=question, instruction=instruction, rate=rate, target_tokens=target_tokens

@@ -1,4 +1,5 @@
-"""``POST /v1/compress``: LLMLingua-family prompt compression over the loaded scorer."""
+"""``POST /v1/compress``: LLMLingua-family prompt compression over the loaded scorer (or, for
+``llmlingua2``, the loaded token classifier and embedder)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import error_responses
 from api.state import AppState, State, client_counter
-from compression import DEFAULT_METHOD, Compressor, get_compressor, method_names
+from compression import (
+    CLASSIFIER_METHODS,
+    DEFAULT_METHOD,
+    Compressor,
+    get_compressor,
+    method_names,
+)
 from core.errors import InputError
 from core.models import ModelProvider
 from core.settings import Settings
@@ -25,11 +32,35 @@ def compression_scorer(provider: ModelProvider, settings: Settings) -> Any:
     return provider.compression_scorer(settings.scorer_model)
 
 
-def build_compressors(settings: Settings, provider: ModelProvider) -> dict[str, Compressor]:
-    """One compressor per method over one scorer and the default target tokenizer."""
-    scorer = compression_scorer(provider, settings)
-    counter = provider.token_counter(DEFAULT_TARGET_MODEL)
-    return {n: get_compressor(n, scorer=scorer, counter=counter) for n in method_names()}
+def build_compressor(
+    method: str,
+    settings: Settings,
+    provider: ModelProvider,
+    counter: Any = None,
+    model: str | None = None,
+) -> Compressor:
+    """The compressor ``method`` over the model it needs: the scoring LM, or for ``llmlingua2``
+    the token classifier ``model`` (the embedded one by default) and the embedder."""
+    counter = counter or provider.token_counter(DEFAULT_TARGET_MODEL)
+    if method in CLASSIFIER_METHODS:
+        from core.registry import DEFAULT_CLASSIFIER
+
+        dtype = provider.compression_dtype()
+        return get_compressor(
+            method,
+            scorer=provider.token_classifier(
+                model or DEFAULT_CLASSIFIER, dtype=dtype, field="model"
+            ),
+            counter=counter,
+            embedder=provider.embedder(settings.embedder_model, dtype=dtype),
+        )
+    if model is not None:
+        raise InputError(
+            f"model names a token-classification folder and applies to llmlingua2 only; "
+            f"method {method!r} uses the scoring LM {settings.scorer_model!r}.",
+            field="model",
+        )
+    return get_compressor(method, scorer=compression_scorer(provider, settings), counter=counter)
 
 
 _BUILD = threading.Lock()
@@ -37,10 +68,19 @@ _BUILD = threading.Lock()
 
 def compressors(state: AppState) -> dict[str, Compressor]:
     """The state's compressors, built once on first use (or by the lifespan when preloading)."""
+    return {n: compressor_for(state, n) for n in method_names()}
+
+
+def compressor_for(state: AppState, method: str) -> Compressor:
+    """One method's compressor, built on first use: a request for ``llmlingua2`` loads the
+    classifier without the scoring LM."""
     with _BUILD:
         if state.compressors is None:
-            state.compressors = build_compressors(state.settings, state.provider)
-    return state.compressors
+            state.compressors = {}
+        built = state.compressors
+        if method not in built:
+            built[method] = build_compressor(method, state.settings, state.provider)
+    return built[method]
 
 
 class CompressRequest(BaseModel):
@@ -59,6 +99,11 @@ class CompressRequest(BaseModel):
         None, description="Model or tiktoken encoding whose tokens the rate is counted in."
     )
     policy: dict[str, str] | None = None
+    model: str | None = Field(
+        None,
+        description="llmlingua2 only: a Hugging Face token-classification folder (label 1 = "
+        "keep), e.g. a downloaded llmlingua-2 checkpoint; default Thresher's embedded one.",
+    )
 
 
 class CompressResponse(BaseModel):
@@ -83,20 +128,22 @@ class CompressResponse(BaseModel):
     responses=error_responses(503),  # the scoring LM or the target tokenizer is missing
 )
 def compress(request: CompressRequest, state: State) -> CompressResponse:
-    built = compressors(state)
-    if request.method not in built:
+    if request.method not in method_names():
         raise InputError(
-            f"Unknown compression method {request.method!r}; use one of {list(built)}.",
+            f"Unknown compression method {request.method!r}; use one of {list(method_names())}.",
             field="method",
         )
-    compressor = built[request.method]
-    if request.target_model:
-        counter = client_counter(state.provider, request.target_model, "target_model")
-        compressor = get_compressor(
-            request.method,
-            scorer=compressor.scorer,
-            counter=counter,  # type: ignore[attr-defined]
+    if request.model is not None or request.target_model:
+        counter = (
+            client_counter(state.provider, request.target_model, "target_model")
+            if request.target_model
+            else None
         )
+        compressor = build_compressor(
+            request.method, state.settings, state.provider, counter, request.model
+        )
+    else:
+        compressor = compressor_for(state, request.method)
     if request.context is None and request.messages is None:
         raise InputError(
             "Give context (a string or a list of strings) or messages.", field="context"

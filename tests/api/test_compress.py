@@ -155,3 +155,42 @@ def test_the_proxy_and_the_route_compress_with_one_scorer(client, provider):
     # The proxy's stage asks the provider the same way: the same model object, loaded once.
     assert provider.compression_scorer(state.settings.scorer_model).model is route_model
     assert compression_scorer(provider, state.settings).model is route_model
+
+
+def test_llmlingua2_through_the_api(client, story):
+    body = client.post(
+        "/v1/compress",
+        json={
+            "context": story["context"],
+            "question": story["question"],
+            "rate": 0.4,
+            "method": "llmlingua2",
+        },
+    ).json()
+    assert body["method"] == "llmlingua2"
+    assert body["origin_tokens"] > body["compressed_tokens"] > 0
+    assert body["compressed"].endswith(story["question"])
+
+
+def test_model_folder_errors_are_422_naming_model(client, provider, tmp_path):
+    from core.registry import causal_lm_path
+
+    lm = str(causal_lm_path("SmolLM2-135M-Instruct", provider.cache_dir))
+    cases = [
+        ({"method": "llmlingua2", "model": str(tmp_path / "nope")}, "found nothing"),
+        ({"method": "llmlingua2", "model": lm}, "LlamaForCausalLM"),
+        ({"method": "llmlingua", "model": lm}, "applies to llmlingua2 only"),
+    ]
+    for extra, message in cases:
+        response = client.post("/v1/compress", json={"context": "some text", **extra})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["param"] == "model" and message in error["message"], error
+
+
+def test_cli_model_flag_errors(tmp_path):
+    result = run_cli("--method", "llmlingua2", "--model", str(tmp_path / "nope"), stdin=b"text")
+    err = result.stderr.decode()
+    assert result.returncode == 2 and "found nothing" in err and "Traceback" not in err
+    result = run_cli("--method", "llmlingua", "--model", str(tmp_path), stdin=b"text")
+    assert result.returncode == 2 and "llmlingua2 only" in result.stderr.decode()

@@ -141,3 +141,12 @@ def test_a_broken_stage_fails_open(provider, local_lm, echo_url):
     assert answer.choices[0].message.content == "echo 3 messages"
     report = answer.model_extra["thresher"]
     assert report["tokens_after"] == report["tokens_before"]
+
+
+def test_llmlingua2_compresses_in_the_proxy(proxy):
+    client, _ = proxy
+    answer, _ = ask(client, LONG, compression={"method": "llmlingua2", "rate": 0.5})
+    report = answer.model_extra["thresher"]
+    assert stage(report, "compression")["status"] == "ran"
+    assert 0 < report["tokens_after"] < 0.75 * report["tokens_before"]
+    assert answer.choices[0].message.content == "echo 3 messages"

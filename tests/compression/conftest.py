@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from compression import METHODS, get_compressor
+from compression import CLASSIFIER_METHODS, METHODS, get_compressor
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -28,8 +28,19 @@ def fast_scorer(provider):
 
 
 @pytest.fixture(scope="session")
-def compressors(fast_scorer, counter):
-    return {name: get_compressor(name, scorer=fast_scorer, counter=counter) for name in METHODS}
+def classifier(provider):
+    """Thresher's embedded LLMLingua-2 classifier, loaded once."""
+    return provider.token_classifier()
+
+
+@pytest.fixture(scope="session")
+def compressors(fast_scorer, classifier, embedder, counter):
+    def build(name):
+        if name in CLASSIFIER_METHODS:
+            return get_compressor(name, scorer=classifier, counter=counter, embedder=embedder)
+        return get_compressor(name, scorer=fast_scorer, counter=counter)
+
+    return {name: build(name) for name in METHODS}
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,222 @@
+"""LLMLingua-2 (Pan et al., 2024, "LLMLingua-2: Data Distillation for Efficient and Faithful
+Task-Agnostic Prompt Compression", arXiv:2403.12968): a bidirectional token classifier gives each
+word a keep probability in one forward pass per window, and the words below the percentile that
+meets the budget are dropped. Thresher adds question awareness and dynamic ratios.
+
+The model is any Hugging Face ``AutoModelForTokenClassification`` with two labels, **label 1 =
+keep** (microsoft's ``llmlingua-2-*`` checkpoints use the same convention), wrapped by
+:class:`core.classifier.TokenClassifier`; by default Thresher's own classifier on
+all-MiniLM-L6-v2 (``compression/train/MODEL_CARD.md``).
+
+With a question, sentences are ranked by relevance to it and the budget is shared by rank: the
+best-ranked sentences are kept whole until they hold ``whole_share`` of the budget (a reader
+needs the sentence, not a bag of its words), and the rest compete on keep probability plus a
+bonus that grows with rank (``dynamic``).
+
+The ranker is the sentence embedder the service already loads (all-MiniLM-L6-v2). Measured on
+60 needle items (``bench/reader_tasks.py``: a fact planted in a held-out mystery story), it
+ranks the planted sentence first for all 60 with the task's question and for all 60 with a
+paraphrase that shares few words with it ("Which number do I need to get into the stable?"
+for "The code for the stable is 3614."); IDF-weighted word overlap (``ranker="lexical"``) gets
+60/60 and 50/60. The classifier is not conditioned on the question, so it cannot rank.
+Embedding the sentences roughly doubles the time of the classifier pass; ``lexical`` needs no
+embedder and ``none`` is plain LLMLingua-2 (one percentile cut over all words).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from compression.base import BaseCompressor, Doc, Selection
+from compression.prompt import Prompt
+from core.errors import InputError
+
+Ranker = Literal["embedder", "lexical", "none"]
+RANKERS: tuple[str, ...] = ("embedder", "lexical", "none")
+_SENTENCE_END = re.compile(r"[.!?。！？]\W*$")
+_WORD = re.compile(r"\w+")
+
+
+class LLMLingua2(BaseCompressor):
+    """Token-classifier compression with question-aware sentence ranking.
+
+    Args:
+        scorer: A :class:`core.classifier.TokenClassifier`
+            (``ModelProvider.token_classifier()``).
+        counter: The target model's token counter; rates are met in its tokens.
+        embedder: A :class:`core.embedding.Embedder` for ``ranker="embedder"``; without one the
+            ranker falls back to ``lexical``.
+        ranker: How sentences are ranked against the question: ``embedder``, ``lexical`` or
+            ``none`` (plain LLMLingua-2: one percentile cut over all words).
+        whole_share: Share of the free budget that the best-ranked sentences fill whole.
+        dynamic: Weight of the rank bonus for the other sentences (0 = by probability alone).
+        **kwargs: See :class:`compression.base.BaseCompressor`.
+    """
+
+    name: ClassVar[str] = "llmlingua2"
+
+    def __init__(
+        self,
+        scorer: Any,
+        counter: Any,
+        *,
+        embedder: Any = None,
+        ranker: Ranker = "embedder",
+        whole_share: float = 0.5,
+        dynamic: float = 0.4,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scorer, counter, **kwargs)
+        if not hasattr(scorer, "keep_probs"):
+            raise InputError(
+                f"llmlingua2 needs a token classifier (ModelProvider.token_classifier()), got "
+                f"{type(scorer).__name__}.",
+                field="model",
+            )
+        if ranker not in RANKERS:
+            raise InputError(f"ranker is {ranker!r}; use one of {list(RANKERS)}.", field="ranker")
+        if not 0 <= whole_share <= 1:
+            raise InputError(
+                f"whole_share must be in [0, 1], got {whole_share}.", field="whole_share"
+            )
+        self.embedder = embedder
+        self.ranker = ranker if (ranker != "embedder" or embedder is not None) else "lexical"
+        self.whole_share = whole_share
+        self.dynamic = dynamic
+
+    def select(self, docs: list[Doc], budget: int, prompt: Prompt) -> Selection:
+        probs = self.unit_probs(docs)
+        groups = [sentence_groups(d.units.pieces) for d in docs]
+        scores = [p.astype(np.float64) for p in probs]
+        note = None
+        question = prompt.question.strip()
+        if question and self.ranker != "none":
+            note = self._rank(docs, groups, scores, budget, question)
+        keep = _top_by_score(scores, [d.costs for d in docs], [d.forced for d in docs], budget)
+        for d, m in zip(docs, keep, strict=True):
+            collapse_punctuation(d.units.pieces, m, d.forced)
+        return Selection(keep, scores, note=note)
+
+    def unit_probs(self, docs: list[Doc]) -> list[np.ndarray]:
+        """The mean keep probability of each unit's tokens; a unit with none (whitespace)
+        takes its predecessor's."""
+        out = []
+        for d, tp in zip(docs, self.scorer.keep_probs([d.units.text for d in docs]), strict=True):
+            n = len(d.units)
+            if not tp.offsets:
+                out.append(np.full(n, 0.5))
+                continue
+            from compression.units import unit_of_chars
+
+            where = np.asarray(unit_of_chars(d.units, tp.offsets), dtype=np.int64)
+            total = np.bincount(where, weights=tp.keep, minlength=n)
+            count = np.bincount(where, minlength=n)
+            p = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            last = 0.5
+            for i in range(n):
+                if math.isnan(p[i]):
+                    p[i] = last
+                last = p[i]
+            out.append(p)
+        return out
+
+    def _rank(self, docs, groups, scores, budget: int, question: str) -> str:
+        """Boost scores by sentence rank in place; the top sentences get kept whole."""
+        sentences: list[tuple[int, int]] = []  # (doc, group)
+        texts: list[str] = []
+        for k, (d, g) in enumerate(zip(docs, groups, strict=True)):
+            for s in range(int(g.max()) + 1 if len(g) else 0):
+                text = "".join(p for p, gi in zip(d.units.pieces, g, strict=True) if gi == s)
+                if text.strip():
+                    sentences.append((k, s))
+                    texts.append(text.strip())
+        if not texts:
+            return "nothing to rank"
+        sims = self._similarity(question, texts)
+        order = np.argsort(-sims, kind="stable")
+        n = len(order)
+        rel = np.empty(n)
+        rel[order] = 1.0 - np.arange(n) / max(n - 1, 1)
+        free = budget - sum(float(d.costs[d.forced].sum()) for d in docs)
+        held, whole, filling = 0.0, 0, True
+        for j in order:
+            k, s = sentences[j]
+            in_s = (groups[k] == s) & ~docs[k].forced
+            cost = float(docs[k].costs[in_s].sum())
+            whole_now = filling = filling and held + cost <= self.whole_share * free
+            if whole_now:
+                held += cost
+                whole += 1
+            scores[k][groups[k] == s] += (2.0 if whole_now else 0.0) + self.dynamic * (rel[j] - 0.5)
+        return f"{whole} of {n} sentences ranked top by the question kept whole"
+
+    def _similarity(self, question: str, texts: list[str]) -> np.ndarray:
+        if self.ranker == "embedder":
+            # Small batches: sentences differ in length and padding costs more than calls.
+            vectors = self.embedder.encode([question, *texts], batch_size=16)
+            return np.asarray(vectors[1:] @ vectors[0], dtype=np.float64)
+        return lexical_similarity(question, texts)
+
+
+def lexical_similarity(question: str, texts: list[str]) -> np.ndarray:
+    """IDF-weighted overlap of the question's words with each text's (the embedder-free ranker)."""
+    bags = [set(_WORD.findall(t.lower())) for t in texts]
+    df = Counter(w for b in bags for w in b)
+    q = set(_WORD.findall(question.lower()))
+    idf = {w: math.log((1 + len(bags)) / (1 + df[w])) + 1 for w in q}
+    return np.array([sum(idf[w] for w in q & b) / math.sqrt(len(b) + 1) for b in bags])
+
+
+def sentence_groups(pieces: list[str]) -> np.ndarray:
+    """The sentence each unit belongs to (sentence punctuation or a line break ends one)."""
+    out = np.zeros(len(pieces), dtype=np.int64)
+    group = 0
+    for i, piece in enumerate(pieces):
+        if "\n" in piece and i and out[i - 1] == group and pieces[i - 1].strip():
+            group += 1
+        out[i] = group
+        if _SENTENCE_END.search(piece.rstrip("\n")):
+            group += 1
+    return out
+
+
+def _top_by_score(
+    scores: list[np.ndarray], costs: list[np.ndarray], forced: list[np.ndarray], budget: float
+) -> list[np.ndarray]:
+    """Forced units, then the highest-scoring units while they fit: LLMLingua-2's percentile
+    cut, made exact for units of different token costs."""
+    keep = [f.copy() for f in forced]
+    left = budget - sum(float(c[f].sum()) for c, f in zip(costs, forced, strict=True))
+    flat = np.concatenate(scores) if scores else np.zeros(0)
+    cost = np.concatenate(costs) if costs else np.zeros(0)
+    done = np.concatenate(forced) if forced else np.zeros(0, bool)
+    offsets = np.cumsum([0] + [len(s) for s in scores])
+    for i in np.argsort(-flat, kind="stable"):
+        if left <= 0:
+            break
+        if done[i] or cost[i] > left:
+            continue
+        d = int(np.searchsorted(offsets, i, side="right") - 1)
+        keep[d][i - offsets[d]] = True
+        left -= cost[i]
+    return keep
+
+
+def collapse_punctuation(pieces: list[str], mask: np.ndarray, forced: np.ndarray) -> None:
+    """Where the words between kept punctuation were all dropped, keep only the last mark of the
+    run (", , ." becomes "."), in place."""
+    last_punct = -1
+    for i, piece in enumerate(pieces):
+        if not mask[i] or not piece.strip():
+            continue
+        if _WORD.search(piece) or forced[i]:
+            last_punct = -1
+            continue
+        if last_punct >= 0 and not forced[last_punct]:
+            mask[last_punct] = False
+        last_punct = i
