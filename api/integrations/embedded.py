@@ -28,6 +28,8 @@ from api.settings import ServiceSettings, service_settings
 from core.settings import Settings
 
 QUESTION_ROLE = "user"
+# The metadata key under which the document adapters put the pipeline's report.
+REPORT_KEY = "thresher"
 
 
 def missing_extra(host: str, extra: str, exc: ImportError) -> ImportError:

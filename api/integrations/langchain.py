@@ -15,7 +15,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from api.integrations.embedded import EmbeddedPipeline, missing_extra, passage_options
+from api.integrations.embedded import (
+    REPORT_KEY,
+    EmbeddedPipeline,
+    missing_extra,
+    passage_options,
+)
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -25,8 +30,6 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in the t
     raise missing_extra("langchain-core", "langchain", exc) from exc
 
 from pydantic import ConfigDict, Field, PrivateAttr
-
-REPORT_KEY = "thresher"
 
 
 class ThresherCompressor(BaseDocumentCompressor):

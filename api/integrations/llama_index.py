@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.integrations.embedded import EmbeddedPipeline, missing_extra, passage_options
+from api.integrations.embedded import (
+    REPORT_KEY,
+    EmbeddedPipeline,
+    missing_extra,
+    passage_options,
+)
 
 try:
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -19,8 +24,6 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in the t
     raise missing_extra("llama-index-core", "llama-index", exc) from exc
 
 from pydantic import Field, PrivateAttr
-
-REPORT_KEY = "thresher"
 
 
 class ThresherPostprocessor(BaseNodePostprocessor):
