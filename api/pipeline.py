@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError, ThresherError
 from core.record import message_text
 from core.tokens import TokenCounter
 
@@ -254,7 +254,7 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - any failure forwards the original
                 log.exception("pipeline stage %s failed; forwarding the original", stage.name)
                 ms = (time.perf_counter() - start) * 1000
-                detail = f"{type(exc).__name__}: {exc}"[:300]
+                detail = _failure(exc)
                 self._record(report, StageReport(stage.name, "failed", ms, detail))
                 report.failed = stage.name
                 ctx.body = original
@@ -270,6 +270,14 @@ class Pipeline:
         report.stages.append(stage)
         if self.observe is not None:
             self.observe(stage)
+
+
+def _failure(exc: Exception) -> str:
+    """What a client may read of a stage's failure: Thresher's own errors are written for it;
+    anything else (a library's message may hold paths or data) only by name."""
+    if isinstance(exc, ThresherError):
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return f"{type(exc).__name__} (the service log has the details)"
 
 
 StageFactory = Callable[[ThresherOptions, Any], "Stage | None"]

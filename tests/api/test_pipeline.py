@@ -64,3 +64,13 @@ def test_report_headers_name_each_stage_and_a_failure():
     assert "compression;status=failed;ms=12.5" in headers["x-thresher-stages"]
     assert headers["x-thresher-failed-stage"] == "compression"
     assert report.as_dict()["saved_tokens"] == 60
+
+
+def test_a_failed_stage_reports_library_errors_by_name_only():
+    from api.pipeline import _failure
+    from core.errors import ModelUnavailableError
+
+    assert _failure(RuntimeError("/home/me/secret.txt not found")) == (
+        "RuntimeError (the service log has the details)"
+    )
+    assert _failure(ModelUnavailableError("No model x.")) == "ModelUnavailableError: No model x."
