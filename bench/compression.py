@@ -15,7 +15,10 @@ methods so that a busy machine slows all of them alike.
 
 ``--reader`` adds the reader's accuracy (bench/reader_tasks.py: SmolLM2 answers from the
 compressed prompt; right when its answer holds the gold one) beside the full text's. Method
-``llmlingua2:lexical`` / ``llmlingua2:none`` runs llmlingua2 with another sentence ranker.
+``llmlingua2:lexical`` / ``llmlingua2:none`` runs llmlingua2 with another sentence ranker;
+options follow as ``key=value``: ``llmlingua2:embedder:whole_share=0.8:window=512`` (``window``:
+the classifier's tokens per window). ``--seed`` draws other needle items (tune on one seed,
+report on the default).
 
 Speed is reported against the peer mode doing the same job (its longllmlingua mode for
 Thresher's longllmlingua) and against the peer's llmlingua mode. The table and per-item rows
@@ -26,6 +29,7 @@ leaves a table.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -121,6 +125,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", help="Thresher's scoring LM dtype")
     parser.add_argument("--methods", nargs="+", default=list(LIKE))
     parser.add_argument("--task", choices=["longqa", "needles"], default="longqa")
+    parser.add_argument("--seed", type=int, default=14, help="which needle items (--task needles)")
     parser.add_argument("--reader", action="store_true", help="also score a SmolLM2 reader")
     parser.add_argument("--peer-modes", nargs="+", default=["llmlingua", "longllmlingua"])
     parser.add_argument(
@@ -163,7 +168,8 @@ def main() -> None:
     if args.task == "needles":
         from reader_tasks import needles
 
-        rows = needles(rows, 2 if args.smoke else args.items, chars=2500 if args.smoke else 5000)
+        n, chars = (2, 2500) if args.smoke else (args.items, 5000)
+        rows = needles(rows, n, seed=args.seed, chars=chars)
     elif args.reader:  # short gold answers only: the multiple-choice stories, choices asked
         rows = [
             dict(r, question=f"{r['question']} Choices: {', '.join(r['choices'])}.")
@@ -185,11 +191,17 @@ def main() -> None:
         reader = Reader(provider)
 
     def build(spec: str):
-        name, _, ranker = spec.partition(":")
+        name, *parts = spec.split(":")
         if name != "llmlingua2":
             return name, get_compressor(name, scorer=scorer, counter=counter)
-        options = {"ranker": ranker} if ranker else {}
+        options: dict = {}
+        for part in parts:
+            key, eq, value = part.partition("=")
+            options.update({key: float(value)} if eq else {"ranker": part})
         classifier = provider.token_classifier(dtype=args.dtype)
+        if "window" in options:
+            classifier = copy.copy(classifier)
+            classifier.max_length = int(options.pop("window"))
         embedder = provider.embedder(dtype=args.dtype)
         return name, get_compressor(
             name, scorer=classifier, counter=counter, embedder=embedder, **options

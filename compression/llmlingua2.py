@@ -34,6 +34,7 @@ import numpy as np
 
 from compression.base import BaseCompressor, Doc, Selection
 from compression.prompt import Prompt
+from compression.units import unit_of_chars
 from core.errors import InputError
 
 Ranker = Literal["embedder", "lexical", "none"]
@@ -90,43 +91,35 @@ class LLMLingua2(BaseCompressor):
         self.dynamic = dynamic
 
     def select(self, docs: list[Doc], budget: int, prompt: Prompt) -> Selection:
-        probs = self.unit_probs(docs)
-        groups = [sentence_groups(d.units.pieces) for d in docs]
-        scores = [p.astype(np.float64) for p in probs]
-        note = None
         question = prompt.question.strip()
-        if question and self.ranker != "none":
-            note = self._rank(docs, groups, scores, budget, question)
+        ranked = bool(question) and self.ranker != "none"
+        # One pass for both: the embedder's top layers run on the classifier's hidden states.
+        shared = ranked and self.ranker == "embedder" and self.scorer.shares_encoder(self.embedder)
+        tokens = self.scorer.keep_probs(
+            [d.units.text for d in docs], embedder=self.embedder if shared else None
+        )
+        where = [_unit_of_tokens(d, tp) for d, tp in zip(docs, tokens, strict=True)]
+        groups = [sentence_groups(d.units.pieces) for d in docs]
+        scores = [
+            _unit_probs(len(d.units), tp, w) for d, tp, w in zip(docs, tokens, where, strict=True)
+        ]
+        note = None
+        if ranked:
+            pooled = None
+            if shared:
+                pooled = [
+                    (tp.vectors, g[w]) for tp, g, w in zip(tokens, groups, where, strict=True)
+                ]
+            note = self._rank(docs, groups, scores, budget, question, pooled)
         keep = _top_by_score(scores, [d.costs for d in docs], [d.forced for d in docs], budget)
         for d, m in zip(docs, keep, strict=True):
             collapse_punctuation(d.units.pieces, m, d.forced)
         return Selection(keep, scores, note=note)
 
-    def unit_probs(self, docs: list[Doc]) -> list[np.ndarray]:
-        """The mean keep probability of each unit's tokens; a unit with none (whitespace)
-        takes its predecessor's."""
-        out = []
-        for d, tp in zip(docs, self.scorer.keep_probs([d.units.text for d in docs]), strict=True):
-            n = len(d.units)
-            if not tp.offsets:
-                out.append(np.full(n, 0.5))
-                continue
-            from compression.units import unit_of_chars
-
-            where = np.asarray(unit_of_chars(d.units, tp.offsets), dtype=np.int64)
-            total = np.bincount(where, weights=tp.keep, minlength=n)
-            count = np.bincount(where, minlength=n)
-            p = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-            last = 0.5
-            for i in range(n):
-                if math.isnan(p[i]):
-                    p[i] = last
-                last = p[i]
-            out.append(p)
-        return out
-
-    def _rank(self, docs, groups, scores, budget: int, question: str) -> str:
-        """Boost scores by sentence rank in place; the top sentences get kept whole."""
+    def _rank(self, docs, groups, scores, budget: int, question: str, pooled) -> str:
+        """Boost scores by sentence rank in place; the top sentences get kept whole. ``pooled``
+        holds each doc's token vectors and the sentence of each token when the classifier's pass
+        gave them (else sentences are embedded on their own, or ranked by word overlap)."""
         sentences: list[tuple[int, int]] = []  # (doc, group)
         texts: list[str] = []
         for k, (d, g) in enumerate(zip(docs, groups, strict=True)):
@@ -137,7 +130,7 @@ class LLMLingua2(BaseCompressor):
                     texts.append(text.strip())
         if not texts:
             return "nothing to rank"
-        sims = self._similarity(question, texts)
+        sims = self._similarity(question, texts, sentences, pooled)
         order = np.argsort(-sims, kind="stable")
         n = len(order)
         rel = np.empty(n)
@@ -155,12 +148,42 @@ class LLMLingua2(BaseCompressor):
             scores[k][groups[k] == s] += (2.0 if whole_now else 0.0) + self.dynamic * (rel[j] - 0.5)
         return f"{whole} of {n} sentences ranked top by the question kept whole"
 
-    def _similarity(self, question: str, texts: list[str]) -> np.ndarray:
-        if self.ranker == "embedder":
+    def _similarity(self, question: str, texts: list[str], sentences, pooled) -> np.ndarray:
+        if self.ranker != "embedder":
+            return lexical_similarity(question, texts)
+        (q,) = self.embedder.encode([question])
+        if pooled is None:
             # Small batches: sentences differ in length and padding costs more than calls.
-            vectors = self.embedder.encode([question, *texts], batch_size=16)
-            return np.asarray(vectors[1:] @ vectors[0], dtype=np.float64)
-        return lexical_similarity(question, texts)
+            return np.asarray(self.embedder.encode(texts, batch_size=16) @ q, dtype=np.float64)
+        means = []  # each doc's sentence vectors: the mean of their tokens' vectors
+        for vectors, sentence in pooled:
+            n = int(sentence.max()) + 1 if len(sentence) else 0
+            total = np.zeros((n, vectors.shape[1]))
+            np.add.at(total, sentence, vectors)
+            means.append(total / np.maximum(np.bincount(sentence, minlength=n), 1)[:, None])
+        v = np.stack([means[k][s] for k, s in sentences])
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return v @ q.astype(np.float64)
+
+
+def _unit_of_tokens(doc: Doc, tokens: Any) -> np.ndarray:
+    return np.asarray(unit_of_chars(doc.units, tokens.offsets), dtype=np.int64)
+
+
+def _unit_probs(n: int, tokens: Any, where: np.ndarray) -> np.ndarray:
+    """The mean keep probability of each unit's tokens; a unit with none (whitespace) takes its
+    predecessor's."""
+    if not tokens.offsets:
+        return np.full(n, 0.5)
+    total = np.bincount(where, weights=tokens.keep, minlength=n)
+    count = np.bincount(where, minlength=n)
+    p = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    last = 0.5
+    for i in range(n):
+        if math.isnan(p[i]):
+            p[i] = last
+        last = p[i]
+    return p
 
 
 def lexical_similarity(question: str, texts: list[str]) -> np.ndarray:

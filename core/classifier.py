@@ -4,10 +4,17 @@ The wrapped model is any Hugging Face ``AutoModelForTokenClassification`` with t
 label 1 means *keep* and label 0 *drop* (the convention of microsoft's ``llmlingua-2-*``
 checkpoints and of Thresher's own classifier). Long texts are cut into windows of the encoder's
 length at sentence ends, and all windows of all texts run in length-sorted batches.
+
+When the classifier and a sentence embedder share their lower encoder layers (Thresher's
+classifier is all-MiniLM-L6-v2 with a retrained top layer), :meth:`TokenClassifier.keep_probs`
+can also return every token's vector from the embedder's own top layers, run on the hidden states
+of the same pass: one forward pass serves both the keep probabilities and the sentence ranking.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +33,31 @@ class TokenProbs:
 
     offsets: list[tuple[int, int]]
     keep: np.ndarray
+    vectors: np.ndarray | None = None
+    """Each token's vector from a sharing embedder's top layers (float32, tokens x dim), when
+    asked for."""
+
+
+class _Tail:
+    """The layers of an embedder above those it shares with the classifier, and the hook that
+    runs them on the classifier's hidden states in the threads that ask for it."""
+
+    def __init__(self, layers: list[Any]) -> None:
+        self.layers = layers
+        self.local = threading.local()
+
+    def __deepcopy__(self, memo: dict) -> _Tail:
+        # A copied model carries the hook; its copy stays inactive (no classifier asks for it).
+        return _Tail([])
+
+    def hook(self, _module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        if not getattr(self.local, "active", False):
+            return
+        hidden = output[0] if isinstance(output, tuple) else output
+        for layer in self.layers:
+            out = layer(hidden, *args[1:], **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+        self.local.hidden = hidden
 
 
 class TokenClassifier:
@@ -60,6 +92,69 @@ class TokenClassifier:
         self.batch_size = batch_size
         limit = int(getattr(model.config, "max_position_embeddings", max_length) or max_length)
         self.max_length = max(16, min(max_length, limit))
+        self._tails: weakref.WeakKeyDictionary[Any, _Tail | None] = weakref.WeakKeyDictionary()
+        self._tails_lock = threading.Lock()
+
+    def shares_encoder(self, embedder: Any) -> bool:
+        """Whether ``embedder`` (a :class:`core.embedding.Embedder`) runs on this classifier's
+        tokens and lower layers, so that :meth:`keep_probs` can give its token vectors."""
+        return self._tail(embedder) is not None
+
+    def _tail(self, embedder: Any) -> _Tail | None:
+        with self._tails_lock:
+            if embedder not in self._tails:
+                self._tails[embedder] = self._find_tail(embedder)
+            return self._tails[embedder]
+
+    def _find_tail(self, embedder: Any) -> _Tail | None:
+        """Compare the two encoders parameter by parameter (once per embedder); hook the last
+        shared layer. None unless the embedder mean-pools one transformer with this tokenizer,
+        on the same device and dtype."""
+        import torch
+
+        st = getattr(embedder, "model", None)
+        try:
+            modules = list(st)
+            base = modules[0].auto_model
+            pooling = modules[1]
+        except (TypeError, IndexError, AttributeError):
+            return None
+        kinds = [type(m).__name__ for m in modules]
+        if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
+            return None
+        if getattr(pooling, "pooling_mode", None) not in (None, "mean") or not getattr(
+            pooling, "pooling_mode_mean_tokens", True
+        ):
+            return None
+        mine = getattr(self.model, "base_model", None)
+        theirs_tok = getattr(st, "tokenizer", None)
+        if mine is None or type(mine) is not type(base) or theirs_tok is None:
+            return None
+        if theirs_tok.get_vocab() != self.tokenizer.get_vocab():
+            return None
+
+        def same(a: Any, b: Any) -> bool:
+            pa, pb = list(a.parameters()), list(b.parameters())
+            return len(pa) == len(pb) and all(
+                x.shape == y.shape and x.dtype == y.dtype and x.device == y.device
+                and torch.equal(x, y)
+                for x, y in zip(pa, pb, strict=True)
+            )  # fmt: skip
+
+        try:
+            layers, their_layers = mine.encoder.layer, base.encoder.layer
+        except AttributeError:
+            return None
+        if len(layers) != len(their_layers) or not same(mine.embeddings, base.embeddings):
+            return None
+        shared = 0
+        while shared < len(layers) and same(layers[shared], their_layers[shared]):
+            shared += 1
+        if shared == 0:
+            return None
+        tail = _Tail(list(their_layers[shared:]))
+        layers[shared - 1].register_forward_hook(tail.hook, with_kwargs=True)
+        return tail
 
     def windows(self, ids: Sequence[int], offsets: Sequence[tuple[int, int]], text: str):
         """``[start, end)`` token ranges of at most ``max_length - 2`` tokens, cut after the last
@@ -86,10 +181,11 @@ class TokenClassifier:
             start = end
         return out
 
-    def keep_probs(self, texts: Sequence[str]) -> list[TokenProbs]:
-        """P(keep) of every token of every text (special tokens excluded)."""
-        import torch
-
+    def keep_probs(self, texts: Sequence[str], *, embedder: Any = None) -> list[TokenProbs]:
+        """P(keep) of every token of every text (special tokens excluded); with an ``embedder``
+        that :meth:`shares_encoder`, also each token's vector from the embedder's top layers
+        (``TokenProbs.vectors``, mean-poolable into sentence embeddings)."""
+        tail = self._tail(embedder) if embedder is not None else None
         enc = self.tokenizer(
             list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
@@ -97,9 +193,37 @@ class TokenClassifier:
         for t, (ids, offs) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):
             jobs += [(t, a, b) for a, b in self.windows(ids, offs, texts[t])]
         probs = [np.zeros(len(ids), dtype=np.float32) for ids in enc["input_ids"]]
+        vectors = None
+        if tail is not None:
+            dim = int(self.model.config.hidden_size)
+            vectors = [np.zeros((len(ids), dim), dtype=np.float32) for ids in enc["input_ids"]]
+            tail.local.active = True
+        order = sorted(range(len(jobs)), key=lambda j: jobs[j][2] - jobs[j][1])
+        try:
+            self._run(jobs, order, enc, probs, vectors, tail)
+        finally:
+            if tail is not None:
+                tail.local.active = False
+                tail.local.hidden = None
+        return [
+            TokenProbs([tuple(o) for o in offs], p, None if vectors is None else vectors[t])
+            for t, (offs, p) in enumerate(zip(enc["offset_mapping"], probs, strict=True))
+        ]
+
+    def _run(
+        self,
+        jobs: list[tuple[int, int, int]],
+        order: list[int],
+        enc: Any,
+        probs: list[np.ndarray],
+        vectors: list[np.ndarray] | None,
+        tail: _Tail | None,
+    ) -> None:
+        """The forward passes of :meth:`keep_probs`: windows in length order, filled in place."""
+        import torch
+
         cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         pad = self.tokenizer.pad_token_id or 0
-        order = sorted(range(len(jobs)), key=lambda j: jobs[j][2] - jobs[j][1])
         with torch.inference_mode():
             for b in range(0, len(order), self.batch_size):
                 batch = [jobs[j] for j in order[b : b + self.batch_size]]
@@ -114,9 +238,10 @@ class TokenClassifier:
                     input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
                 ).logits
                 p = torch.softmax(logits.float(), dim=-1)[..., 1].cpu().numpy()
+                h = None
+                if tail is not None:
+                    h = tail.local.hidden.float().cpu().numpy()
                 for r, (t, s, e) in enumerate(batch):
                     probs[t][s:e] = p[r, 1 : 1 + e - s]
-        return [
-            TokenProbs([tuple(o) for o in offs], p)
-            for offs, p in zip(enc["offset_mapping"], probs, strict=True)
-        ]
+                    if h is not None:
+                        vectors[t][s:e] = h[r, 1 : 1 + e - s]

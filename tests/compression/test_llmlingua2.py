@@ -100,3 +100,39 @@ def test_bad_folders_say_what_was_found(provider, tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(InputError, match="no config.json"):
         provider.token_classifier(str(tmp_path))
+
+
+def test_one_pass_gives_the_embedders_token_vectors(classifier, embedder):
+    """The embedder's top layer runs on the classifier's hidden states: the same vectors as the
+    embedder's own pass, and the same keep probabilities as without it."""
+    import torch
+
+    assert classifier.shares_encoder(embedder)
+    text = "The detective found the missing silver key under the old bridge. It was late."
+    (alone,), (both,) = (
+        classifier.keep_probs([text]),
+        classifier.keep_probs([text], embedder=embedder),
+    )
+    assert alone.vectors is None and np.array_equal(alone.keep, both.keep)
+    ids = embedder.model.tokenizer(text, return_tensors="pt").to(embedder.device)
+    with torch.inference_mode():
+        own = embedder.model[0].auto_model(**ids).last_hidden_state[0, 1:-1].float().cpu().numpy()
+    assert both.vectors.shape == own.shape
+    assert np.allclose(both.vectors, own, atol=1e-4)
+
+
+def test_an_encoder_of_its_own_ranks_by_embedding_sentences(classifier, embedder, counter, stories):
+    import copy
+
+    import torch
+
+    from core.classifier import TokenClassifier
+
+    model = copy.deepcopy(classifier.model)
+    other = TokenClassifier(model, classifier.tokenizer, name="other", device=classifier.device)
+    with torch.no_grad():
+        other.model.base_model.embeddings.word_embeddings.weight.mul_(1.01)
+    assert not other.shares_encoder(embedder)
+    c = get_compressor("llmlingua2", scorer=other, counter=counter, embedder=embedder)
+    result = c.compress(planted(stories[2]["context"]), question="Stable code?", rate=0.33)
+    assert NEEDLE in result.text and "kept whole" in result.note
