@@ -106,18 +106,22 @@ class Reader:
 
 def rank_study(n: int = 100, dtype: str = "bfloat16") -> dict[str, dict[str, float]]:
     """Where each ranker puts the planted sentence among a needle item's sentences: recall at
-    1 and 3 and the mean rank, for ``llmlingua2``'s ``embedder`` and ``lexical`` rankers."""
+    1 and 3 and the mean rank, for ``llmlingua2``'s rankers: ``embedder`` as it runs (``one
+    pass``: sentence vectors pooled from the classifier's pass), the same embedder on each
+    sentence alone, and ``lexical``."""
     import json
 
     import numpy as np
     from embedcache import shared_data
 
-    from compression.llmlingua2 import lexical_similarity, sentence_groups
-    from compression.units import ProtectOptions, split_units
+    from compression.llmlingua2 import lexical_similarity, sentence_groups, sentence_vectors
+    from compression.units import ProtectOptions, split_units, unit_of_chars
     from core.models import ModelProvider
 
     rows = [json.loads(line) for line in (shared_data() / "longqa.jsonl").open()]
-    embedder = ModelProvider(device="cpu").embedder(dtype=dtype)
+    provider = ModelProvider(device="cpu")
+    embedder = provider.embedder(dtype=dtype)
+    classifier = provider.token_classifier(dtype=dtype)
     ranks: dict[str, list[int]] = {}
     for item in needles(rows, n):
         units = split_units(item["context"], ProtectOptions())
@@ -126,12 +130,17 @@ def rank_study(n: int = 100, dtype: str = "bfloat16") -> dict[str, dict[str, flo
             "".join(p for p, g in zip(units.pieces, groups, strict=True) if g == s).strip()
             for s in range(int(groups.max()) + 1)
         ]
-        texts = [t for t in texts if t]
+        (tokens,) = classifier.keep_probs([units.text], embedder=embedder)
+        where = np.asarray(unit_of_chars(units, tokens.offsets), dtype=np.int64)
+        pooled = sentence_vectors(tokens.vectors, groups[where])
+        live = [s for s, t in enumerate(texts) if t]
+        texts = [texts[s] for s in live]
         gold = next(i for i, t in enumerate(texts) if item["fact"] in t)
         for kind in ("question", "paraphrase"):
             vectors = embedder.encode([item[kind], *texts], batch_size=16)
             sims = {
-                "embedder": vectors[1:] @ vectors[0],
+                "embedder (one pass)": pooled[live] @ vectors[0],
+                "embedder (each sentence alone)": vectors[1:] @ vectors[0],
                 "lexical": lexical_similarity(item[kind], texts),
             }
             for name, s in sims.items():

@@ -13,14 +13,20 @@ best-ranked sentences are kept whole until they hold ``whole_share`` of the budg
 needs the sentence, not a bag of its words), and the rest compete on keep probability plus a
 bonus that grows with rank (``dynamic``).
 
-The ranker is the sentence embedder the service already loads (all-MiniLM-L6-v2). Measured on
-60 needle items (``bench/reader_tasks.py``: a fact planted in a held-out mystery story), it
-ranks the planted sentence first for all 60 with the task's question and for all 60 with a
-paraphrase that shares few words with it ("Which number do I need to get into the stable?"
-for "The code for the stable is 3614."); IDF-weighted word overlap (``ranker="lexical"``) gets
-60/60 and 50/60. The classifier is not conditioned on the question, so it cannot rank.
-Embedding the sentences roughly doubles the time of the classifier pass; ``lexical`` needs no
-embedder and ``none`` is plain LLMLingua-2 (one percentile cut over all words).
+The ranker is the sentence embedder the service already loads (all-MiniLM-L6-v2), at almost no
+cost: the default classifier is that encoder with a retrained top layer, so one pass serves
+both. The embedder's own top layer runs on the classifier's hidden states below its retrained
+layer (:meth:`core.classifier.TokenClassifier.keep_probs`), and a sentence's vector is the mean
+of its tokens' vectors, each seen in its 128-token window (late chunking) rather than alone.
+Measured on 60 needle items (``python bench/reader_tasks.py 60``: a fact planted in a held-out
+mystery story), it ranks the planted sentence first for all 60 with the task's question and for
+all 60 with a paraphrase that shares few words with it ("Which number do I need to get into the
+stable?" for "The code for the stable is 3614."), as embedding each sentence on its own does;
+IDF-weighted word overlap (``ranker="lexical"``) gets 60/60 and 50/60. The classifier is not
+conditioned on the question, so it cannot rank by itself. A classifier folder with an encoder
+of its own (microsoft's) gets its sentences embedded separately, which roughly doubles the time
+of its pass; ``lexical`` needs no embedder and ``none`` is plain LLMLingua-2 (one percentile cut
+over all words).
 """
 
 from __future__ import annotations
@@ -155,15 +161,20 @@ class LLMLingua2(BaseCompressor):
         if pooled is None:
             # Small batches: sentences differ in length and padding costs more than calls.
             return np.asarray(self.embedder.encode(texts, batch_size=16) @ q, dtype=np.float64)
-        means = []  # each doc's sentence vectors: the mean of their tokens' vectors
-        for vectors, sentence in pooled:
-            n = int(sentence.max()) + 1 if len(sentence) else 0
-            total = np.zeros((n, vectors.shape[1]))
-            np.add.at(total, sentence, vectors)
-            means.append(total / np.maximum(np.bincount(sentence, minlength=n), 1)[:, None])
-        v = np.stack([means[k][s] for k, s in sentences])
-        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        return v @ q.astype(np.float64)
+        means = [sentence_vectors(vectors, sentence) for vectors, sentence in pooled]
+        return np.stack([means[k][s] for k, s in sentences]) @ q.astype(np.float64)
+
+
+def sentence_vectors(vectors: np.ndarray, sentence: np.ndarray) -> np.ndarray:
+    """Sentence embeddings from token vectors (tokens x dim) and each token's sentence (in
+    order): the normalised mean of each sentence's tokens, one row per sentence number."""
+    mean = np.zeros((int(sentence.max()) + 1 if len(sentence) else 0, vectors.shape[1]))
+    if len(sentence):  # tokens run in sentence order: sum each run
+        starts = np.flatnonzero(np.r_[True, sentence[1:] != sentence[:-1]])
+        counts = np.diff(np.r_[starts, len(sentence)])
+        runs = np.add.reduceat(vectors, starts, axis=0, dtype=np.float64)
+        mean[sentence[starts]] = runs / counts[:, None]
+    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
 
 
 def _unit_of_tokens(doc: Doc, tokens: Any) -> np.ndarray:

@@ -30,6 +30,10 @@ from core.tokens import HFTokenCounter, TiktokenCounter, TokenCounter, tiktoken_
 
 log = logging.getLogger(__name__)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Tokens per window of the embedded classifier. Against 512: held-out AUC vs its teacher 0.819
+# vs 0.824, a third less time, and the ranking's sentence vectors (pooled from the same pass)
+# find the planted sentence as often as embedding each sentence alone (compression/llmlingua2.py).
+EMBEDDED_WINDOW = 128
 
 
 @dataclass(slots=True)
@@ -247,7 +251,8 @@ class ModelProvider:
                     "character offsets (a tokenizer.json)."
                 )
             model.to(device=dev, dtype=getattr(torch, torch_dtype)).eval()
-            return TokenClassifier(model, tokenizer, name=name, device=dev)
+            window = EMBEDDED_WINDOW if embedded else 512
+            return TokenClassifier(model, tokenizer, name=name, device=dev, max_length=window)
 
         return self._cached(("token-classifier", name, dev, torch_dtype), load)
 
