@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from compression import DEFAULT_METHOD
 from core.errors import ConfigError, InputError, ThresherError
 from core.record import message_text
 from core.tokens import TokenCounter
@@ -44,7 +45,7 @@ class CompressionOptions(BaseModel):
         extra="forbid", json_schema_extra={"not": {"required": ["rate", "target_tokens"]}}
     )
 
-    method: str = "llmlingua"
+    method: str = DEFAULT_METHOD
     rate: float | None = Field(None, gt=0, le=1)
     target_tokens: int | None = Field(None, ge=1)
     protect: list[str] = Field(default_factory=list)

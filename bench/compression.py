@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(LIKE))
     parser.add_argument("--task", choices=["longqa", "needles"], default="longqa")
     parser.add_argument("--seed", type=int, default=14, help="which needle items (--task needles)")
+    parser.add_argument(
+        "--start", type=int, default=0, help="skip the first rows (report on rows not tuned on)"
+    )
     parser.add_argument("--reader", action="store_true", help="also score a SmolLM2 reader")
     parser.add_argument("--peer-modes", nargs="+", default=["llmlingua", "longllmlingua"])
     parser.add_argument(
@@ -179,7 +182,7 @@ def main() -> None:
     if args.smoke and args.task == "longqa":
         rows = sorted(rows, key=lambda r: len(r["context"]))[:2]
     else:
-        rows = rows[: args.items]
+        rows = rows[args.start : args.start + args.items]
     provider = ModelProvider(device="cpu")
     counter = provider.token_counter("cl100k_base")
     judge = provider.scorer(dtype=args.judge_dtype)

@@ -35,7 +35,7 @@ METHODS: dict[MethodName, type[BaseCompressor]] = {
 }
 # Methods whose ``scorer`` is a token classifier (ModelProvider.token_classifier), not a causal LM.
 CLASSIFIER_METHODS: frozenset[str] = frozenset({"llmlingua2"})
-DEFAULT_METHOD: MethodName = "longllmlingua"
+DEFAULT_METHOD: MethodName = "llmlingua2"
 
 
 def method_names() -> tuple[str, ...]:

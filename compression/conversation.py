@@ -283,7 +283,7 @@ class ConversationCompressor:
             built.append(pieces)
 
         def build() -> Any:
-            joined = ["".join(p.out if isinstance(p, Job) else p for p in ps) for ps in built]
+            joined = ["".join(_edged(p) if isinstance(p, Job) else p for p in ps) for ps in built]
             if isinstance(content, str):
                 return joined[0]
             parts, it = [], iter(joined)
@@ -420,6 +420,15 @@ class ConversationCompressor:
             if not keep.any() and len(keep):
                 keep[int(np.argmax(si[: len(u)]))] = True
             job.out = join_kept(u.pieces, keep)
+
+
+def _edged(job: Job) -> str:
+    """A job's output with the whitespace its text began and ended with, so that it never runs
+    into the piece beside it (a compressor may drop a trailing line break: "fewWhat happens?")."""
+    out = str(job.out).strip()
+    text = job.text
+    lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()) :]
+    return lead + out + trail if out else lead or trail
 
 
 def _is_text_part(part: Any) -> bool:

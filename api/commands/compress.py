@@ -50,7 +50,7 @@ def compress(
         str | None, typer.Option(help="Instruction kept before the context.")
     ] = None,
     method: Annotated[
-        str, typer.Option(help="llmlingua, longllmlingua, selective-context or llmlingua2.")
+        str, typer.Option(help="llmlingua2, llmlingua, longllmlingua or selective-context.")
     ] = DEFAULT_METHOD,
     target_model: Annotated[
         str, typer.Option(help="Model or tiktoken encoding the rate is counted in.")

@@ -21,6 +21,7 @@ from api.integrations.embedded import (
     missing_extra,
     passage_options,
 )
+from compression import DEFAULT_METHOD
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -41,8 +42,8 @@ class ThresherCompressor(BaseDocumentCompressor):
     ``thresher`` entry with the call's token counts; a document is never dropped.
 
     Args:
-        method: A compression method (``compression.METHODS``); ``longllmlingua`` conditions on
-            the query.
+        method: A compression method (``compression.METHODS``; default ``llmlingua2``, which
+            ranks the documents' sentences by the query).
         rate: Fraction of tokens to keep; or ``target_tokens`` for the whole set of documents.
         protect: Strings kept verbatim.
         max_latency_ms: Skip compression when its predicted time exceeds this.
@@ -54,7 +55,7 @@ class ThresherCompressor(BaseDocumentCompressor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    method: str = "longllmlingua"
+    method: str = DEFAULT_METHOD
     rate: float | None = None
     target_tokens: int | None = None
     protect: list[str] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from api.integrations.embedded import (
     missing_extra,
     passage_options,
 )
+from compression import DEFAULT_METHOD
 
 try:
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -45,7 +46,7 @@ class ThresherPostprocessor(BaseNodePostprocessor):
         tokenizer: Token counter of the target model (default: ``settings.tokenizer``).
     """
 
-    method: str = "longllmlingua"
+    method: str = DEFAULT_METHOD
     rate: float | None = None
     target_tokens: int | None = None
     protect: list[str] = Field(default_factory=list)

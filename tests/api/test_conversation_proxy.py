@@ -119,7 +119,9 @@ def test_a_disconnected_client_stops_the_work(proxy, chunks, backend):
     messages = [{"role": "user", "content": f"{c} ({i})"} for i, c in enumerate(chunks[:40])]
     body = {
         "model": "ok", "messages": messages,
-        "thresher": {"compression": {"rate": 0.5, "when": "always", "deadline_ms": 60000}},
+        "thresher": {"compression": {
+            "method": "llmlingua", "rate": 0.5, "when": "always", "deadline_ms": 60000,
+        }},
     }  # fmt: skip
     counts = f"{backend.removesuffix('/v1')}/counts"
     before = httpx.get(counts).json().get("ok", 0)

@@ -135,7 +135,7 @@ def test_a_broken_stage_fails_open(provider, local_lm, echo_url):
     state.compressors = {}
     with serve_app(create_app(settings, state=state)) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
-        answer, headers = ask(client, LONG, compression={"rate": 0.5})
+        answer, headers = ask(client, LONG, compression={"method": "llmlingua", "rate": 0.5})
     assert headers["x-thresher-failed-stage"] == "compression"
     assert "Error" in headers["x-thresher-fail-reason"]  # the reason, in one header line
     assert answer.choices[0].message.content == "echo 3 messages"
