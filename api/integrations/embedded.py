@@ -21,7 +21,7 @@ from api.pipeline import (
     PipelineReport,
     RequestContext,
     ThresherOptions,
-    _deep_merge,
+    deep_merge,
     merge_options,
 )
 from api.settings import ServiceSettings, service_settings
@@ -78,7 +78,7 @@ class EmbeddedPipeline:
         )
         base = dict(self.settings.pipeline)
         # A bad deployment option is a configuration error, seen when the host starts.
-        self.defaults = _deep_merge(base, options or {})
+        self.defaults = deep_merge(base, options or {})
         merge_options(self.defaults, None)
         self.tokenizer = tokenizer or self.settings.tokenizer
         self._provider = provider
@@ -114,7 +114,7 @@ class EmbeddedPipeline:
         merged = self.defaults
         for layer in layers:
             if layer:
-                merged = _deep_merge(merged, layer)
+                merged = deep_merge(merged, layer)
         return merge_options(merged, None)
 
     def run(
