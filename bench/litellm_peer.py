@@ -12,7 +12,9 @@ interleave them, so that the machine's drift falls on every configuration alike;
 sends ``--per-round`` short requests to each and then the same ``--long`` long prompts (new
 ones each round: a prompt seen before would come from the compression cache) one by one. The
 figures are medians across rounds of each round's p50/p90, of what a configuration adds over
-the one it is compared with in the same round, and of CPU per request.
+the one it is compared with in the same round, and of CPU per request. The long prompts also
+go to a fourth LiteLLM, with the guardrail and bench/litellm_report.py's logger, which gives the
+guardrail's own stage time and the hook's duration inside LiteLLM for the same prompts.
 """
 
 from __future__ import annotations
@@ -85,10 +87,20 @@ def start_backend(delay: float) -> tuple[subprocess.Popen, str]:
 Target = tuple[str, list[str], str, dict[str, str]]
 
 
-def peer_targets(backend_url: str, folder: Path, python: Path, env: dict[str, str]) -> list[Target]:
+# LiteLLM with Thresher's guardrail and bench/litellm_report.py's logger (--rounds, long prompts).
+LOGGED = "litellm+guardrail+log"
+LOGGER = """litellm_settings:
+  callbacks: ["bench.litellm_report.reports"]
+"""
+
+
+def peer_targets(
+    backend_url: str, folder: Path, python: Path, env: dict[str, str], logged: bool = False
+) -> list[Target]:
     """(label, command, base URL, environment) of Thresher's proxy plain and with the stages
-    and of LiteLLM plain, with the no-op guardrail and with Thresher's; LiteLLM's configs go
-    into ``folder``."""
+    and of LiteLLM plain, with the no-op guardrail and with Thresher's (and, ``logged``, with
+    Thresher's and a logger of its reports into ``folder``/reports.jsonl); LiteLLM's configs
+    go into ``folder``."""
     if not python.exists():
         raise SystemExit(f"no LiteLLM venv at {python}: make litellm, or pass --litellm-python")
     targets: list[Target] = []
@@ -98,18 +110,37 @@ def peer_targets(backend_url: str, folder: Path, python: Path, env: dict[str, st
                backend_url, "--model", "fast", "--no-access-log"]  # fmt: skip
         extra = {"THRESHER_PIPELINE": json.dumps(pipeline)} if pipeline else {}
         targets.append((label, cmd, f"http://127.0.0.1:{port}", {**env, **extra}))
-    for label, guardrail in LITELLM_TARGETS.items():
+    litellm = dict(LITELLM_TARGETS)
+    if logged:
+        litellm[LOGGED] = LITELLM_TARGETS["litellm+guardrail"]
+    for label, guardrail in litellm.items():
         port = free_port()
         guard = ""
         if guardrail:
             name, path, params = guardrail
             guard = LITELLM_GUARDRAIL.format(name=name, path=path, params=params)
+        extra = {}
+        if label == LOGGED:
+            guard += LOGGER
+            extra = {"THRESHER_BENCH_REPORTS": str(folder / "reports.jsonl")}
         config = folder / f"{label}.yaml"
         config.write_text(LITELLM_CONFIG.format(backend=backend_url, guardrails=guard))
         cmd = [str(python.parent / "litellm"), "--config", str(config), "--host", "127.0.0.1",
                "--port", str(port), "--num_workers", "1"]  # fmt: skip
-        targets.append((label, cmd, f"http://127.0.0.1:{port}", env))
+        targets.append((label, cmd, f"http://127.0.0.1:{port}", {**env, **extra}))
     return targets
+
+
+def logged_reports(path: Path, seen: int, n: int) -> list[dict]:
+    """The ``n`` guardrail records LiteLLM's logger wrote after the first ``seen`` (it logs
+    after answering: wait for them)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = path.read_text().splitlines() if path.exists() else []
+        if len(rows) >= seen + n:
+            return [g for row in rows[seen : seen + n] for g in json.loads(row)]
+        time.sleep(0.05)
+    raise TimeoutError(f"LiteLLM logged {len(rows) - seen} calls, not {n}")
 
 
 def health_url(label: str, base: str) -> str:
@@ -319,12 +350,15 @@ def litellm_rounds(
     bodies = long_bodies(data, rounds * long + 1)
     out: dict[str, Any] = {"delay_ms": delay, "clients": clients, "rounds": []}
     try:
-        for label, cmd, base, target_env in peer_targets(backend_url, folder, python, env):
+        targets = peer_targets(backend_url, folder, python, env, logged=bool(long))
+        for label, cmd, base, target_env in targets:
             procs[label] = start(cmd, health_url(label, base), target_env, folder / f"{label}.log")
             urls[label], pids[label] = f"{base}/v1/chat/completions", procs[label].pid
-        labels = list(urls)
-        for label in labels:  # untimed: connections, first-request paths, the scoring LM
+        reports, seen = folder / "reports.jsonl", 0
+        for label in urls:  # untimed: connections, first-request paths, the scoring LM
             timed(urls[label], [BODY] * 20 + bodies[-1:], 1, None)
+            seen += 21 if label == LOGGED else 0
+        labels = [k for k in urls if k != LOGGED]  # the logger's CPU is not the guardrail's
         for r in range(rounds):
             order = labels[r % len(labels) :] + labels[: r % len(labels)]
             row: dict[str, Any] = {"load": os.getloadavg()[0]}
@@ -334,7 +368,17 @@ def litellm_rounds(
                 }
             if long:
                 mine = bodies[r * long : (r + 1) * long]
-                row["long"] = {k: timed(urls[k], mine, 1, pids[k]) for k in order}
+                row["long"] = {}
+                for k in [*order, LOGGED] if r % 2 else [LOGGED, *order]:
+                    row["long"][k] = timed(urls[k], mine, 1, pids[k])
+                    if k == LOGGED:  # the guardrail's own report and the hook's duration
+                        logged = logged_reports(reports, seen, len(mine))
+                        seen += len(mine)
+                        row["long"][k]["stage_ms"] = float(
+                            np.median([st["ms"] for g in logged for st in g["report"]["stages"]])
+                        )
+                        row["long"][k]["hook_ms"] = float(
+                            np.median([g["duration"] * 1000 for g in logged]))  # fmt: skip
             out["rounds"].append(row)
             print(f"round {r + 1}/{rounds} done, load {row['load']:.2f}", flush=True)
     finally:
@@ -357,8 +401,8 @@ def print_rounds(out: dict[str, Any]) -> None:
     for part in [k for k in rounds[0] if k != "load"]:
         what = "one ~300-token prompt at a time (compressed)" if part == "long" else part
         print(f"{what}: medians across {len(rounds)} rounds")
-        labels = list(rounds[0][part])
-        labels = ["direct", *[k for k in labels if k != "direct"]]
+        canonical = ["direct", "thresher", "thresher+stages", *LITELLM_TARGETS, LOGGED]
+        labels = [k for k in canonical if k in rounds[0][part]]
         for k in labels:
             cells = [r[part][k] for r in rounds]
             p50 = med([c["p50_ms"] for c in cells])
@@ -372,7 +416,7 @@ def print_rounds(out: dict[str, Any]) -> None:
             line = f"  {k:<18} p50 {p50:8.2f} p90 {p90:8.2f} ms | added p50 {added:+8.2f} ms"
             if k != "direct":
                 line += f" | CPU {med([c['cpu_ms_per_request'] for c in cells]):6.2f} ms/req"
-            if "stage_ms" in cells[0]:
+            if "stage_ran" in cells[0]:
                 ran = med([c["stage_ran"] for c in cells])
                 line += f" | Thresher's stage {med([c['stage_ms'] for c in cells]):.2f} ms"
                 line += f" (ran in {ran:.0%})"
@@ -385,6 +429,25 @@ def print_rounds(out: dict[str, Any]) -> None:
             print(f"    added by {what:<36} p50 {med(d50):+8.2f} ms ({min(d50):+.1f} .. "
                   f"{max(d50):+.1f}), p90 {med(d90):+8.2f} ms, CPU {med(cpu):+6.2f} ms/req "
                   f"({min(cpu):+.2f} .. {max(cpu):+.2f})")  # fmt: skip
+        cpu = [r[part]["litellm+guardrail"]["cpu_ms_per_request"]
+               - r[part]["litellm+noop"]["cpu_ms_per_request"]
+               - r[part]["thresher+stages"]["cpu_ms_per_request"]
+               + r[part]["thresher"]["cpu_ms_per_request"] for r in rounds]  # fmt: skip
+        print(
+            "    the guardrail's added CPU (over the no-op) minus the stages' added CPU (to "
+            f"Thresher): {med(cpu):+.2f} ms/req ({min(cpu):+.2f} .. {max(cpu):+.2f})"
+        )
+        if LOGGED in rounds[0][part]:
+            cells = [r[part][LOGGED] for r in rounds]
+            over = [c["p50_ms"] - r[part]["litellm+noop"]["p50_ms"] - c["stage_ms"]
+                    for c, r in zip(cells, rounds, strict=True)]  # fmt: skip
+            gap = [c["hook_ms"] - c["stage_ms"] for c in cells]
+            print(f"    inside LiteLLM ({LOGGED}): the guardrail's stage "
+                  f"{med([c['stage_ms'] for c in cells]):.2f} ms, its hook "
+                  f"{med([c['hook_ms'] for c in cells]):.2f} ms (hook minus stage "
+                  f"{med(gap):+.2f} ms, {min(gap):+.1f} .. {max(gap):+.1f}); added p50 over the "
+                  f"no-op minus its own stage {med(over):+.2f} ms "
+                  f"({min(over):+.1f} .. {max(over):+.1f})")  # fmt: skip
         stages = [r[part]["thresher+stages"].get("stage_ms") for r in rounds]
         if all(x is not None for x in stages):
             over = [r[part]["litellm+guardrail"]["p50_ms"] - r[part]["litellm+noop"]["p50_ms"] - st
