@@ -79,7 +79,7 @@ def merge_options(defaults: dict[str, Any], request: dict[str, Any] | None) -> T
     """Deployment defaults overlaid by the request; a request ``null`` switches a stage off."""
     if not defaults and not request:
         return NO_OPTIONS  # the plain proxy's case: nothing to merge or validate
-    merged = _deep_merge(defaults, request or {})
+    merged = deep_merge(defaults, request or {})
     try:
         return ThresherOptions.model_validate(merged)
     except ValidationError as exc:
@@ -92,13 +92,15 @@ def merge_options(defaults: dict[str, Any], request: dict[str, Any] | None) -> T
 NO_OPTIONS = ThresherOptions()
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` overlaid by ``over``, nested objects merged key by key; a ``None`` in ``over``
+    removes the key (a request's ``null`` switches a stage off). Neither input is changed."""
     out = dict(base)
     for key, value in over.items():
         if value is None:
             out.pop(key, None)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out

@@ -12,11 +12,16 @@ end to end on the local backend, with and without compression.
     python bench/proxy.py --smoke           # delay 0, 3 s each, well under a minute
     python bench/proxy.py --e2e --data ../shared/data/longqa.jsonl --stories 6
     python bench/proxy.py --peer litellm    # LiteLLM 1.110.2 with and without Thresher's guardrail
+    python bench/proxy.py --peer litellm --rounds 10 --low-clients 1 4   # low concurrency
 
 ``--peer litellm`` runs LiteLLM's proxy (one worker; its venv from ``make litellm``) plain and
 with :class:`api.integrations.litellm.ThresherGuardrail` on, and Thresher's proxy plain and with
 the same pipeline defaults, against one backend (50 ms, 50 clients by default): what each adds
 over direct, and what the guardrail adds to LiteLLM next to what the stages add to Thresher.
+Saturated, LiteLLM's latency swings by 2x from run to run; ``--rounds N`` measures the same
+servers at low concurrency instead (``--low-clients``, one sequential client by default;
+``--per-round`` short requests and ``--long`` long prompts per configuration and round), all of
+them up at once and interleaved round by round, with medians across rounds.
 
 The proxy's CPU per request (user + system seconds of its processes / requests) is reported too:
 it depends less on how busy the machine is than the latencies do (the host's speed still moves
@@ -331,7 +336,24 @@ def main() -> None:
                         help="the python of LiteLLM's venv (make litellm)")  # fmt: skip
     parser.add_argument("--long", type=int, default=3,
                         help="--peer: long prompts timed one by one per server")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="--peer: low concurrency, this many interleaved rounds")  # fmt: skip
+    parser.add_argument("--per-round", type=int, default=40,
+                        help="--rounds: short requests per configuration and round")  # fmt: skip
+    parser.add_argument("--low-clients", type=int, nargs="+", default=[1],
+                        help="--rounds: concurrent clients (1: sequential)")  # fmt: skip
     args = parser.parse_args()
+    if args.peer == "litellm" and args.rounds:
+        from litellm_peer import litellm_rounds  # bench/ is sys.path[0]
+
+        rounds, per_round = (2, 10) if args.smoke else (args.rounds, args.per_round)
+        out = litellm_rounds(
+            args.delays[-1], args.low_clients, rounds, per_round, 1 if args.smoke else args.long,
+            args.litellm_python, args.data,
+        )  # fmt: skip
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2))
+        return
     if args.peer == "litellm":
         from litellm_peer import litellm_peer  # bench/ is sys.path[0]
 

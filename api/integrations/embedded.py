@@ -21,7 +21,7 @@ from api.pipeline import (
     PipelineReport,
     RequestContext,
     ThresherOptions,
-    _deep_merge,
+    deep_merge,
     merge_options,
 )
 from api.settings import ServiceSettings, service_settings
@@ -78,8 +78,10 @@ class EmbeddedPipeline:
         )
         base = dict(self.settings.pipeline)
         # A bad deployment option is a configuration error, seen when the host starts.
-        self.defaults = _deep_merge(base, options or {})
-        merge_options(self.defaults, None)
+        self.defaults = deep_merge(base, options or {})
+        # Validated once, and shared by every request that overlays nothing (stages only read
+        # their options).
+        self.default_options = merge_options(self.defaults, None)
         self.tokenizer = tokenizer or self.settings.tokenizer
         self._provider = provider
         self._state: Any = None
@@ -111,10 +113,12 @@ class EmbeddedPipeline:
     def options(self, *layers: dict[str, Any] | None) -> ThresherOptions:
         """The defaults overlaid by each ``thresher`` object in turn (a ``null`` switches a stage
         off, as in a proxied request); InputError naming the field if the result is invalid."""
+        given = [layer for layer in layers if layer]
+        if not given:
+            return self.default_options
         merged = self.defaults
-        for layer in layers:
-            if layer:
-                merged = _deep_merge(merged, layer)
+        for layer in given:
+            merged = deep_merge(merged, layer)
         return merge_options(merged, None)
 
     def run(

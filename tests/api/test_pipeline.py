@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.pipeline import Pipeline, PipelineReport, RequestContext, StageReport, merge_options
+from api.pipeline import (
+    Pipeline,
+    PipelineReport,
+    RequestContext,
+    StageReport,
+    deep_merge,
+    merge_options,
+)
 from core.errors import InputError
 
 DEFAULTS = {"compression": {"method": "llmlingua", "rate": 0.5}, "budget_tokens": 900}
@@ -21,6 +28,17 @@ def test_request_options_overlay_the_deployment_defaults():
 def test_a_null_in_the_request_switches_a_default_stage_off():
     options = merge_options(DEFAULTS, {"compression": None})
     assert options.compression is None and options.budget_tokens == 900
+
+
+def test_deep_merge_overlays_nested_objects_and_leaves_its_inputs_alone():
+    over = {"compression": {"rate": 0.3}, "budget_tokens": None, "demonstrations": {"pool": "p"}}
+    merged = deep_merge(DEFAULTS, over)
+    assert merged == {
+        "compression": {"method": "llmlingua", "rate": 0.3},
+        "demonstrations": {"pool": "p"},
+    }
+    assert DEFAULTS == {"compression": {"method": "llmlingua", "rate": 0.5}, "budget_tokens": 900}
+    assert over["compression"] == {"rate": 0.3}
 
 
 @pytest.mark.parametrize(
