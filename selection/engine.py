@@ -274,13 +274,22 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
             continue
         outcomes: list[BatchOutcome] = []
         totals: dict[int, np.ndarray] = {}
+        # Concatenated statistics (one row per record) are gathered and joined once: joining
+        # them batch by batch copies the growing total every time (quadratic in rows).
+        pieces: dict[int, list[np.ndarray]] = {}
         rejects: list[Reject] = []
         for outcome in runner.run_pass(job, index, ops, state, progress):
             for step, stats in outcome.stats.items():
-                totals[step] = combine_stats(job.steps[step], totals.get(step), stats)
+                if _concatenates(job.steps[step]):
+                    pieces.setdefault(step, []).append(stats)
+                else:
+                    totals[step] = combine_stats(job.steps[step], totals.get(step), stats)
             rejects.extend(outcome.rejects)
             outcome.stats, outcome.rejects = {}, []
             outcomes.append(outcome)
+        for step, parts in pieces.items():
+            totals[step] = np.concatenate(parts, axis=0)
+        del pieces
         if state is None:
             state = RowState.from_outcomes(outcomes)
             _save_rejects(job, rejects)
@@ -306,6 +315,13 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
     if state is None:  # plan_passes always yields a first pass
         raise RuntimeError("the job ran no pass")
     return state
+
+
+def _concatenates(step: Any) -> bool:
+    """Whether a step's fit statistics are concatenated (see :func:`combine_stats`)."""
+    return getattr(step, "merge_stats", None) is None and (
+        getattr(step, "fit_reduce", "sum") == "concat"
+    )
 
 
 def _no_rows(job: Job, rejects: list[Reject]) -> None:
