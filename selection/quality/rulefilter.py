@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -41,8 +42,10 @@ ORDER = 4
 INPUT_CHARS = 2000  # of each input, enough to learn its language's letters
 FLUENCY_CHARS = 500  # of a row, enough to price a near-duplicate's typos
 LENGTH_CAP = (1 << 20) - 1
+INSTRUCTION_CACHE = 4096  # instructions whose verdicts are remembered (templates recur)
 
 
+@lru_cache(maxsize=4096)  # one key per template, asked for on each of its rows
 def template_hash(key: str) -> int:
     """A 40-bit hash of a template key (exact in the statistics' int64 columns)."""
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=5).digest(), "big")
@@ -197,6 +200,8 @@ class HeuristicFilter:
         if not first.prompt.strip() and not document:  # a document has no request to miss
             out.append("empty: request is empty")
         if first.instruction not in self._instruction_cache:
+            if len(self._instruction_cache) >= INSTRUCTION_CACHE:
+                self._instruction_cache.clear()  # memory bounded by templates seen lately
             ctx = Context(first, group, self.language_)
             self._instruction_cache[first.instruction] = [
                 f"{r.name}: instruction {why}"
