@@ -24,6 +24,7 @@ from selection.plan import ALIVE, BatchOutcome, Op, plan_passes
 from selection.recipe import InputSpec, Recipe, load_recipe
 from selection.registry import (
     OutputObserver,
+    PositionFilter,
     ScoreSelector,
     StepContext,
     combine_stats,
@@ -272,6 +273,17 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
                 if op.kind == "fit":
                     job.steps[op.step].fit_from_stats(np.load(job.work.fit_path(op.step)))
             continue
+        # Filters that decide by position run here, on the row state: no row is read for them.
+        ops = list(ops)
+        on_positions = 0
+        while ops and state is not None and _by_position(job, ops[0]):
+            _filter_positions(job, state, ops.pop(0))
+            on_positions += 1
+        if on_positions and not ops and state is not None:
+            state.save(saved)
+            phases.append(Phase(f"pass {index + 1}: {label} (on positions)", len(state.pos),
+                                time.perf_counter() - start))  # fmt: skip
+            continue
         outcomes: list[BatchOutcome] = []
         totals: dict[int, np.ndarray] = {}
         # Concatenated statistics (one row per record) are gathered and joined once: joining
@@ -315,6 +327,23 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
     if state is None:  # plan_passes always yields a first pass
         raise RuntimeError("the job ran no pass")
     return state
+
+
+def _by_position(job: Job, op: Op) -> bool:
+    return op.kind == "filter" and isinstance(job.steps[op.step], PositionFilter)
+
+
+def _filter_positions(job: Job, state: RowState, op: Op) -> None:
+    """Apply a :class:`PositionFilter` to the rows still alive, as a pass's map would."""
+    alive = np.flatnonzero(state.alive)
+    if not len(alive):
+        return
+    step = job.steps[op.step]
+    mask, why = step.keep_positions(state.pos[alive])
+    mask = np.asarray(mask, dtype=bool)
+    for j in np.flatnonzero(~mask).tolist():
+        state.drop_step[alive[j]] = op.step
+        state.reasons[alive[j]] = why[j] or f"dropped by {step.name}"
 
 
 def _concatenates(step: Any) -> bool:
