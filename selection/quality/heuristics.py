@@ -106,6 +106,13 @@ def normalise(text: str) -> str:
     return " ".join(NON_WORD.sub(" ", text).split())
 
 
+def normalise_lines(parts: Sequence[str]) -> str:
+    """``normalise("\\n".join(parts))``, from each part's own normalised form (cached: the
+    rules and the dedup keys normalise the same inputs and responses). A line break is a
+    boundary that normalisation, case folding and word splitting never cross."""
+    return " ".join(n for n in map(normalise, parts) if n)
+
+
 def letters(text: str, limit: int = 2000) -> str:
     """The text's runs of letters, space-separated: what a character model of language prices
     (braces, digits and punctuation of structured answers are not language to judge)."""
