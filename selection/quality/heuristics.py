@@ -183,18 +183,26 @@ def ngram_fractions(tokens: list[str], n: int) -> tuple[float, float]:
     Returns (characters in the most frequent duplicated n-gram, characters covered by any
     duplicated n-gram), both as fractions of the characters of all words.
     """
+    return _ngram_fractions(tokens, n, top=True, dup=True)
+
+
+def _ngram_fractions(tokens: Sequence[str], n: int, *, top: bool, dup: bool) -> tuple[float, float]:
+    """:func:`ngram_fractions`, computing only the statistics asked for (0.0 for the other)."""
     total = sum(len(w) for w in tokens)
     if total == 0 or len(tokens) < n:
         return 0.0, 0.0
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     counts = Counter(grams)
-    gram, top = counts.most_common(1)[0]
-    top_frac = sum(len(w) for w in gram) * top / total if top > 1 else 0.0
-    covered = np.zeros(len(tokens), dtype=bool)
-    for i, g in enumerate(grams):
-        if counts[g] > 1:
-            covered[i : i + n] = True
-    dup_frac = sum(len(w) for w, c in zip(tokens, covered, strict=True) if c) / total
+    top_frac = dup_frac = 0.0
+    if top:
+        gram, most = counts.most_common(1)[0]
+        top_frac = sum(len(w) for w in gram) * most / total if most > 1 else 0.0
+    if dup:
+        # Tokens covered by an n-gram seen twice: starts of repeated n-grams, spread n wide.
+        starts = np.array([counts[g] > 1 for g in grams], dtype=np.int64)
+        covered = np.convolve(starts, np.ones(n, dtype=np.int64))[: len(tokens)] > 0
+        sizes = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        dup_frac = int(sizes[covered].sum()) / total
     return top_frac, dup_frac
 
 
@@ -290,11 +298,11 @@ def gopher_repetition(text: str, ctx: Context, *, min_words: int = 50) -> str | 
         return None
     tokens = [w.lower() for w in _tokens(text)]
     for n, limit in ((2, 0.40), (3, 0.36), (4, 0.32)):
-        top, _ = ngram_fractions(tokens, n)
+        top, _ = _ngram_fractions(tokens, n, top=True, dup=False)
         if top > limit:
             return f"top {n}-gram covers {top:.0%} of characters (limit {limit:.0%})"
     for n, limit in ((5, 0.45), (10, 0.30)):
-        _, dup = ngram_fractions(tokens, n)
+        _, dup = _ngram_fractions(tokens, n, top=False, dup=True)
         if dup > limit:
             return f"duplicated {n}-grams cover {dup:.0%} of characters (limit {limit:.0%})"
     return None

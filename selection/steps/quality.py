@@ -135,7 +135,8 @@ class DedupStep:
         if not len(total):
             self.duplicate_of_ = {}
             return
-        total = total[np.argsort(total[:, 0], kind="stable")]
+        if (np.diff(total[:, 0]) < 0).any():  # in position order already: no copy of it all
+            total = total[np.argsort(total[:, 0], kind="stable")]
         width = ID_BYTES // 6
         best = self.dedup.cluster_signatures(total[:, 1 + width :])
         self.duplicate_of_ = {
