@@ -286,22 +286,28 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
             continue
         outcomes: list[BatchOutcome] = []
         totals: dict[int, np.ndarray] = {}
-        # Concatenated statistics (one row per record) are gathered and joined once: joining
-        # them batch by batch copies the growing total every time (quadratic in rows).
-        pieces: dict[int, list[np.ndarray]] = {}
+        # Concatenated statistics (one row per record, e.g. dedup signatures) are copied once
+        # into a table of the rows alive at the start of the pass (at most that many reach a
+        # fit), never joined batch by batch (quadratic) nor kept twice (pieces and their join).
+        tables = {
+            op.step: _RowTable(int(state.alive.sum()) if state is not None else None)
+            for op in ops
+            if op.kind == "fit" and _concatenates(job.steps[op.step])
+        }
         rejects: list[Reject] = []
         for outcome in runner.run_pass(job, index, ops, state, progress):
             for step, stats in outcome.stats.items():
-                if _concatenates(job.steps[step]):
-                    pieces.setdefault(step, []).append(stats)
+                if step in tables:
+                    tables[step].add(stats)
                 else:
                     totals[step] = combine_stats(job.steps[step], totals.get(step), stats)
             rejects.extend(outcome.rejects)
             outcome.stats, outcome.rejects = {}, []
             outcomes.append(outcome)
-        for step, parts in pieces.items():
-            totals[step] = np.concatenate(parts, axis=0)
-        del pieces
+        for step, table in tables.items():
+            if table.seen:
+                totals[step] = table.result()
+        del tables
         if state is None:
             state = RowState.from_outcomes(outcomes)
             _save_rejects(job, rejects)
@@ -344,6 +350,42 @@ def _filter_positions(job: Job, state: RowState, op: Op) -> None:
     for j in np.flatnonzero(~mask).tolist():
         state.drop_step[alive[j]] = op.step
         state.reasons[alive[j]] = why[j] or f"dropped by {step.name}"
+
+
+class _RowTable:
+    """Per-batch row blocks in arrival order, as one array; with a known bound on the rows,
+    each block is copied straight into its place (else the blocks are joined at the end)."""
+
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity
+        self.rows = 0
+        self.seen = False
+        self.table: np.ndarray | None = None
+        self.blocks: list[np.ndarray] = []
+
+    def add(self, block: np.ndarray) -> None:
+        block = np.asarray(block)
+        self.seen = True
+        if self.table is None and not self.blocks and self.capacity is not None and block.ndim:
+            self.table = np.empty((self.capacity, *block.shape[1:]), dtype=block.dtype)
+        fits = (
+            self.table is not None
+            and block.dtype == self.table.dtype
+            and block.shape[1:] == self.table.shape[1:]
+            and self.rows + len(block) <= len(self.table)
+        )
+        if not fits and self.table is not None:  # never expected: fall back to joining
+            self.blocks, self.table = [self.table[: self.rows]], None
+        if self.table is not None:
+            self.table[self.rows : self.rows + len(block)] = block
+        else:
+            self.blocks.append(block)
+        self.rows += len(block)
+
+    def result(self) -> np.ndarray:
+        if self.table is not None:
+            return self.table[: self.rows]
+        return np.concatenate(self.blocks, axis=0)
 
 
 def _concatenates(step: Any) -> bool:
