@@ -8,6 +8,10 @@ workers'); then a second run with other batch, shard and worker settings must ke
 same rows (the parity check).
 
     python bench/selection_throughput.py [--rows 100000] [--workers 2] [--smoke]
+        [--executor local|ray] [--json results.json]
+
+``--json`` writes both runs' numbers (wall and CPU seconds, rows/s, peak memory, phases, the
+kept rows' sha256), the parity verdict, the machine's load and the code's commit.
 """
 
 from __future__ import annotations
@@ -56,8 +60,14 @@ def child(args: argparse.Namespace) -> None:
     recipe["inputs"] = [{"path": str(args.input), "shape": "alpaca"}]
     recipe["output"] = {"path": "kept.jsonl", "scores": "inline"}
     recipe.update(batch_size=args.batch_size, workers=args.workers, shard_bytes=args.shard_bytes)
+    if args.executor == "ray":
+        import ray
+
+        ray.init(num_cpus=max(2, args.workers), include_dashboard=False, log_to_driver=False)
     start = time.perf_counter()
-    result = selection.run_recipe(recipe, args.job, fresh=True, progress=False)
+    result = selection.run_recipe(
+        recipe, args.job, executor=args.executor, fresh=True, progress=False
+    )
     seconds = time.perf_counter() - start
     me, workers = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     own, kids = me.ru_maxrss / 1024, workers.ru_maxrss / 1024
@@ -70,10 +80,11 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(report))
 
 
-def run(path: Path, job: Path, batch_size: int, workers: int, shard_bytes: int) -> dict:
+def run(path: Path, job: Path, batch_size: int, workers: int, shard_bytes: int,
+        executor: str = "local") -> dict:  # fmt: skip
     cmd = [sys.executable, __file__, "--child", "--input", str(path), "--job", str(job),
            "--batch-size", str(batch_size), "--workers", str(workers),
-           "--shard-bytes", str(shard_bytes)]  # fmt: skip
+           "--shard-bytes", str(shard_bytes), "--executor", executor]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -86,6 +97,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="5,000 rows")
     parser.add_argument("--no-parity", action="store_true")
+    parser.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="of the first run (the parity run is local, 1 worker)",
+    )
+    parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)
@@ -102,21 +120,48 @@ def main() -> None:
         size = path.stat().st_size
         shard = max(1 << 20, size // (4 * args.workers))  # enough shards for every worker
         print(f"{n} rows, {size / 1e6:.0f} MB, shards of {shard / 1e6:.1f} MB")
-        first = run(path, Path(tmp) / "a", 1000, args.workers, shard)
-        print(f"workers {args.workers}, batch 1000: {first['seconds']:.1f}s, "
+        load_before = os.getloadavg()
+        first = run(path, Path(tmp) / "a", 1000, args.workers, shard, args.executor)
+        first["load_after"] = os.getloadavg()
+        cpu_note = ", Ray's worker processes not counted" if args.executor == "ray" else ""
+        print(f"{args.executor}, workers {args.workers}, batch 1000: {first['seconds']:.1f}s, "
               f"{n / first['seconds']:.0f} rows/s ({n / first['cpu_seconds']:.0f} rows per "
-              f"CPU-second; the machine's load: {os.getloadavg()[0]:.1f}), "
+              f"CPU-second{cpu_note}; the machine's load: {os.getloadavg()[0]:.1f}), "
               f"peak {first['peak_mb']:.0f} MB "
               f"(workers {first['worker_peak_mb']:.0f} MB)\n  {first['summary']}\n"
               f"  {first['phases']}")  # fmt: skip
+        second, same = None, None
         if not args.no_parity:
             second = run(path, Path(tmp) / "b", 4000, 1, 64 << 20)
+            second["load_after"] = os.getloadavg()
             same = second["sha256"] == first["sha256"]
-            print(f"workers 1, batch 4000, one shard: {second['seconds']:.1f}s, "
-                  f"{n / second['seconds']:.0f} rows/s, peak {second['peak_mb']:.0f} MB; "
-                  f"parity (same kept rows, byte for byte): {'PASS' if same else 'FAIL'}")
-            if not same:
-                raise SystemExit(1)
+            print(
+                f"workers 1, batch 4000, one shard: {second['seconds']:.1f}s, "
+                f"{n / second['seconds']:.0f} rows/s ({n / second['cpu_seconds']:.0f} rows "
+                f"per CPU-second), peak {second['peak_mb']:.0f} MB; "
+                f"parity (same kept rows, byte for byte): {'PASS' if same else 'FAIL'}"
+            )
+        if args.json:
+            settings = {"executor": args.executor, "workers": args.workers, "batch_size": 1000,
+                        "shard_bytes": shard}  # fmt: skip
+            first.update(settings)
+            if second is not None:
+                second.update(executor="local", workers=1, batch_size=4000, shard_bytes=64 << 20)
+            for r in (first, second):
+                if r is not None:
+                    r["rows_per_s"] = n / r["seconds"]
+                    if args.executor == "local" or r is second:
+                        r["rows_per_cpu_s"] = n / r["cpu_seconds"]
+            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True).stdout.strip()  # fmt: skip
+            out = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "commit": commit, "cpus": os.cpu_count(), "rows": n, "input_mb": size / 1e6,
+                   "load_before": load_before, "runs": [r for r in (first, second) if r],
+                   "parity": None if same is None else ("PASS" if same else "FAIL")}  # fmt: skip
+            args.json.write_text(json.dumps(out, indent=1) + "\n")
+        if same is False:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import numpy as np
 from core.errors import ConfigError, require
 from core.record import Record
 from selection.quality.charlm import CharNgramLM
-from selection.quality.heuristics import normalise
+from selection.quality.heuristics import normalise, normalise_lines
 from selection.quality.turns import turns
 
 Method = Literal["exact", "minhash", "semantic"]
@@ -52,10 +52,18 @@ def _content(record: Record) -> tuple[str, str]:
     return task, rest
 
 
+def _parts(record: Record) -> tuple[str, list[str]]:
+    """(instruction, the non-empty inputs and responses): what :func:`_content` joins."""
+    found = turns(record)
+    task = found[0].instruction if found else ""
+    return task, [p for t in found for p in (t.input, t.response) if p]
+
+
 def _exact_key(record: Record) -> float:
     """52 bits of the hash of a row's normalised template and content (exact in float64)."""
-    task, rest = _content(record)
-    text = normalise(task) + "\n" + normalise(rest)  # templates: normalised once, cached
+    task, parts = _parts(record)
+    # normalise(rest) from its parts' cached forms (the rules normalised them already).
+    text = normalise(task) + "\n" + normalise_lines(parts)
     return float(int(hashlib.sha256(text.encode()).hexdigest()[:13], 16))
 
 
@@ -67,18 +75,19 @@ class _WordHashes(dict[str, int]):
         return h
 
 
-def shingle_sets(texts: Sequence[str], n: int, extra: Sequence[int] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def shingle_sets(texts: Sequence[str], n: int, extra: Sequence[int] | None = None,
+                 normalised: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Hashes of the normalised word n-grams of each text, unique per text: (hashes, lengths).
 
     A text shorter than ``n`` words is one shingle; ``extra`` adds one more hash per text (the
-    template's) where it is non-zero. Vectorised over all texts at once.
+    template's) where it is non-zero; ``normalised`` says the texts are normalised already.
+    Vectorised over all texts at once.
     """
     cache = _WordHashes()
     ids: list[int] = []
     lengths = np.zeros(len(texts), dtype=np.int64)
     for i, text in enumerate(texts):
-        tokens = normalise(text).split()
+        tokens = (text if normalised else normalise(text)).split()
         lengths[i] = len(tokens)
         ids.extend(map(cache.__getitem__, tokens))
     x = np.array(ids, dtype=np.uint64)
@@ -304,11 +313,13 @@ class Deduplicator:
         if self.method == "exact":
             keys = np.array([[_exact_key(r)] for r in records], dtype=np.float64).reshape(-1, 1)
         elif self.method == "minhash":
-            parts = [_content(r) for r in records]
+            parts = [_parts(r) for r in records]
             extra = [zlib.crc32(normalise(t).encode()) + 1 if t.strip() else 0 for t, _ in parts]
-            hashes, lengths = shingle_sets([c for _, c in parts], self.ngram, extra)
-            answers = ["\n".join(t.response for t in turns(r)) for r in records]
-            a_hashes, a_lengths = shingle_sets(answers, self.ngram)
+            # The content and the answers, normalised from their parts (each response once).
+            content = [normalise_lines(p) for _, p in parts]
+            hashes, lengths = shingle_sets(content, self.ngram, extra, normalised=True)
+            answers = [normalise_lines([t.response for t in turns(r)]) for r in records]
+            a_hashes, a_lengths = shingle_sets(answers, self.ngram, normalised=True)
             keys = np.column_stack([
                 minhash(hashes, lengths, self.num_perm),
                 minhash(a_hashes, a_lengths, ANSWER_PERM, seed=2),

@@ -24,6 +24,7 @@ from selection.plan import ALIVE, BatchOutcome, Op, plan_passes
 from selection.recipe import InputSpec, Recipe, load_recipe
 from selection.registry import (
     OutputObserver,
+    PositionFilter,
     ScoreSelector,
     StepContext,
     combine_stats,
@@ -272,15 +273,41 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
                 if op.kind == "fit":
                     job.steps[op.step].fit_from_stats(np.load(job.work.fit_path(op.step)))
             continue
+        # Filters that decide by position run here, on the row state: no row is read for them.
+        ops = list(ops)
+        on_positions = 0
+        while ops and state is not None and _by_position(job, ops[0]):
+            _filter_positions(job, state, ops.pop(0))
+            on_positions += 1
+        if on_positions and not ops and state is not None:
+            state.save(saved)
+            phases.append(Phase(f"pass {index + 1}: {label} (on positions)", len(state.pos),
+                                time.perf_counter() - start))  # fmt: skip
+            continue
         outcomes: list[BatchOutcome] = []
         totals: dict[int, np.ndarray] = {}
+        # Concatenated statistics (one row per record, e.g. dedup signatures) are copied once
+        # into a table of the rows alive at the start of the pass (at most that many reach a
+        # fit), never joined batch by batch (quadratic) nor kept twice (pieces and their join).
+        tables = {
+            op.step: _RowTable(int(state.alive.sum()) if state is not None else None)
+            for op in ops
+            if op.kind == "fit" and _concatenates(job.steps[op.step])
+        }
         rejects: list[Reject] = []
         for outcome in runner.run_pass(job, index, ops, state, progress):
             for step, stats in outcome.stats.items():
-                totals[step] = combine_stats(job.steps[step], totals.get(step), stats)
+                if step in tables:
+                    tables[step].add(stats)
+                else:
+                    totals[step] = combine_stats(job.steps[step], totals.get(step), stats)
             rejects.extend(outcome.rejects)
             outcome.stats, outcome.rejects = {}, []
             outcomes.append(outcome)
+        for step, table in tables.items():
+            if table.seen:
+                totals[step] = table.result()
+        del tables
         if state is None:
             state = RowState.from_outcomes(outcomes)
             _save_rejects(job, rejects)
@@ -306,6 +333,66 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
     if state is None:  # plan_passes always yields a first pass
         raise RuntimeError("the job ran no pass")
     return state
+
+
+def _by_position(job: Job, op: Op) -> bool:
+    return op.kind == "filter" and isinstance(job.steps[op.step], PositionFilter)
+
+
+def _filter_positions(job: Job, state: RowState, op: Op) -> None:
+    """Apply a :class:`PositionFilter` to the rows still alive, as a pass's map would."""
+    alive = np.flatnonzero(state.alive)
+    if not len(alive):
+        return
+    step = job.steps[op.step]
+    mask, why = step.keep_positions(state.pos[alive])
+    mask = np.asarray(mask, dtype=bool)
+    for j in np.flatnonzero(~mask).tolist():
+        state.drop_step[alive[j]] = op.step
+        state.reasons[alive[j]] = why[j] or f"dropped by {step.name}"
+
+
+class _RowTable:
+    """Per-batch row blocks in arrival order, as one array; with a known bound on the rows,
+    each block is copied straight into its place (else the blocks are joined at the end)."""
+
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity
+        self.rows = 0
+        self.seen = False
+        self.table: np.ndarray | None = None
+        self.blocks: list[np.ndarray] = []
+
+    def add(self, block: np.ndarray) -> None:
+        block = np.asarray(block)
+        self.seen = True
+        if self.table is None and not self.blocks and self.capacity is not None and block.ndim:
+            self.table = np.empty((self.capacity, *block.shape[1:]), dtype=block.dtype)
+        fits = (
+            self.table is not None
+            and block.dtype == self.table.dtype
+            and block.shape[1:] == self.table.shape[1:]
+            and self.rows + len(block) <= len(self.table)
+        )
+        if not fits and self.table is not None:  # never expected: fall back to joining
+            self.blocks, self.table = [self.table[: self.rows]], None
+        if self.table is not None:
+            self.table[self.rows : self.rows + len(block)] = block
+        else:
+            self.blocks.append(block)
+        self.rows += len(block)
+
+    def result(self) -> np.ndarray:
+        if self.table is not None:
+            return self.table[: self.rows]
+        return np.concatenate(self.blocks, axis=0)
+
+
+def _concatenates(step: Any) -> bool:
+    """Whether a step's fit statistics are concatenated (see :func:`combine_stats`)."""
+    return getattr(step, "merge_stats", None) is None and (
+        getattr(step, "fit_reduce", "sum") == "concat"
+    )
 
 
 def _no_rows(job: Job, rejects: list[Reject]) -> None:

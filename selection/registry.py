@@ -36,6 +36,9 @@ object implementing one or more capabilities, found by protocol:
   A step with ``fit_reduce = "concat"`` gets the per-batch arrays concatenated along axis 0 in
   row-position order instead (e.g. one signature or embedding row per record, for dedup or
   diversity), an array of O(rows) that is persisted the same way.
+- :class:`PositionFilter` ``keep_positions(pos) -> (mask, reasons)``: a filter (it implements
+  ``keep`` too) that decides from row positions alone, e.g. a fitted dedup step; the driver
+  applies it to the row state without reading the rows again.
 - :class:`OutputObserver` ``output_stats(kept_records) -> ndarray`` and
   ``report_metrics(total) -> dict``: extra numbers for the job report computed over the kept rows.
 
@@ -94,6 +97,16 @@ class Fitted(Protocol):
     def fit_stats(self, records: Sequence[Record]) -> np.ndarray: ...
 
     def fit_from_stats(self, total: np.ndarray) -> None: ...
+
+
+@runtime_checkable
+class PositionFilter(Protocol):
+    """A filter whose verdict on a row depends on the row's position only (what a fitted
+    dedup step decided about it): the driver applies it to the row state, reading no row."""
+
+    name: str
+
+    def keep_positions(self, pos: np.ndarray) -> tuple[np.ndarray, list[str | None]]: ...
 
 
 @runtime_checkable

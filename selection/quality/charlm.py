@@ -73,12 +73,27 @@ def count_ngrams(texts: Sequence[str], order: int = 4, fold_case: bool = True) -
         return np.zeros((0, 3), dtype=np.int64)
     ids, lengths = char_ids(texts, fold_case)
     within = _offsets(lengths)
-    parts = []
-    for n in range(1, order + 1):
-        codes = _codes(ids, n)[within >= n - 1]
-        grams, counts = np.unique(codes, return_counts=True)
+    last = np.cumsum(lengths) - 1  # each text's last position
+    # One sort, of the longest n-grams. Every shorter n-gram either is the prefix of the one
+    # (n+1)-gram that extends it by the next character, or ends its text; a prefix is the
+    # code divided by BASE (the oldest character is the highest digit), which keeps the order.
+    grams, counts = np.unique(_codes(ids, order)[within >= order - 1], return_counts=True)
+    parts = [np.column_stack([np.full(len(grams), order), grams, counts])]
+    for n in range(order - 1, 0, -1):
+        ends = last[lengths >= n]  # the n-grams that end a text (no longer n-gram has them)
+        tail = sum(ids[ends - k] * BASE**k for k in range(n))
+        keys = np.r_[grams // BASE, tail]
+        weights = np.r_[counts, np.ones(len(ends), dtype=np.int64)]
+        if len(ends):  # the prefixes are sorted already; the few text ends are not
+            order_ = np.argsort(keys, kind="stable")
+            keys, weights = keys[order_], weights[order_]
+        if not len(keys):
+            grams, counts = keys, weights
+        else:
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            grams, counts = keys[starts], np.add.reduceat(weights, starts)
         parts.append(np.column_stack([np.full(len(grams), n), grams, counts]))
-    return np.concatenate(parts).astype(np.int64)
+    return np.concatenate(parts[::-1]).astype(np.int64)
 
 
 class HashIndex:

@@ -68,10 +68,34 @@ _OK = re.escape("".join(sorted(IN_WORD_OK)))
 # one ("g{7ng", "(a$)", "$a"), and prose mostly has none ("game?", "(hello)").
 _SYM = f"[^\\w\\s{_OK}]"
 INNER_SYMBOL = re.compile(f"\\S{_SYM}\\S|(?<!\\S)\\S{_SYM}(?!\\S)|(?<!\\S){_SYM}\\S(?!\\S)")
+SYMBOL_CHAR = re.compile(_SYM)
+
+
+def has_inner_symbol(text: str) -> bool:
+    """Whether ``INNER_SYMBOL`` matches ``text``, found from the symbols' neighbours: a scan
+    for one character class, then a look at a few characters around each symbol found (the
+    three-way pattern tried at every position costs several times more on long inputs)."""
+    n = len(text)
+    for match in SYMBOL_CHAR.finditer(text):
+        i = match.start()
+        left = i > 0 and not text[i - 1].isspace()
+        right = i + 1 < n and not text[i + 1].isspace()
+        if left and right:
+            return True  # a symbol inside a word
+        if left and (i < 2 or text[i - 2].isspace()):
+            return True  # the second of a two-character word
+        if right and not left and (i + 2 >= n or text[i + 2].isspace()):
+            return True  # the first of a two-character word
+    return False
 
 
 def words(text: str) -> list[str]:
     return WORD.findall(text)
+
+
+@lru_cache(maxsize=64)  # the rules on one response all ask for its words
+def _tokens(text: str) -> tuple[str, ...]:
+    return tuple(WORD.findall(text))
 
 
 @lru_cache(maxsize=4096)  # templates recur on every row of their task
@@ -80,6 +104,13 @@ def normalise(text: str) -> str:
     # ASCII is its own NFKC form, and its case folding is lower-casing.
     text = text.lower() if text.isascii() else unicodedata.normalize("NFKC", text).casefold()
     return " ".join(NON_WORD.sub(" ", text).split())
+
+
+def normalise_lines(parts: Sequence[str]) -> str:
+    """``normalise("\\n".join(parts))``, from each part's own normalised form (cached: the
+    rules and the dedup keys normalise the same inputs and responses). A line break is a
+    boundary that normalisation, case folding and word splitting never cross."""
+    return " ".join(n for n in map(normalise, parts) if n)
 
 
 def letters(text: str, limit: int = 2000) -> str:
@@ -152,18 +183,26 @@ def ngram_fractions(tokens: list[str], n: int) -> tuple[float, float]:
     Returns (characters in the most frequent duplicated n-gram, characters covered by any
     duplicated n-gram), both as fractions of the characters of all words.
     """
+    return _ngram_fractions(tokens, n, top=True, dup=True)
+
+
+def _ngram_fractions(tokens: Sequence[str], n: int, *, top: bool, dup: bool) -> tuple[float, float]:
+    """:func:`ngram_fractions`, computing only the statistics asked for (0.0 for the other)."""
     total = sum(len(w) for w in tokens)
     if total == 0 or len(tokens) < n:
         return 0.0, 0.0
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     counts = Counter(grams)
-    gram, top = counts.most_common(1)[0]
-    top_frac = sum(len(w) for w in gram) * top / total if top > 1 else 0.0
-    covered = np.zeros(len(tokens), dtype=bool)
-    for i, g in enumerate(grams):
-        if counts[g] > 1:
-            covered[i : i + n] = True
-    dup_frac = sum(len(w) for w, c in zip(tokens, covered, strict=True) if c) / total
+    top_frac = dup_frac = 0.0
+    if top:
+        gram, most = counts.most_common(1)[0]
+        top_frac = sum(len(w) for w in gram) * most / total if most > 1 else 0.0
+    if dup:
+        # Tokens covered by an n-gram seen twice: starts of repeated n-grams, spread n wide.
+        starts = np.array([counts[g] > 1 for g in grams], dtype=np.int64)
+        covered = np.convolve(starts, np.ones(n, dtype=np.int64))[: len(tokens)] > 0
+        sizes = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        dup_frac = int(sizes[covered].sum()) / total
     return top_frac, dup_frac
 
 
@@ -235,7 +274,9 @@ def elongated_words(text: str, ctx: Context, *, min_words: int = 2) -> str | Non
     """Letters stretched within words ("thhhhe", "YYYes"): English spelling never triples a
     letter, so two such words (or a text made only of them) are a corruption, not a style.
     All-capital words are skipped: Roman numerals and acronyms ("XIII", "KKK") triple letters."""
-    tokens = words(text)
+    if not TRIPLED.search(text):  # a tripled letter in a word is one in the text, and back
+        return None
+    tokens = _tokens(text)
     stretched = [w for w in tokens if TRIPLED.search(w) and not w.isupper() and "www" not in w]
     if stretched and (len(stretched) >= min_words or len(stretched) == len(tokens)):
         return f"has {len(stretched)} words with letters stretched ({stretched[0][:20]!r})"
@@ -253,15 +294,15 @@ def gopher_repetition(text: str, ctx: Context, *, min_words: int = 50) -> str | 
         dup = len(lines) - len(set(lines))
         if dup / len(lines) > 0.6:
             return f"repeats {dup} of {len(lines)} lines"
-    tokens = [w.lower() for w in words(text)]
-    if len(tokens) < min_words:
+    if len(_tokens(text)) < min_words:
         return None
+    tokens = [w.lower() for w in _tokens(text)]
     for n, limit in ((2, 0.40), (3, 0.36), (4, 0.32)):
-        top, _ = ngram_fractions(tokens, n)
+        top, _ = _ngram_fractions(tokens, n, top=True, dup=False)
         if top > limit:
             return f"top {n}-gram covers {top:.0%} of characters (limit {limit:.0%})"
     for n, limit in ((5, 0.45), (10, 0.30)):
-        _, dup = ngram_fractions(tokens, n)
+        _, dup = _ngram_fractions(tokens, n, top=False, dup=True)
         if dup > limit:
             return f"duplicated {n}-grams cover {dup:.0%} of characters (limit {limit:.0%})"
     return None
@@ -269,7 +310,7 @@ def gopher_repetition(text: str, ctx: Context, *, min_words: int = 50) -> str | 
 
 def alphabetic_words(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
     """Gopher: at least 80% of words contain a letter (prose only: tables and code differ)."""
-    tokens = words(text)
+    tokens = _tokens(text)
     if len(tokens) < min_words or not is_prose(text, ctx):
         return None
     share = sum(any(c.isalpha() for c in w) for w in tokens) / len(tokens)
@@ -278,7 +319,7 @@ def alphabetic_words(text: str, ctx: Context, *, min_words: int = 50) -> str | N
 
 def symbol_ratio(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
     """Gopher: hash marks and ellipses per word at most 0.1 (prose only)."""
-    tokens = words(text)
+    tokens = _tokens(text)
     if len(tokens) < min_words or not is_prose(text, ctx):
         return None
     symbols = text.count("#") + text.count("...") + text.count("…")
@@ -288,8 +329,10 @@ def symbol_ratio(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
 
 def stop_words(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
     """Gopher: running English text of some length uses at least two common stop words."""
-    tokens = [w.strip(EDGE_PUNCT).lower() for w in words(text)]
-    if len(tokens) < min_words or not is_prose(text, ctx) or not is_english(text):
+    if len(_tokens(text)) < min_words:
+        return None
+    tokens = [w.strip(EDGE_PUNCT).lower() for w in _tokens(text)]
+    if not is_prose(text, ctx) or not is_english(text):
         return None
     found = GOPHER_STOP_WORDS.intersection(tokens)
     return (
@@ -301,7 +344,9 @@ def stop_words(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
 
 def mean_word_length(text: str, ctx: Context, *, min_words: int = 50) -> str | None:
     """Gopher: mean word length between 3 and 10 characters."""
-    tokens = [w.strip(EDGE_PUNCT) for w in words(text)]
+    if len(_tokens(text)) < min_words:  # stripping only removes words
+        return None
+    tokens = [w.strip(EDGE_PUNCT) for w in _tokens(text)]
     tokens = [w for w in tokens if w]
     if len(tokens) < min_words or not is_prose(text, ctx) or not is_english(text):
         return None
@@ -322,9 +367,9 @@ def encoding_errors(text: str, ctx: Context) -> str | None:
 
 def garbled_words(text: str, ctx: Context, *, min_share: float = 0.2) -> str | None:
     """Words with symbols inside them ("g{7ng", "m]e") mark keyboard or byte noise."""
-    if not INNER_SYMBOL.search(text):
+    if not has_inner_symbol(text):
         return None
-    tokens = [w.strip(EDGE_PUNCT) for w in words(text)]
+    tokens = [w.strip(EDGE_PUNCT) for w in _tokens(text)]
     tokens = [w for w in tokens if len(w) >= 2]
     if len(tokens) < 2:
         return None
@@ -383,7 +428,7 @@ def short_outlier(
     group = ctx.group
     if group is None or group.count < min_group:
         return None
-    n = len(words(text))
+    n = len(_tokens(text))
     if 0 < n < factor * group.q05:
         return (
             f"has {n} words, where 95% of the {group.count} responses to this instruction have "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from selection.quality.heuristics import (
     DEFAULT_RULES,
     Context,
     GroupStats,
+    Rule,
     build_rules,
     letters,
     words,
@@ -40,8 +42,10 @@ ORDER = 4
 INPUT_CHARS = 2000  # of each input, enough to learn its language's letters
 FLUENCY_CHARS = 500  # of a row, enough to price a near-duplicate's typos
 LENGTH_CAP = (1 << 20) - 1
+INSTRUCTION_CACHE = 4096  # instructions whose verdicts are remembered (templates recur)
 
 
+@lru_cache(maxsize=4096)  # one key per template, asked for on each of its rows
 def template_hash(key: str) -> int:
     """A 40-bit hash of a template key (exact in the statistics' int64 columns)."""
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=5).digest(), "big")
@@ -80,6 +84,9 @@ class HeuristicFilter:
     group_stats_: dict[int, GroupStats] | None = field(default=None, init=False, repr=False)
     language_: CharNgramLM | None = field(default=None, init=False, repr=False)
     _instruction_cache: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+    _by_part: tuple[tuple[str, ...], tuple[list[Rule], ...]] | None = field(
+        default=None, init=False, repr=False
+    )
 
     # --- fit -------------------------------------------------------------------------------
 
@@ -165,6 +172,18 @@ class HeuristicFilter:
         texts = [t if len(t) >= 20 else "" for t in texts]
         return self.language_.bits_per_char(texts), self.language_.known_share(texts)
 
+    def _rules_by_part(self) -> tuple[list[Rule], ...]:
+        """The rules on the instruction, the input and the response (built once per rule set,
+        not once per row)."""
+        names = tuple(self.rules)
+        if self._by_part is None or self._by_part[0] != names:
+            rules = build_rules(names)
+            parts = tuple(
+                [r for r in rules if r.part == p] for p in ("instruction", "input", "response")
+            )
+            self._by_part = (names, parts)
+        return self._by_part[1]
+
     def reasons(self, record: Record, found: list[Turn] | None = None,
                 bits: Sequence[float] = (), known: Sequence[float] = ()) -> list[str]:  # fmt: skip
         """Every rule that fires on ``record``, as ``"<rule>: <part> <why>"``."""
@@ -174,15 +193,15 @@ class HeuristicFilter:
         if not found:
             return ["empty: response is missing (the row has no answer)"]
         group = (self.group_stats_ or {}).get(template_hash(group_key(record)))
-        rules = build_rules(self.rules)
-        instruction_rules = [r for r in rules if r.part == "instruction"]
-        input_rules = [r for r in rules if r.part == "input"]
+        instruction_rules, input_rules, response_rules = self._rules_by_part()
         out: list[str] = []
         first = found[0]
         document = record.messages is None and alpaca_fields(record) is None
         if not first.prompt.strip() and not document:  # a document has no request to miss
             out.append("empty: request is empty")
         if first.instruction not in self._instruction_cache:
+            if len(self._instruction_cache) >= INSTRUCTION_CACHE:
+                self._instruction_cache.clear()  # memory bounded by templates seen lately
             ctx = Context(first, group, self.language_)
             self._instruction_cache[first.instruction] = [
                 f"{r.name}: instruction {why}"
@@ -196,7 +215,7 @@ class HeuristicFilter:
             out.extend(
                 f"{r.name}: input {why}" for r in input_rules if (why := r.check(turn.input, ctx))
             )
-            for rule in (r for r in rules if r.part == "response"):
+            for rule in response_rules:
                 why = rule.check(turn.response, ctx)
                 if why:
                     out.append(f"{rule.name}: {where} {why}")

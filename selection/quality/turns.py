@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from core.record import Record, message_text
@@ -113,5 +114,9 @@ def parse_turns(record: Record) -> list[Turn]:
 def group_key(record: Record) -> str:
     """Rows that share an instruction template (same task) share this key."""
     found = turns(record)
-    instruction = found[0].instruction if found else ""
+    return _template_key(found[0].instruction if found else "")
+
+
+@lru_cache(maxsize=4096)  # a template's rows all ask for the same key
+def _template_key(instruction: str) -> str:
     return " ".join(instruction.split()).casefold()

@@ -135,7 +135,8 @@ class DedupStep:
         if not len(total):
             self.duplicate_of_ = {}
             return
-        total = total[np.argsort(total[:, 0], kind="stable")]
+        if (np.diff(total[:, 0]) < 0).any():  # in position order already: no copy of it all
+            total = total[np.argsort(total[:, 0], kind="stable")]
         width = ID_BYTES // 6
         best = self.dedup.cluster_signatures(total[:, 1 + width :])
         self.duplicate_of_ = {
@@ -145,7 +146,11 @@ class DedupStep:
         }
 
     def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
-        found = [self.duplicate_of_.get(int(r.metadata.get("pos", -1))) for r in records]
+        return self.keep_positions(np.array([r.metadata.get("pos", -1) for r in records]))
+
+    def keep_positions(self, pos: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """The verdicts by row position (the driver applies them without reading rows)."""
+        found = [self.duplicate_of_.get(p) for p in np.asarray(pos, dtype=np.int64).tolist()]
         mask = np.array([d is None for d in found], dtype=bool)
         method = self.params.method
         return mask, [None if d is None else f"{method} duplicate of {d}" for d in found]
