@@ -12,6 +12,12 @@ stay verbatim; a user message's question (its last line, or the last sentence of
 line) is never compressed; JSON is compressed by structure (:mod:`compression.structured`),
 fenced code is kept, prose goes to the token compressor at the message's own rate with a floor.
 Many short prose pieces are scored together in one batched pass of the scoring LM.
+
+Question-aware methods (``llmlingua2``, ``longllmlingua``) rank a message's sentences by the
+question of the next user message (its last line or sentence; for the last user message, its
+own), the first time the message is compressed. The cache key stays the message's own, so that
+form is its forwarded form for good: a later turn never recompresses it for a new question (the
+prefix stays byte-identical), and the same text in another conversation reuses it too.
 """
 
 from __future__ import annotations
@@ -127,6 +133,7 @@ class Job:
     text: str
     tokens: int
     target: int
+    question: str = ""
     out: str | None = None
 
 
@@ -244,10 +251,10 @@ class ConversationCompressor:
             if found is not None:
                 out.cached[i] = found
                 continue
-            out.pending.append(self._pending(i, key, m))
+            out.pending.append(self._pending(i, key, m, _question_after(out.messages, i)))
         return out
 
-    def _pending(self, index: int, key: str, message: Message) -> Pending:
+    def _pending(self, index: int, key: str, message: Message, query: str) -> Pending:
         content = message["content"]
         role = message.get("role")
         pending = Pending(index, key, 0)
@@ -264,6 +271,7 @@ class ConversationCompressor:
                 built.append([text])
                 continue
             body, question = split_question(text) if role == "user" and n == last else (text, "")
+            ask = query or question.strip()
             pieces: list[Any] = []
             for seg in split_segments(body):
                 if seg.kind == "code" or not seg.text.strip():
@@ -276,7 +284,7 @@ class ConversationCompressor:
                 elif seg_tokens < self.min_message_tokens:
                     pieces.append(seg.text)
                 else:
-                    job = Job(index, seg.text, seg_tokens, goal)
+                    job = Job(index, seg.text, seg_tokens, goal, ask)
                     pending.jobs.append(job)
                     pieces.append(job)
             pieces.append(question)
@@ -388,8 +396,20 @@ class ConversationCompressor:
             self._batch(short)
         for job in jobs:
             if job.out is None:
-                result = self.compressor.compress(job.text, target_tokens=job.target)
-                job.out = result.text
+                job.out = self._compress_one(job)
+
+    def _compress_one(self, job: Job) -> str:
+        """One piece at its target; question-aware methods condition on the job's question,
+        which is kept verbatim after the piece and cut off again (it is not the piece's)."""
+        question = job.question
+        if question:
+            extra = self.counter.count("\n\n" + question)
+            result = self.compressor.compress(
+                job.text, question=question, target_tokens=job.target + extra
+            )
+            if result.text.endswith(question):
+                return result.text[: len(result.text) - len(question)]
+        return self.compressor.compress(job.text, target_tokens=job.target).text
 
     def _batch(self, jobs: list[Job]) -> None:
         """One batched pass of the scoring LM over many short pieces; each keeps the units of
@@ -420,6 +440,22 @@ class ConversationCompressor:
             if not keep.any() and len(keep):
                 keep[int(np.argmax(si[: len(u)]))] = True
             job.out = join_kept(u.pieces, keep)
+
+
+def _question_after(messages: Sequence[Message], index: int) -> str:
+    """What question-aware methods rank a message's sentences by: the question of the next user
+    message (its last line or sentence), or "" for the last one (then its own question)."""
+    for m in messages[index + 1 :]:
+        if m.get("role") == "user":
+            content = m.get("content")
+            texts = (
+                [content]
+                if isinstance(content, str)
+                else [str(p.get("text", "")) for p in content or [] if _is_text_part(p)]
+            )
+            if texts and texts[-1].strip():
+                return split_question(texts[-1])[1].strip() or texts[-1].strip()
+    return ""
 
 
 def _edged(job: Job) -> str:

@@ -220,3 +220,30 @@ def test_a_token_target_reuses_earlier_forms_at_any_rate(fast_scorer, counter, c
     again = later.run(later.plan(second))
     assert again.outcomes == {0: "compressed", 1: "cached"}
     assert counter.count(again.messages[0]["content"]) < counter.count(sent.messages[0]["content"])
+
+
+def test_a_passage_is_ranked_by_the_question_that_follows_it(compressors, counter, stories):
+    """A document message, then the question as its own message: the document's sentences are
+    ranked by that question, so the one that answers it is forwarded whole."""
+    from tests.compression.test_llmlingua2 import NEEDLE, planted
+
+    document = planted(stories[2]["context"])
+    c = ConversationCompressor(
+        compressors["llmlingua2"], counter, cache=LRUMessageCache(), target="gpt-4o", rate=0.33
+    )
+    messages = [
+        {"role": "user", "content": document},
+        {"role": "user", "content": "What is the code for the stable?"},
+    ]
+    result = c.run(c.plan(messages))
+    sent = result.messages[0]["content"]
+    assert NEEDLE in sent and counter.count(sent) < 0.45 * counter.count(document)
+    assert result.messages[1] == messages[1]
+    # A later turn forwards the same bytes, whatever it asks now.
+    later = [
+        *messages,
+        {"role": "assistant", "content": "3614."},
+        {"role": "user", "content": "Why?"},
+    ]
+    again = c.run(c.plan(later))
+    assert again.messages[0]["content"] == sent and again.outcomes[0] == "cached"
