@@ -256,9 +256,7 @@ def summarise(runs: list[dict]) -> None:
     )
 
 
-def end_to_end(
-    data: Path, stories: int, rate: float, method: str | None, max_tokens: int
-) -> None:
+def end_to_end(data: Path, stories: int, rate: float, method: str | None, max_tokens: int) -> None:
     """Total time per long prompt through the proxy on the local backend, compressed or not."""
     from fastapi.testclient import TestClient
 
@@ -313,7 +311,8 @@ def end_to_end(
     print(
         f"total    plain {total['plain']:.1f} s, {tokens['plain']} prompt tokens | compressed "
         f"{total['compressed']:.1f} s, {tokens['compressed']} prompt tokens "
-        f"({method or 'default method'}, rate {rate}); time ratio {total['compressed'] / total['plain']:.2f}"
+        f"({method or 'default method'}, rate {rate}); "
+        f"time ratio {total['compressed'] / total['plain']:.2f}"
     )
 
 
