@@ -134,11 +134,14 @@ class LLMLingua2(BaseCompressor):
         sentences: list[tuple[int, int]] = []  # (doc, group)
         texts: list[str] = []
         for k, (d, g) in enumerate(zip(docs, groups, strict=True)):
-            for s in range(int(g.max()) + 1 if len(g) else 0):
-                text = "".join(p for p, gi in zip(d.units.pieces, g, strict=True) if gi == s)
-                if text.strip():
+            parts: list[list[str]] = [[] for _ in range(int(g.max()) + 1 if len(g) else 0)]
+            for piece, gi in zip(d.units.pieces, g.tolist(), strict=True):
+                parts[gi].append(piece)
+            for s, pieces in enumerate(parts):
+                text = "".join(pieces).strip()
+                if text:
                     sentences.append((k, s))
-                    texts.append(text.strip())
+                    texts.append(text)
         if not texts:
             return "nothing to rank"
         sims = self._similarity(question, texts, sentences, pooled)
@@ -147,16 +150,26 @@ class LLMLingua2(BaseCompressor):
         rel = np.empty(n)
         rel[order] = 1.0 - np.arange(n) / max(n - 1, 1)
         free = budget - sum(float(d.costs[d.forced].sum()) for d in docs)
+        # Each sentence's cost (forced units are paid already) and, below, its score bonus.
+        cost_of = [
+            np.bincount(g, weights=np.where(d.forced, 0.0, d.costs), minlength=int(g.max()) + 1)
+            if len(g)
+            else np.zeros(0)
+            for d, g in zip(docs, groups, strict=True)
+        ]
+        bonus = [np.zeros(len(c)) for c in cost_of]
         held, whole, filling = 0.0, 0, True
         for j in order:
             k, s = sentences[j]
-            in_s = (groups[k] == s) & ~docs[k].forced
-            cost = float(docs[k].costs[in_s].sum())
+            cost = float(cost_of[k][s])
             whole_now = filling = filling and held + cost <= self.whole_share * free
             if whole_now:
                 held += cost
                 whole += 1
-            scores[k][groups[k] == s] += (2.0 if whole_now else 0.0) + self.dynamic * (rel[j] - 0.5)
+            bonus[k][s] = (2.0 if whole_now else 0.0) + self.dynamic * (rel[j] - 0.5)
+        for k, g in enumerate(groups):
+            if len(g):
+                scores[k] += bonus[k][g]
         return f"{whole} of {n} sentences ranked top by the question kept whole"
 
     def _similarity(self, question: str, texts: list[str], sentences, pooled) -> np.ndarray:
