@@ -7,6 +7,7 @@ Student: all-MiniLM-L6-v2 with its lower five layers frozen; the sixth layer and
 are trained on the teacher's labels, and only those parameters ship (fp16).
 
     nice -n 10 python -m compression.train.llmlingua2            # labels cached, then training
+    python -m compression.train.llmlingua2 --eval-windows 512 256 128   # the shipped classifier
 
 Training sources: raw_pool.jsonl (news, Austen, Reuters, speeches, reviews, fortunes) and
 instructions.jsonl. Held out: longqa.jsonl (the mystery stories, where the reader bench and the
@@ -136,7 +137,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=CLASSIFIER_WEIGHTS)
     # One thread: on a shared machine two torch threads spin against other work (several x slower).
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--eval-windows", type=int, nargs="+",
+        help="train nothing: the shipped classifier's held-out AUC and time at these windows",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.eval_windows:
+        eval_windows(args.eval_windows, args.cache, args.threads)
+        return
     import torch
     from safetensors.torch import save_file
     from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -238,6 +246,35 @@ def main() -> None:
     }
     save_file(state, str(args.out), metadata=meta)
     print(json.dumps(meta, indent=1))
+
+
+def eval_windows(windows: list[int], cache: Path, threads: int) -> None:
+    """AUC of the shipped classifier's keep probabilities against the teacher on the held-out
+    stories, and its time, for each window length (tokens per forward window)."""
+    import bisect
+    import copy
+
+    import torch
+
+    torch.set_num_threads(threads)
+    _, held = load_texts(shared_data())
+    labels = teacher_labels(held, cache)
+    shipped = ModelProvider(device="cpu").token_classifier(dtype="bfloat16")
+    for window in windows:
+        classifier = copy.copy(shipped)
+        classifier.max_length = window
+        start = time.process_time()
+        probs = classifier.keep_probs(held)
+        seconds = time.process_time() - start
+        p = np.concatenate([t.keep for t in probs])
+        y = np.array([
+            lab["keep"][max(0, bisect.bisect_right(lab["starts"], a) - 1)]
+            for t, lab in zip(probs, labels, strict=True) for a, _ in t.offsets
+        ])  # fmt: skip
+        ranks = np.argsort(np.argsort(p))
+        pos = y == 1
+        auc = (ranks[pos].mean() - (pos.sum() - 1) / 2) / max((~pos).sum(), 1)
+        print(f"window {window:4d}: AUC {auc:.4f}, {seconds:.2f} CPU-s for {len(p)} tokens")
 
 
 def evaluate(forward, examples) -> dict[str, float]:
