@@ -25,9 +25,11 @@ from selection.recipe import InputSpec, Recipe, load_recipe
 from selection.registry import (
     OutputObserver,
     PositionFilter,
+    RowTable,
     ScoreSelector,
     StepContext,
     combine_stats,
+    concatenates,
     step_type,
 )
 from selection.report import JobReport, Phase, build_report
@@ -290,9 +292,9 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
         # into a table of the rows alive at the start of the pass (at most that many reach a
         # fit), never joined batch by batch (quadratic) nor kept twice (pieces and their join).
         tables = {
-            op.step: _RowTable(int(state.alive.sum()) if state is not None else None)
+            op.step: RowTable(int(state.alive.sum()) if state is not None else None)
             for op in ops
-            if op.kind == "fit" and _concatenates(job.steps[op.step])
+            if op.kind == "fit" and concatenates(job.steps[op.step])
         }
         rejects: list[Reject] = []
         for outcome in runner.run_pass(job, index, ops, state, progress):
@@ -350,49 +352,6 @@ def _filter_positions(job: Job, state: RowState, op: Op) -> None:
     for j in np.flatnonzero(~mask).tolist():
         state.drop_step[alive[j]] = op.step
         state.reasons[alive[j]] = why[j] or f"dropped by {step.name}"
-
-
-class _RowTable:
-    """Per-batch row blocks in arrival order, as one array; with a known bound on the rows,
-    each block is copied straight into its place (else the blocks are joined at the end)."""
-
-    def __init__(self, capacity: int | None) -> None:
-        self.capacity = capacity
-        self.rows = 0
-        self.seen = False
-        self.table: np.ndarray | None = None
-        self.blocks: list[np.ndarray] = []
-
-    def add(self, block: np.ndarray) -> None:
-        block = np.asarray(block)
-        self.seen = True
-        if self.table is None and not self.blocks and self.capacity is not None and block.ndim:
-            self.table = np.empty((self.capacity, *block.shape[1:]), dtype=block.dtype)
-        fits = (
-            self.table is not None
-            and block.dtype == self.table.dtype
-            and block.shape[1:] == self.table.shape[1:]
-            and self.rows + len(block) <= len(self.table)
-        )
-        if not fits and self.table is not None:  # never expected: fall back to joining
-            self.blocks, self.table = [self.table[: self.rows]], None
-        if self.table is not None:
-            self.table[self.rows : self.rows + len(block)] = block
-        else:
-            self.blocks.append(block)
-        self.rows += len(block)
-
-    def result(self) -> np.ndarray:
-        if self.table is not None:
-            return self.table[: self.rows]
-        return np.concatenate(self.blocks, axis=0)
-
-
-def _concatenates(step: Any) -> bool:
-    """Whether a step's fit statistics are concatenated (see :func:`combine_stats`)."""
-    return getattr(step, "merge_stats", None) is None and (
-        getattr(step, "fit_reduce", "sum") == "concat"
-    )
 
 
 def _no_rows(job: Job, rejects: list[Reject]) -> None:

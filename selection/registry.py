@@ -132,6 +132,49 @@ def combine_stats(step: Any, total: np.ndarray | None, part: np.ndarray) -> np.n
     return total + part
 
 
+class RowTable:
+    """Per-batch row blocks in arrival order, as one array; with a known bound on the rows,
+    each block is copied straight into its place (else the blocks are joined at the end)."""
+
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity
+        self.rows = 0
+        self.seen = False
+        self.table: np.ndarray | None = None
+        self.blocks: list[np.ndarray] = []
+
+    def add(self, block: np.ndarray) -> None:
+        block = np.asarray(block)
+        self.seen = True
+        if self.table is None and not self.blocks and self.capacity is not None and block.ndim:
+            self.table = np.empty((self.capacity, *block.shape[1:]), dtype=block.dtype)
+        fits = (
+            self.table is not None
+            and block.dtype == self.table.dtype
+            and block.shape[1:] == self.table.shape[1:]
+            and self.rows + len(block) <= len(self.table)
+        )
+        if not fits and self.table is not None:  # never expected: fall back to joining
+            self.blocks, self.table = [self.table[: self.rows]], None
+        if self.table is not None:
+            self.table[self.rows : self.rows + len(block)] = block
+        else:
+            self.blocks.append(block)
+        self.rows += len(block)
+
+    def result(self) -> np.ndarray:
+        if self.table is not None:
+            return self.table[: self.rows]
+        return np.concatenate(self.blocks, axis=0)
+
+
+def concatenates(step: Any) -> bool:
+    """Whether a step's fit statistics are concatenated (see :func:`combine_stats`)."""
+    return getattr(step, "merge_stats", None) is None and (
+        getattr(step, "fit_reduce", "sum") == "concat"
+    )
+
+
 @dataclass
 class StepContext:
     """What the executor hands every step factory: models, settings, seed and file access.

@@ -207,7 +207,11 @@ def build_report(
         gone += int(mine.sum())
         counts.append(
             StepCount(
-                spec.name, spec.type, rows_in, n - gone, {str(k): int(v) for k, v in reasons},
+                spec.name,
+                spec.type,
+                rows_in,
+                n - gone,
+                {str(k): int(v) for k, v in reasons},
                 rule_counts(state.reasons[mine]),
             )  # fmt: skip
         )

@@ -15,7 +15,6 @@ import ast
 import json
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +24,7 @@ import numpy as np
 
 from core.errors import ConfigError
 from selection.quality.charlm import CharNgramLM
+from selection.quality.repetition import minimal_period, ngram_fractions
 from selection.quality.turns import Turn
 
 Part = Literal["instruction", "input", "response"]
@@ -163,49 +163,6 @@ def is_english(text: str) -> bool:
     return bool(alpha) and len(alpha.encode("ascii", "ignore")) >= 0.9 * len(alpha)
 
 
-def minimal_period(text: str) -> int:
-    """Length of the shortest unit whose repetition spells ``text`` (KMP failure function)."""
-    n = len(text)
-    fail = [0] * n
-    k = 0
-    for i in range(1, n):
-        while k and text[i] != text[k]:
-            k = fail[k - 1]
-        if text[i] == text[k]:
-            k += 1
-        fail[i] = k
-    return n - fail[-1] if n else 0
-
-
-def ngram_fractions(tokens: list[str], n: int) -> tuple[float, float]:
-    """Gopher's repetition statistics for word n-grams of ``tokens``.
-
-    Returns (characters in the most frequent duplicated n-gram, characters covered by any
-    duplicated n-gram), both as fractions of the characters of all words.
-    """
-    return _ngram_fractions(tokens, n, top=True, dup=True)
-
-
-def _ngram_fractions(tokens: Sequence[str], n: int, *, top: bool, dup: bool) -> tuple[float, float]:
-    """:func:`ngram_fractions`, computing only the statistics asked for (0.0 for the other)."""
-    total = sum(len(w) for w in tokens)
-    if total == 0 or len(tokens) < n:
-        return 0.0, 0.0
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    counts = Counter(grams)
-    top_frac = dup_frac = 0.0
-    if top:
-        gram, most = counts.most_common(1)[0]
-        top_frac = sum(len(w) for w in gram) * most / total if most > 1 else 0.0
-    if dup:
-        # Tokens covered by an n-gram seen twice: starts of repeated n-grams, spread n wide.
-        starts = np.array([counts[g] > 1 for g in grams], dtype=np.int64)
-        covered = np.convolve(starts, np.ones(n, dtype=np.int64))[: len(tokens)] > 0
-        sizes = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        dup_frac = int(sizes[covered].sum()) / total
-    return top_frac, dup_frac
-
-
 @dataclass(slots=True)
 class GroupStats:
     """Response lengths (in words) seen for one instruction template."""
@@ -298,11 +255,11 @@ def gopher_repetition(text: str, ctx: Context, *, min_words: int = 50) -> str | 
         return None
     tokens = [w.lower() for w in _tokens(text)]
     for n, limit in ((2, 0.40), (3, 0.36), (4, 0.32)):
-        top, _ = _ngram_fractions(tokens, n, top=True, dup=False)
+        top, _ = ngram_fractions(tokens, n, top=True, dup=False)
         if top > limit:
             return f"top {n}-gram covers {top:.0%} of characters (limit {limit:.0%})"
     for n, limit in ((5, 0.45), (10, 0.30)):
-        _, dup = _ngram_fractions(tokens, n, top=False, dup=True)
+        _, dup = ngram_fractions(tokens, n, top=False, dup=True)
         if dup > limit:
             return f"duplicated {n}-grams cover {dup:.0%} of characters (limit {limit:.0%})"
     return None

@@ -26,7 +26,11 @@ def run(tmp: Path, name: str, path: Path = DATA, executor: str = "local", keep_w
     recipe["output"] = {"path": str(tmp / name / "kept.jsonl"), "write_dropped": True}
     recipe.update(settings)
     return selection.run_recipe(
-        recipe, tmp / name, executor=executor, progress=False, keep_work=keep_work  # type: ignore[arg-type]
+        recipe,
+        tmp / name,
+        executor=executor,
+        progress=False,
+        keep_work=keep_work,  # type: ignore[arg-type]
     )
 
 

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from core.errors import ConfigError
 from core.record import Record
 from selection.quality.charlm import CharNgramLM
-from selection.quality.heuristics import HeuristicFilter, minimal_period
+from selection.quality.heuristics import HeuristicFilter
+from selection.quality.repetition import minimal_period
 from selection.quality.turns import turns
 
 RULE_FOR = {
