@@ -258,10 +258,7 @@ class ConversationCompressor:
         content = message["content"]
         role = message.get("role")
         pending = Pending(index, key, 0)
-        if isinstance(content, str):
-            texts = [content]
-        else:
-            texts = [str(p.get("text", "")) for p in content if _is_text_part(p)]
+        texts = _texts(content)
         last = len(texts) - 1
         built: list[list[Any]] = []
         for n, text in enumerate(texts):
@@ -399,17 +396,16 @@ class ConversationCompressor:
                 job.out = self._compress_one(job)
 
     def _compress_one(self, job: Job) -> str:
-        """One piece at its target; question-aware methods condition on the job's question,
-        which is kept verbatim after the piece and cut off again (it is not the piece's)."""
-        question = job.question
-        if question:
-            extra = self.counter.count("\n\n" + question)
-            result = self.compressor.compress(
-                job.text, question=question, target_tokens=job.target + extra
-            )
-            if result.text.endswith(question):
-                return result.text[: len(result.text) - len(question)]
-        return self.compressor.compress(job.text, target_tokens=job.target).text
+        """One piece at its target, as a message of its own: question-aware methods condition
+        on the job's question, which is not part of the piece's output or budget."""
+        result = self.compressor.compress(
+            messages=[{"role": "user", "content": job.text}],
+            question=job.question,
+            policy={"last_user": "compress"},
+            target_tokens=job.target,
+        )
+        assert result.messages is not None  # messages in, messages out
+        return str(result.messages[0]["content"])
 
     def _batch(self, jobs: list[Job]) -> None:
         """One batched pass of the scoring LM over many short pieces; each keeps the units of
@@ -447,12 +443,7 @@ def _question_after(messages: Sequence[Message], index: int) -> str:
     message (its last line or sentence), or "" for the last one (then its own question)."""
     for m in messages[index + 1 :]:
         if m.get("role") == "user":
-            content = m.get("content")
-            texts = (
-                [content]
-                if isinstance(content, str)
-                else [str(p.get("text", "")) for p in content or [] if _is_text_part(p)]
-            )
+            texts = _texts(m.get("content"))
             if texts and texts[-1].strip():
                 return split_question(texts[-1])[1].strip() or texts[-1].strip()
     return ""
@@ -471,6 +462,13 @@ def _is_text_part(part: Any) -> bool:
     return (
         isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
     )
+
+
+def _texts(content: Any) -> list[str]:
+    """A message content's texts: the string, or its text parts in order."""
+    if isinstance(content, str):
+        return [content]
+    return [p["text"] for p in content or [] if _is_text_part(p)]
 
 
 def _has_text(content: Any) -> bool:
