@@ -44,16 +44,9 @@ def record_text(record: Record) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _content(record: Record) -> tuple[str, str]:
-    """(instruction, the rest): a row's template and its own content."""
-    found = turns(record)
-    task = found[0].instruction if found else ""
-    rest = "\n".join(p for t in found for p in (t.input, t.response) if p)
-    return task, rest
-
-
 def _parts(record: Record) -> tuple[str, list[str]]:
-    """(instruction, the non-empty inputs and responses): what :func:`_content` joins."""
+    """(instruction, the non-empty inputs and responses): a row's template and its own
+    content."""
     found = turns(record)
     task = found[0].instruction if found else ""
     return task, [p for t in found for p in (t.input, t.response) if p]
@@ -294,7 +287,7 @@ class Deduplicator:
             if name is None:
                 if not fit_missing:
                     return np.full(n, np.inf)
-                texts = [_content(r)[1][:FLUENCY_CHARS] for r in records]
+                texts = ["\n".join(_parts(r)[1])[:FLUENCY_CHARS] for r in records]
                 model = CharNgramLM(fold_case=False).fit([t for t in texts if t] or ["a"])
                 return np.nan_to_num(model.bits_per_char(texts), nan=np.inf)
         values = np.array([r.scores.get(name or "", np.nan) for r in records])
