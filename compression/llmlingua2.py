@@ -13,10 +13,11 @@ best-ranked sentences are kept whole until they hold ``whole_share`` of the budg
 needs the sentence, not a bag of its words), and the rest compete on keep probability plus a
 bonus that grows with rank (``dynamic``). By default whole sentences fill the whole budget and
 only what is left when the next one does not fit goes word by word: tuned on needle items of
-another seed (``bench/compression.py --task needles --seed 99``, 39 items) and on 24 of the
-long-context stories, 1.0 against 0.5 gave the SmolLM2 reader 0.51 against 0.46 (full text
-0.46) and answer retention -0.30 against -0.39 on the needles, -0.29 against -0.77 on the stories
-(Thresher's ``llmlingua``: -0.58). Without a question it is plain LLMLingua-2.
+another seed (``bench/compression.py --task needles --seed 99``, 40 items) and on 24 of the
+long-context stories (``bench/results/compression_tuning_*.json``), 1.0 against 0.5 gave the
+SmolLM2 reader 0.53 against 0.47 (full text 0.47) and answer retention -0.31 against -0.39 on
+the needles, -0.29 against -0.77 on the stories (Thresher's ``llmlingua``: -0.58). Without a
+question it is plain LLMLingua-2.
 
 The ranker is the sentence embedder the service already loads (all-MiniLM-L6-v2), at almost no
 cost: the default classifier is that encoder with a retrained top layer, so one pass serves
