@@ -96,7 +96,7 @@ def run_sources(work: Path, smoke: bool) -> dict:
         rows, labels = corrupt(rows)
         path = work / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        flagged, _ = run_ours(path, work / name, quiet=True)
+        flagged, _, notes = run_ours(path, work / name, quiet=True)
         result = evaluate([r["id"] for r in rows], labels, flagged)
         o = result["overall"]
         clean = len(rows) - len(labels)
@@ -104,7 +104,9 @@ def run_sources(work: Path, smoke: bool) -> dict:
               f"{o['recall']:>8.3f}{o['false_positives']:>7} of {clean:<5}")  # fmt: skip
         for i in result["fp_examples"][:2]:
             print(f"      clean row dropped: {i}: {flagged[i][:110]}")
-        table[name] = {**result, "rows": len(rows)}
+        for note in notes:
+            print(f"      note: {note}")
+        table[name] = {**result, "rows": len(rows), "notes": notes}
     return table
 
 
@@ -121,7 +123,9 @@ def per_source(rows: list[dict], labels: dict[str, dict], flagged: dict[str, str
     return out
 
 
-def run_ours(path: Path, work: Path, quiet: bool = False) -> tuple[dict[str, str], float]:
+def run_ours(
+    path: Path, work: Path, quiet: bool = False
+) -> tuple[dict[str, str], float, list[str]]:
     import selection
     from selection.recipes import builtin_recipe
 
@@ -138,7 +142,7 @@ def run_ours(path: Path, work: Path, quiet: bool = False) -> tuple[dict[str, str
             flagged[row["id"]] = f"{row['step']}: {row['reason']}"
     if not quiet:
         print(result.summary())
-    return flagged, seconds
+    return flagged, seconds, result.report.notes
 
 
 def run_peer(path: Path, work: Path, limit: int | None) -> dict | None:
@@ -185,7 +189,7 @@ def main() -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         labels = {r["id"]: r for r in load(args.labels, None)}
         ids = [r["id"] for r in rows]
-        flagged, seconds = run_ours(path, work)
+        flagged, seconds, _ = run_ours(path, work)
         ours = evaluate(ids, labels, flagged)
         show("thresher instruction-quality", ours, seconds)
         rules = Counter(v.split(":")[0] for v in flagged.values())

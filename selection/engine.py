@@ -334,6 +334,8 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase])
         )
     if state is None:  # plan_passes always yields a first pass
         raise RuntimeError("the job ran no pass")
+    for step in job.steps:  # what a fitted step could not judge, said once, after every fit
+        job.notes.extend(getattr(step, "fit_notes", list)())
     return state
 
 

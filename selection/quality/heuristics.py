@@ -394,13 +394,18 @@ def short_outlier(
     return None
 
 
+# Fewer characters of requests than this model no language: on 8,507 characters of requests in
+# seven languages, clean answers cost up to 8.6 bits/char and a pseudo-word answer 8.8.
+MIN_TRAIN_CHARS = 10_000
+
+
 def language_likeness(
     text: str,
     ctx: Context,
     *,
     min_known: float = 0.8,
     margin: float = 1.5,
-    min_train_chars: int = 10_000,
+    min_train_chars: int = MIN_TRAIN_CHARS,
 ) -> str | None:
     """Its words cost more bits per character, under a character model of the requests, than
     letters drawn independently at their frequencies: noise or pseudo-words, not language.

@@ -29,6 +29,7 @@ from core.record import Record
 from selection.quality.charlm import CharNgramLM, count_ngrams, merge_counts
 from selection.quality.heuristics import (
     DEFAULT_RULES,
+    MIN_TRAIN_CHARS,
     Context,
     GroupStats,
     Rule,
@@ -149,6 +150,18 @@ class HeuristicFilter:
             if (table[:, 0] == 1).any():
                 self.language_ = CharNgramLM(order=ORDER).from_counts(table)
         self._instruction_cache = {}
+
+    def fit_notes(self) -> list[str]:
+        """What the fitted statistics leave unjudged, for the job's summary."""
+        if "language_likeness" not in self.rules:
+            return []
+        chars = 0 if self.language_ is None else int(self.language_.tables_[0]["counts"].sum())
+        if chars >= MIN_TRAIN_CHARS:
+            return []
+        return [
+            f"{self.name}: language_likeness judged no row: the requests hold {chars:,} "
+            f"characters, fewer than the {MIN_TRAIN_CHARS:,} it needs to model their language"
+        ]
 
     # --- apply -----------------------------------------------------------------------------
 

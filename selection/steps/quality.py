@@ -53,6 +53,9 @@ class QualityRules:
     def fit_from_stats(self, total: np.ndarray) -> None:
         self.filter.fit_from_stats(total)
 
+    def fit_notes(self) -> list[str]:
+        return self.filter.fit_notes()
+
     def score(self, records: Sequence[Record]) -> np.ndarray:
         return self.filter.fluency(records)
 

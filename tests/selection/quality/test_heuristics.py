@@ -100,3 +100,19 @@ def test_char_model_prices_noise_above_language_and_round_trips(tmp_path, record
     again = CharNgramLM.load(tmp_path / "lm")
     assert np.allclose(again.bits_per_char(["Paris is in France."]),
                        model.bits_per_char(["Paris is in France."]))  # fmt: skip
+
+
+def test_a_job_too_small_to_model_its_language_says_the_rule_judged_nothing(
+    tmp_path, instructions_path
+):
+    import selection
+
+    rows = instructions_path.read_text(encoding="utf-8").splitlines()
+    small = tmp_path / "small.jsonl"
+    small.write_text("\n".join(rows[:5]) + "\n", encoding="utf-8")
+    notes = {}
+    for name, path in (("small", small), ("whole", instructions_path)):
+        recipe = {"inputs": [str(path)], "steps": [{"type": "quality_rules"}]}
+        notes[name] = selection.run_recipe(recipe, tmp_path / name, progress=False).report.notes
+    assert any("language_likeness judged no row" in n for n in notes["small"]), notes["small"]
+    assert not any("language_likeness" in n for n in notes["whole"]), notes["whole"]
