@@ -119,7 +119,6 @@ def test_same_verdicts_in_every_format(tmp_path, reference, convert):
     assert verdicts(run(tmp_path, "job", path=path)) == reference[0]
 
 
-@pytest.mark.slow
 def test_ray_keeps_the_same_rows(tmp_path, reference):
     pytest.importorskip("ray")
     import ray

@@ -17,7 +17,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.slow
 def test_ray_and_local_select_the_same_rows(tmp_path, raw_path, target_path, local_ray):
     recipe = {
         "inputs": [str(raw_path)],
@@ -42,7 +41,6 @@ def test_ray_and_local_select_the_same_rows(tmp_path, raw_path, target_path, loc
     assert on_ray.report.metrics["dsir"] == pytest.approx(local.report.metrics["dsir"])
 
 
-@pytest.mark.slow
 def test_a_bad_row_under_strict_is_the_same_error_on_ray(tmp_path, raw_path, local_ray):
     from core.errors import InputError
 
