@@ -87,6 +87,8 @@ test-slow: $(STAMP) $(LLAMA_STAMP) $(LITELLM_STAMP)
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/dsir.py --smoke
 	$(BIN)/python bench/instruction_quality.py --smoke
+	$(BIN)/python bench/selection_throughput.py --smoke
+	$(BIN)/python bench/selection_throughput.py --smoke --executor ray --no-parity
 	$(BIN)/python bench/compression.py --smoke
 	$(BIN)/python bench/icl.py --smoke
 	$(BIN)/python bench/retrieval_latency.py --smoke
