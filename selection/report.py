@@ -33,7 +33,7 @@ def rule_counts(reasons: Any) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for reason in reasons:
         counts.update({rule_of(part) for part in str(reason).split("; ")})
-    return dict(counts.most_common())
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))  # ties by name
 
 
 @dataclass
@@ -74,7 +74,7 @@ class JobReport:
     notes: list[str] = field(default_factory=list)
 
     def summary_line(self) -> str:
-        """One line: rows read, rejects, kept, and the biggest drop per step."""
+        """One line: rows read, rejects, kept, the biggest drop per step, then any notes."""
         parts = [
             f"read {self.rows_read}",
             f"rejected {self.rejects} bad rows",
@@ -88,8 +88,8 @@ class JobReport:
                 parts.append(dropped)
         for name, metrics in self.metrics.items():
             parts.extend(f"{name} {k} {v:.4g}" for k, v in metrics.items())
-        parts.extend(self.notes)
-        return ", ".join(parts) + f" in {self.seconds:.1f}s"
+        line = ", ".join(parts) + f" in {self.seconds:.1f}s"
+        return ". ".join([line, *self.notes])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
