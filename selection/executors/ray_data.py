@@ -97,12 +97,11 @@ class PassWorker:
         self.ops: list[Op] = []
         self.state: RowState | None = None
 
-    def prepare(self, fitted: dict[int, np.ndarray], ops: list[Op], state: RowState | None) -> int:
+    def prepare(self, fitted: dict[int, np.ndarray], ops: list[Op], state: RowState | None) -> None:
         """Take the fits reduced since the last pass, and this pass's ops and row state."""
         for step, total in fitted.items():
             self.steps[step].fit_from_stats(total)
         self.ops, self.state = ops, state
-        return len(fitted)
 
     def apply(self, block: Any, start: int, end: int) -> list[BatchOutcome]:
         """The pass over rows ``start:end`` of one block of the job's rows, batch by batch."""

@@ -394,8 +394,9 @@ def short_outlier(
     return None
 
 
-# Fewer characters of requests than this model no language: on 8,507 characters of requests in
-# seven languages, clean answers cost up to 8.6 bits/char and a pseudo-word answer 8.8.
+# A model of fewer characters of requests than this cannot tell language from pseudo-words: on
+# 8,507 characters of requests in seven languages, clean answers cost up to 8.6 bits/char and a
+# pseudo-word answer 8.8.
 MIN_TRAIN_CHARS = 10_000
 
 
