@@ -216,6 +216,11 @@ class CharNgramLM:
         self.unigram_entropy_ = float(-(p * np.log2(p)).sum())
         return self
 
+    @property
+    def train_chars(self) -> int:
+        """How many characters the model was counted on (0 before it is fitted)."""
+        return int(self.tables_[0]["counts"].sum()) if self.tables_ else 0
+
     def _pool(self, codes: np.ndarray, n: int) -> np.ndarray:
         """Recode n-grams with every rare character replaced by the unknown id."""
         out = np.zeros_like(codes)

@@ -420,7 +420,7 @@ def language_likeness(
     bits = ctx.bits
     if model is None or not np.isfinite(bits) or not ctx.known >= min_known:
         return None
-    if model.tables_[0]["counts"].sum() < min_train_chars:
+    if model.train_chars < min_train_chars:
         return None  # too little text to know what this data's language looks like
     limit = model.unigram_entropy_ + margin
     if bits > limit:

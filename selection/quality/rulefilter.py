@@ -155,7 +155,7 @@ class HeuristicFilter:
         """What the fitted statistics leave unjudged, for the job's summary."""
         if "language_likeness" not in self.rules:
             return []
-        chars = 0 if self.language_ is None else int(self.language_.tables_[0]["counts"].sum())
+        chars = 0 if self.language_ is None else self.language_.train_chars
         if chars >= MIN_TRAIN_CHARS:
             return []
         return [
