@@ -136,8 +136,7 @@ class RayExecutor:
             init_local_ray(num_cpus=max(self.workers, 1))
         self._rows: Any = None
         self._actors: list[Any] = []
-        self._fitted: dict[int, np.ndarray] = {}
-        self._shipped: set[int] = set()
+        self._shipped: set[int] = set()  # steps whose current fit the actors hold
 
     def _dataset(self, job: Job, progress: bool) -> Any:
         data = self.ray.data
@@ -176,21 +175,18 @@ class RayExecutor:
         from ray.util import ActorPool
         from tqdm import tqdm
 
-        for step_index in range(len(job.steps)):
-            path = job.work.fit_path(step_index)
-            if path.exists() and step_index not in self._fitted:
-                self._fitted[step_index] = np.load(path)
         rows = self._dataset(job, progress)
         if not self._actors:
             worker = self.ray.remote(num_cpus=1)(PassWorker)
-            shipped = self.ray.put(_without_steps(job))
+            spec = self.ray.put(_without_steps(job))
             cpus = int(self.ray.cluster_resources().get("CPU", 1))  # more would wait forever
             count = max(1, min(self.workers, cpus))
-            self._actors = [worker.remote(shipped) for _ in range(count)]
-        fresh = self.ray.put({k: v for k, v in self._fitted.items() if k not in self._shipped})
-        shared = self.ray.put(state)
-        self.ray.get([a.prepare.remote(fresh, ops, shared) for a in self._actors])
-        self._shipped.update(self._fitted)
+            self._actors = [worker.remote(spec) for _ in range(count)]
+        paths = {i: job.work.fit_path(i) for i in range(len(job.steps)) if i not in self._shipped}
+        fresh = {i: np.load(p) for i, p in paths.items() if p.exists()}
+        fits, shared = self.ray.put(fresh), self.ray.put(state)  # one copy for every actor
+        self.ray.get([a.prepare.remote(fits, ops, shared) for a in self._actors])
+        self._shipped.update(fresh)
         pool = ActorPool(self._actors)
         total = int(state.alive.sum()) if state is not None else None
         bar = tqdm(total=total, unit="rows", desc=f"pass {index + 1}", disable=not progress,
@@ -204,8 +200,7 @@ class RayExecutor:
         finally:
             bar.close()
         for op in ops:
-            if op.kind == "fit":  # refreshed from the file after the reduction
-                self._fitted.pop(op.step, None)
+            if op.kind == "fit":  # shipped again from the file the reduction writes
                 self._shipped.discard(op.step)
 
     def iter_batches(
