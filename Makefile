@@ -101,7 +101,7 @@ bench-litellm: $(STAMP) $(LITELLM_STAMP)
 	$(BIN)/python bench/proxy.py --peer litellm --smoke --litellm-python $(LITELLM_VENV)/bin/python
 
 lint: $(STAMP)
-	$(BIN)/ruff check core selection prompting compression api tests bench
+	$(BIN)/ruff check thresher core selection prompting compression api tests bench
 
 clean:
 	rm -rf $(VENV)

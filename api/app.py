@@ -10,23 +10,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.boundary import StrictJSON
-from api.compression_service import CompressionService, LatencyModel
-from api.errors import install_error_handlers
-from api.guard import Guard
-from api.jobs.store import JobStore
-from api.jobs.worker import JobRunner
-from api.lane import ProxyLane
-from api.metrics import Metrics
-from api.openapi import openapi
-from api.routes import chat, compress, health, jobs, models, monitoring, pools
-from api.routing import build_router
-from api.settings import ServiceSettings, service_settings
-from api.stages import default_stages
-from api.state import AppState
-from core.errors import ConfigError, ModelUnavailableError
-from core.models import ModelProvider
-from core.settings import Settings
+from thresher.api.boundary import StrictJSON
+from thresher.api.compression_service import CompressionService, LatencyModel
+from thresher.api.errors import install_error_handlers
+from thresher.api.guard import Guard
+from thresher.api.jobs.store import JobStore
+from thresher.api.jobs.worker import JobRunner
+from thresher.api.lane import ProxyLane
+from thresher.api.metrics import Metrics
+from thresher.api.openapi import openapi
+from thresher.api.routes import chat, compress, health, jobs, models, monitoring, pools
+from thresher.api.routing import build_router
+from thresher.api.settings import ServiceSettings, service_settings
+from thresher.api.stages import default_stages
+from thresher.api.state import AppState
+from thresher.core.errors import ConfigError, ModelUnavailableError
+from thresher.core.models import ModelProvider
+from thresher.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
 def check_configured_models(settings: ServiceSettings) -> None:
     """Fail startup naming the setting when a model it names cannot be had (checked without
     loading; a service that starts "ok" must not fail on its first compression)."""
-    from core.registry import check_model_name
+    from thresher.core.registry import check_model_name
 
     check_model_name(settings.embedder_model, "embedder", "embedder_model")
     check_model_name(settings.scorer_model, "causal-lm", "scorer_model")

@@ -1,6 +1,6 @@
 """The JSON check in front of the routes: a body Python's ``json`` would accept but no backend
 or tokenizer can take (a lone surrogate, an integer past 64 bits, ``NaN``) is a 422 naming its
-field (:func:`core.wire.check_sendable`), before any route, model or backend sees it.
+field (:func:`thresher.core.wire.check_sendable`), before any route, model or backend sees it.
 
 The proxy lane (api/lane.py) never sends a valid request here: a lone surrogate already fails
 its strict parse, and the backend layer checks what the lane forwards, so the hot path pays
@@ -14,9 +14,9 @@ import json
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import answer_exception
-from api.lane import is_json, read_body, replay
-from core.wire import check_sendable
+from thresher.api.errors import answer_exception
+from thresher.api.lane import is_json, read_body, replay
+from thresher.core.wire import check_sendable
 
 CHECKED_METHODS = frozenset({"POST", "PUT", "PATCH"})
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from core.errors import InputError, NotFoundError, ThresherError
+from thresher.core.errors import InputError, NotFoundError, ThresherError
 
 app = typer.Typer(
     name="thresher",
@@ -34,10 +34,10 @@ def doctor(
     ] = "auto",
 ) -> None:
     """Report which models load, how long they take, where the caches are, and the device."""
-    from core.device import resolve_device
-    from core.models import ModelProvider
-    from core.settings import load_settings
-    from core.tokens import tiktoken_cache_dir
+    from thresher.core.device import resolve_device
+    from thresher.core.models import ModelProvider
+    from thresher.core.settings import load_settings
+    from thresher.core.tokens import tiktoken_cache_dir
 
     settings = load_settings(device=device)
     provider = ModelProvider.from_settings(settings)
@@ -94,8 +94,8 @@ def serve(
     """Serve the REST API and the OpenAI-compatible proxy."""
     import uvicorn
 
-    from api.app import check_configured_models, create_app
-    from api.settings import service_settings
+    from thresher.api.app import check_configured_models, create_app
+    from thresher.api.settings import service_settings
 
     remote = backend is not None and backend != "local"
     overrides = {
@@ -117,12 +117,14 @@ def serve(
         return
     # Each worker process builds the app from the environment, so the options travel there.
     os.environ.update({f"THRESHER_{k.upper()}": str(v) for k, v in overrides.items()})
-    uvicorn.run("api.app:served_app", factory=True, workers=workers, access_log=access_log, **run)  # type: ignore[arg-type]
+    uvicorn.run(  # type: ignore[arg-type]
+        "thresher.api.app:served_app", factory=True, workers=workers, access_log=access_log, **run
+    )
 
 
 def command() -> typer.core.TyperGroup:  # type: ignore[name-defined]
     """The click command tree of :data:`app`, with help that reads at 80 columns."""
-    from api.usage import plain_help
+    from thresher.api.usage import plain_help
 
     return plain_help(typer.main.get_command(app))
 
@@ -130,7 +132,7 @@ def command() -> typer.core.TyperGroup:  # type: ignore[name-defined]
 def main(args: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning usage and Thresher errors into one line and an exit
     code (2: the caller's mistake, 1: a failure)."""
-    from api.usage import abort_types, one_line, usage_error_types
+    from thresher.api.usage import abort_types, one_line, usage_error_types
 
     logging.basicConfig(level=os.environ.get("THRESHER_LOG_LEVEL", "WARNING"))
     try:
@@ -157,7 +159,7 @@ def main(args: list[str] | None = None) -> None:
 
 
 # Command modules register themselves below, one line each (heavy imports stay inside commands).
-import api.commands.select  # noqa: E402, F401, I001
-import api.commands.filter  # noqa: E402, F401, I001
-import api.commands.pool  # noqa: E402, F401, I001
-import api.commands.compress  # noqa: E402, F401, I001
+import thresher.api.commands.select  # noqa: E402, F401, I001
+import thresher.api.commands.filter  # noqa: E402, F401, I001
+import thresher.api.commands.pool  # noqa: E402, F401, I001
+import thresher.api.commands.compress  # noqa: E402, F401, I001

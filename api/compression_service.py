@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from compression.conversation import LRUMessageCache, MessageCache, Stopped
+from thresher.compression.conversation import LRUMessageCache, MessageCache, Stopped
 
 StopCheck = Callable[[], "str | None"]
 
@@ -112,7 +112,7 @@ class StoppableModel:
 
 
 def stoppable_model(wrapper: Any, stop: StopCheck) -> Any:
-    """A copy of a model wrapper (a :class:`core.classifier.TokenClassifier`) whose every
+    """A copy of a model wrapper (a :class:`thresher.core.classifier.TokenClassifier`) whose every
     forward pass first checks ``stop``."""
     import copy
 
@@ -122,8 +122,8 @@ def stoppable_model(wrapper: Any, stop: StopCheck) -> Any:
 
 
 def stoppable_scorer(scorer: Any, stop: StopCheck, *, tokens_per_call: int = 256) -> Any:
-    """A copy of a :class:`core.scoring.TokenScorer` that checks ``stop`` before each forward
-    pass and feeds at most about ``tokens_per_call`` tokens per pass, so that a stop lands
+    """A copy of a :class:`thresher.core.scoring.TokenScorer` that checks ``stop`` before each
+    forward pass and feeds at most about ``tokens_per_call`` tokens per pass, so that a stop lands
     within about one pass (256 tokens of the 135M scorer: a quarter to half a second on one
     busy core)."""
     out = stoppable_model(scorer, stop)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from core.errors import (
+from thresher.core.errors import (
     BackendError,
     BackendProtocolError,
     BackendResponseError,

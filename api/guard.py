@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
-from api.metrics import Metrics
+from thresher.api.errors import error_body
+from thresher.api.metrics import Metrics
 
 OPEN_PATHS = frozenset({"/healthz"})
 

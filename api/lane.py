@@ -4,9 +4,9 @@ straight from ASGI, without the router's per-request machinery.
 FastAPI's middleware, routing, dependency solving and request parsing cost more CPU per request
 than everything else the proxy does for a pass-through (``bench/proxy.py``, 50 clients: 0.35 ->
 0.21 ms of CPU per proxied request with the lane and the frozen heap together, see
-:func:`api.app.tune_gc`); at 50 concurrent clients that is queueing time every client waits
+:func:`thresher.api.app.tune_gc`); at 50 concurrent clients that is queueing time every client waits
 through. The lane reads the body, validates it with the same pydantic models and runs the same
-:func:`api.proxy.forward`; errors become answers through the app's own exception
+:func:`thresher.api.proxy.forward`; errors become answers through the app's own exception
 handlers. A body that does not validate goes on to the routes unchanged, so
 a bad request gets exactly the answer it always did. FastAPI's own OpenTelemetry hooks do not
 see the lane (the service's Prometheus metrics do).
@@ -23,9 +23,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import answer_exception
-from api.proxy import forward
-from api.routes.chat import ChatCompletionRequest, CompletionRequest, router
+from thresher.api.errors import answer_exception
+from thresher.api.proxy import forward
+from thresher.api.routes.chat import ChatCompletionRequest, CompletionRequest, router
 
 LANES: dict[str, tuple[str, type[BaseModel]]] = {
     "/v1/chat/completions": ("chat", ChatCompletionRequest),

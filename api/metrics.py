@@ -9,9 +9,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from api.pipeline import PipelineReport, StageReport
-from core.errors import BackendError
-from core.retry import error_kind
+from thresher.api.pipeline import PipelineReport, StageReport
+from thresher.core.errors import BackendError
+from thresher.core.retry import error_kind
 
 # Proxy overhead is sub-millisecond and compression takes seconds: buckets span both.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -12,8 +12,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.errors import ERROR_TEXT, ErrorResponse
-from api.guard import OPEN_PATHS
+from thresher.api.errors import ERROR_TEXT, ErrorResponse
+from thresher.api.guard import OPEN_PATHS
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 

@@ -17,10 +17,10 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from compression import DEFAULT_METHOD
-from core.errors import ConfigError, InputError, ThresherError
-from core.record import message_text
-from core.tokens import TokenCounter
+from thresher.compression import DEFAULT_METHOD
+from thresher.core.errors import ConfigError, InputError, ThresherError
+from thresher.core.record import message_text
+from thresher.core.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 Kind = Literal["chat", "completion"]
@@ -168,8 +168,8 @@ def header_value(text: str, limit: int = 300) -> str:
 
 @dataclass
 class Retrieved:
-    """Demonstrations found for a request (a ``prompting.RetrievalResult``) and the template
-    that writes them (``classification`` for labelled pools, else ``generation``)."""
+    """Demonstrations found for a request (a ``thresher.prompting.RetrievalResult``) and the
+    template that writes them (``classification`` for labelled pools, else ``generation``)."""
 
     result: Any
     template: str

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.metrics import Metrics
-from api.pipeline import Kind, Pipeline, PipelineReport, RequestContext, merge_options
-from core.errors import BackendError
-from core.record import validate_messages
-from core.retry import error_kind
+from thresher.api.metrics import Metrics
+from thresher.api.pipeline import Kind, Pipeline, PipelineReport, RequestContext, merge_options
+from thresher.core.errors import BackendError
+from thresher.core.record import validate_messages
+from thresher.core.retry import error_kind
 
 if TYPE_CHECKING:
-    from api.state import AppState
+    from thresher.api.state import AppState
 
 log = logging.getLogger(__name__)
 Body = dict[str, Any]
@@ -54,7 +54,7 @@ async def forward(
     cancelled: Callable[[], bool] | None = None,
     arrived: float | None = None,
 ) -> AnswerResponse | StreamingResponse:
-    """One proxied request (a validated ``api.routes.chat.ProxyRequest``) end to end.
+    """One proxied request (a validated ``thresher.api.routes.chat.ProxyRequest``) end to end.
 
     ``cancelled`` (the client is gone) stops the stages' work and nothing is forwarded;
     deadlines count from ``arrived`` (``time.monotonic()``, default now)."""

@@ -10,11 +10,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from api.settings import RouteSpec, ServiceSettings
-from core.backends import ChatBackend, LocalBackend, make_backend
-from core.errors import BackendError, NotFoundError
-from core.registry import canonical_name
-from core.retry import ErrorObserver
+from thresher.api.settings import RouteSpec, ServiceSettings
+from thresher.core.backends import ChatBackend, LocalBackend, make_backend
+from thresher.core.errors import BackendError, NotFoundError
+from thresher.core.registry import canonical_name
+from thresher.core.retry import ErrorObserver
 
 log = logging.getLogger(__name__)
 WILDCARD = "*"

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.errors import ConfigError
-from core.settings import Settings, check_backend_url
+from thresher.core.errors import ConfigError
+from thresher.core.settings import Settings, check_backend_url
 
 
 class RouteSpec(BaseModel):

@@ -8,7 +8,7 @@ import math
 import time
 from typing import Any
 
-from api.pipeline import (
+from thresher.api.pipeline import (
     CompressionOptions,
     DemonstrationOptions,
     RequestContext,
@@ -17,9 +17,9 @@ from api.pipeline import (
     ThresherOptions,
     header_value,
 )
-from core.errors import InputError, NotFoundError
-from core.record import message_text
-from core.tokens import uncached
+from thresher.core.errors import InputError, NotFoundError
+from thresher.core.record import message_text
+from thresher.core.tokens import uncached
 
 
 def query_text(ctx: RequestContext) -> str:
@@ -44,7 +44,7 @@ class DemonstrationStage:
         return None if query_text(ctx).strip() else "no user text to retrieve demonstrations for"
 
     def run(self, ctx: RequestContext) -> None:
-        from prompting import demonstrate
+        from thresher.prompting import demonstrate
 
         pools = self.state.pool_store()
         pool = pools.get(self.options.pool)
@@ -77,7 +77,7 @@ class BudgetStage:
         ctx.text_budget = self.budget
         if not ctx.demonstrations:
             return
-        from prompting import assemble
+        from thresher.prompting import assemble
 
         result, template = ctx.demonstrations.result, ctx.demonstrations.template
         query = query_text(ctx)
@@ -108,7 +108,7 @@ class BudgetStage:
 class CompressionStage:
     """Compress the prompt (compression/) to a rate, a token target, or the shared budget.
 
-    Chat messages go through :class:`compression.conversation.ConversationCompressor`: each
+    Chat messages go through :class:`thresher.compression.conversation.ConversationCompressor`: each
     message on its own terms, remembered in its forwarded form, so earlier turns go out in the
     same bytes and only new messages cost time (see api/compression_service.py for the pool,
     the deadline and the cost models that decide whether compressing pays).
@@ -165,14 +165,14 @@ class CompressionStage:
         return None
 
     def _stop(self, ctx: RequestContext) -> Any:
-        from api.compression_service import deadline_check
+        from thresher.api.compression_service import deadline_check
 
         deadline_ms = self.options.deadline_ms or self.service.deadline_ms
         return deadline_check(ctx.arrived, deadline_ms, ctx.cancelled)
 
     def _compressor(self, ctx: RequestContext, stop: Any) -> Any:
-        from api.compression_service import stoppable_model, stoppable_scorer
-        from compression import CLASSIFIER_METHODS, ProtectOptions, get_compressor
+        from thresher.api.compression_service import stoppable_model, stoppable_scorer
+        from thresher.compression import CLASSIFIER_METHODS, ProtectOptions, get_compressor
 
         provider = self.state.provider
         models: dict[str, Any]
@@ -206,7 +206,7 @@ class CompressionStage:
     def _rate(self, ctx: RequestContext, fixed: int) -> float:
         """The per-message rate: the option, or one that fits the token target, in steps of
         0.05 so that a growing conversation keeps its rate (and its cache keys) for turns."""
-        from compression.budget import DEFAULT_RATE
+        from thresher.compression.budget import DEFAULT_RATE
 
         tokens = ctx.prompt_tokens()
         target = self.options.target_tokens
@@ -218,8 +218,8 @@ class CompressionStage:
         return min(1.0, max(0.05, math.floor(share * 20) / 20))
 
     def _run_chat(self, ctx: RequestContext) -> None:
-        from api.compression_service import Busy
-        from compression.conversation import ConversationCompressor
+        from thresher.api.compression_service import Busy
+        from thresher.compression.conversation import ConversationCompressor
 
         service = self.service
         stop = self._stop(ctx)
@@ -315,8 +315,8 @@ class CompressionStage:
     # -- a completion prompt: one text -------------------------------------------------------
 
     def _run_prompt(self, ctx: RequestContext) -> None:
-        from api.compression_service import Busy
-        from compression.conversation import Stopped
+        from thresher.api.compression_service import Busy
+        from thresher.compression.conversation import Stopped
 
         stop = self._stop(ctx)
         compressor = self._compressor(ctx, stop)
@@ -353,7 +353,7 @@ def _demonstrations(options: ThresherOptions, state: Any) -> DemonstrationStage 
     found = options.demonstrations
     if found is None:
         return None
-    from prompting import ORDER_NAMES, RETRIEVER_NAMES
+    from thresher.prompting import ORDER_NAMES, RETRIEVER_NAMES
 
     _check_name(found.method, RETRIEVER_NAMES, "thresher.demonstrations.method")
     _check_name(found.order or "similarity", ORDER_NAMES, "thresher.demonstrations.order")
@@ -376,7 +376,7 @@ def _budget(options: ThresherOptions, state: Any) -> BudgetStage | None:
 def _compression(options: ThresherOptions, state: Any) -> CompressionStage | None:
     if options.compression is None:
         return None
-    from compression import METHODS
+    from thresher.compression import METHODS
 
     _check_name(options.compression.method, METHODS, "thresher.compression.method")
     return CompressionStage(options.compression, state)

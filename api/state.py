@@ -7,22 +7,22 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from core.backends import ChatBackend
-from core.errors import InputError
-from core.models import ModelProvider
-from core.registry import KNOWN_MODELS, canonical_name
-from core.settings import Settings
-from core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
+from thresher.core.backends import ChatBackend
+from thresher.core.errors import InputError
+from thresher.core.models import ModelProvider
+from thresher.core.registry import KNOWN_MODELS, canonical_name
+from thresher.core.settings import Settings
+from thresher.core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
 
 if TYPE_CHECKING:
-    from api.compression_service import CompressionService
-    from api.jobs.store import JobStore
-    from api.jobs.worker import JobRunner
-    from api.metrics import Metrics
-    from api.pipeline import StageRegistry
-    from api.routing import BackendRouter
-    from compression import Compressor
-    from prompting import PoolStore
+    from thresher.api.compression_service import CompressionService
+    from thresher.api.jobs.store import JobStore
+    from thresher.api.jobs.worker import JobRunner
+    from thresher.api.metrics import Metrics
+    from thresher.api.pipeline import StageRegistry
+    from thresher.api.routing import BackendRouter
+    from thresher.compression import Compressor
+    from thresher.prompting import PoolStore
 
 
 @dataclass
@@ -48,7 +48,7 @@ class AppState:
     def pool_store(self) -> PoolStore:
         """The demonstration pools (built on first use when a test's state has none)."""
         if self.pools is None:
-            from prompting import PoolStore
+            from thresher.prompting import PoolStore
 
             settings = self.settings
             self.pools = PoolStore(
@@ -58,7 +58,7 @@ class AppState:
 
     def prompt_counter(self, name: str) -> TokenCounter:
         """The counter of proxied prompts for tokenizer ``name``: one per name, remembering
-        the counts of recent message texts (see :class:`core.tokens.CachedCounter`)."""
+        the counts of recent message texts (see :class:`thresher.core.tokens.CachedCounter`)."""
         counter = self.counters.get(name)
         if counter is None:
             counter = self.counters[name] = CachedCounter(self.provider.token_counter(name))

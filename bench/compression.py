@@ -64,7 +64,7 @@ class Peer:
     """llmlingua's PromptCompressor in a worker process of the peer venv."""
 
     def __init__(self, mode: str, rate: float, threads: int) -> None:
-        from core.tokens import seed_tiktoken_cache
+        from thresher.core.tokens import seed_tiktoken_cache
 
         env = dict(os.environ, TIKTOKEN_CACHE_DIR=str(seed_tiktoken_cache()), HF_HUB_OFFLINE="1")
         self.proc = subprocess.Popen(
@@ -160,8 +160,8 @@ def main() -> None:
 
     import torch
 
-    from compression import get_compressor
-    from core.models import ModelProvider
+    from thresher.compression import get_compressor
+    from thresher.core.models import ModelProvider
 
     # A shared, busy machine: more threads than free cores make torch spin; both sides get
     # the same count.

@@ -71,8 +71,8 @@ class Proxy:
     def __init__(self, routes: dict[str, str], **settings: object) -> None:
         import uvicorn
 
-        from api.app import create_app
-        from api.settings import ServiceSettings
+        from thresher.api.app import create_app
+        from thresher.api.settings import ServiceSettings
 
         self.app = create_app(ServiceSettings(routes=routes, preload_models=False, **settings))
         port = free_port()
@@ -137,11 +137,11 @@ def bench_turns(proxy: Proxy, chunks: list[str], turns: int, old: bool) -> dict:
         )
     out: dict = {"per_turn": rows}
     if old:
-        from compression import get_compressor
-        from core.tokens import uncached
+        from thresher.compression import get_compressor
+        from thresher.core.tokens import uncached
 
         state = proxy.state
-        from api.routes.compress import compression_scorer
+        from thresher.api.routes.compress import compression_scorer
 
         compressor = get_compressor(
             "llmlingua",
@@ -210,7 +210,7 @@ def bench_disconnect(proxy: Proxy, chunks: list[str]) -> dict:
 def bench_json(proxy: Proxy) -> dict:
     import random
 
-    from compression.structured import compress_json
+    from thresher.compression.structured import compress_json
 
     rng = random.Random(0)
     rows = [

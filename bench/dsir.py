@@ -133,11 +133,11 @@ def run_thresher(args, raw: Path, target: Path, work: Path, executor: str, worke
 
 def child(args) -> None:
     """Run Thresher once in this process and print its timings as one JSON line."""
-    import selection
+    from thresher import selection
 
     startup = 0.0
     if args.child == "ray":
-        from selection.executors.ray_data import init_local_ray
+        from thresher.selection.executors.ray_data import init_local_ray
 
         began = time.perf_counter()
         init_local_ray(num_cpus=args.workers)
@@ -180,7 +180,7 @@ def child(args) -> None:
 
 def kl_reduction(raw: Path, target: Path, ids: list[str]) -> float:
     """KL(target||raw) - KL(target||selected) in Thresher's hashed feature space."""
-    from selection.dsir import HashedNgramDSIR
+    from thresher.selection.dsir import HashedNgramDSIR
 
     model = HashedNgramDSIR(ngrams=2, buckets=10000)
     raw_rows = [json.loads(line) for line in raw.open(encoding="utf-8")]

@@ -40,7 +40,7 @@ def cached_encode(
     """Unit float32 embeddings of ``texts``, read from ``cache`` when already computed.
 
     Args:
-        embedder: a :class:`core.embedding.Embedder`.
+        embedder: a :class:`thresher.core.embedding.Embedder`.
         texts: what to embed.
         label: a readable prefix for the cache files (the task or pool name).
         cache: the cache folder (gitignored).

@@ -30,9 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from embedcache import cached_encode  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from core.errors import InputError  # noqa: E402
-from core.models import ModelProvider  # noqa: E402
-from prompting import (  # noqa: E402
+from thresher.core.errors import InputError  # noqa: E402
+from thresher.core.models import ModelProvider  # noqa: E402
+from thresher.prompting import (  # noqa: E402
     RETRIEVER_NAMES,
     Pool,
     assemble,

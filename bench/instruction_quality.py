@@ -1,9 +1,10 @@
 """Precision and recall of the `instruction-quality` recipe at flagging defective rows.
 
-Runs the shipped recipe (the same one `thresher filter` runs) through `selection.run_recipe` on
-../shared/data/instructions.jsonl, reads every dropped row and its reason, and scores them
-against instructions_labels.jsonl per defect type; with --peer, runs datatrove's Gopher and C4
-filters (bench/datatrove_filters.py in bench/.venv-datatrove) on the same rows beside ours.
+Runs the shipped recipe (the same one `thresher filter` runs) through
+`thresher.selection.run_recipe` on ../shared/data/instructions.jsonl, reads every dropped row and
+its reason, and scores them against instructions_labels.jsonl per defect type; with --peer, runs
+datatrove's Gopher and C4 filters (bench/datatrove_filters.py in bench/.venv-datatrove) on the same
+rows beside ours.
 
 Duplicates: two identical rows cannot say which one was copied, so a duplicate pair counts as
 caught when exactly one of its two rows is dropped as a duplicate ("pair" columns); the
@@ -126,8 +127,8 @@ def per_source(rows: list[dict], labels: dict[str, dict], flagged: dict[str, str
 def run_ours(
     path: Path, work: Path, quiet: bool = False
 ) -> tuple[dict[str, str], float, list[str]]:
-    import selection
-    from selection.recipes import builtin_recipe
+    from thresher import selection
+    from thresher.selection.recipes import builtin_recipe
 
     recipe = builtin_recipe("instruction-quality")
     recipe["inputs"] = [{"path": str(path), "shape": "alpaca"}]

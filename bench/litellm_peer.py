@@ -1,6 +1,6 @@
 """``bench/proxy.py --peer litellm``: LiteLLM's proxy (one worker; its venv from ``make
 litellm``) plain, with a guardrail that does nothing (bench/litellm_noop.py: what LiteLLM spends
-on any guardrail) and with :class:`api.integrations.litellm.ThresherGuardrail`, next to
+on any guardrail) and with :class:`thresher.api.integrations.litellm.ThresherGuardrail`, next to
 Thresher's proxy plain and with the same pipeline defaults, against one loopback backend: what
 each adds over direct under load (short prompts: the stages are built, count tokens and skip),
 then one long prompt at a time (the stages compress it): the guardrail's time next to Thresher's
@@ -57,7 +57,7 @@ LITELLM_TARGETS = {
     "litellm+noop": ("noop", "bench.litellm_noop.NoopGuardrail", ""),
     "litellm+guardrail": (
         "thresher",
-        "api.integrations.litellm.ThresherGuardrail",
+        "thresher.api.integrations.litellm.ThresherGuardrail",
         f"      thresher: {json.dumps(PEER_PIPELINE)}\n",
     ),
 }
@@ -106,7 +106,7 @@ def peer_targets(
     targets: list[Target] = []
     for label, pipeline in (("thresher", None), ("thresher+stages", PEER_PIPELINE)):
         port = free_port()
-        cmd = [sys.executable, "-m", "api", "serve", "--port", str(port), "--backend",
+        cmd = [sys.executable, "-m", "thresher", "serve", "--port", str(port), "--backend",
                backend_url, "--model", "fast", "--no-access-log"]  # fmt: skip
         extra = {"THRESHER_PIPELINE": json.dumps(pipeline)} if pipeline else {}
         targets.append((label, cmd, f"http://127.0.0.1:{port}", {**env, **extra}))
@@ -263,7 +263,7 @@ COMPARED = (  # (what, configuration, compared with)
 async def fixed_load(url: str, bodies: list[dict], clients: int) -> tuple[list[float], list[dict]]:
     """Each body sent once, by ``clients`` closed-loop workers over keep-alive connections (one
     client: one by one); the latencies in ms and the answers, in the bodies' order."""
-    from core.http1 import Http1Pool
+    from thresher.core.http1 import Http1Pool
 
     base, _, path = url.partition("/v1")
     pool = Http1Pool(

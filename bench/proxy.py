@@ -15,8 +15,8 @@ end to end on the local backend, with and without compression.
     python bench/proxy.py --peer litellm --rounds 10 --low-clients 1 4   # low concurrency
 
 ``--peer litellm`` runs LiteLLM's proxy (one worker; its venv from ``make litellm``) plain and
-with :class:`api.integrations.litellm.ThresherGuardrail` on, and Thresher's proxy plain and with
-the same pipeline defaults, against one backend (50 ms, 50 clients by default): what each adds
+with :class:`thresher.api.integrations.litellm.ThresherGuardrail` on, and Thresher's proxy plain and
+with the same pipeline defaults, against one backend (50 ms, 50 clients by default): what each adds
 over direct, and what the guardrail adds to LiteLLM next to what the stages add to Thresher.
 Saturated, LiteLLM's latency swings by 2x from run to run; ``--rounds N`` measures the same
 servers at low concurrency instead (``--low-clients``, one sequential client by default;
@@ -136,7 +136,7 @@ def run_wrk(url: str, clients: int, seconds: float) -> dict[str, float]:
 async def run_asyncio(url: str, clients: int, seconds: float) -> dict[str, float]:
     """The fallback load: ``clients`` closed-loop workers for ``seconds``, on the proxy's own
     lean keep-alive client (httpx's pool stalled for seconds at 50 clients here)."""
-    from core.http1 import Http1Pool
+    from thresher.core.http1 import Http1Pool
 
     base, _, path = url.partition("/v1")
     pool = Http1Pool(
@@ -205,7 +205,7 @@ def overhead(
             [sys.executable, "bench/fast_backend.py", str(backend_port), "--delay-ms", str(delay)],
             f"{backend_url}/models",
         )
-        serve = [sys.executable, "-m", "api", "serve", "--port", str(proxy_port),
+        serve = [sys.executable, "-m", "thresher", "serve", "--port", str(proxy_port),
                  "--backend", backend_url, "--model", "fast", "--workers", str(workers),
                  "--no-access-log"]  # fmt: skip
         proxy = start(serve, f"http://127.0.0.1:{proxy_port}/healthz", env)
@@ -260,8 +260,8 @@ def end_to_end(data: Path, stories: int, rate: float, method: str | None, max_to
     """Total time per long prompt through the proxy on the local backend, compressed or not."""
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from api.settings import service_settings
+    from thresher.api.app import create_app
+    from thresher.api.settings import service_settings
 
     rows = [json.loads(line) for line in data.read_text().splitlines()[:stories]]
     settings = service_settings(data_dir=ROOT / ".thresher" / "bench", compress_min_tokens=0)

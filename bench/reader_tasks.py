@@ -88,7 +88,7 @@ class Reader:
     """SmolLM2 answering from a prompt, greedily, in a few words."""
 
     def __init__(self, provider: Any, dtype: str = "bfloat16", max_new_tokens: int = 12) -> None:
-        from core.backends import LocalBackend
+        from thresher.core.backends import LocalBackend
 
         self.backend = LocalBackend(provider.causal_lm(dtype=dtype), max_new_tokens=max_new_tokens)
 
@@ -114,9 +114,13 @@ def rank_study(n: int = 100, dtype: str = "bfloat16") -> dict[str, dict[str, flo
     import numpy as np
     from embedcache import shared_data
 
-    from compression.llmlingua2 import lexical_similarity, sentence_groups, sentence_vectors
-    from compression.units import ProtectOptions, split_units, unit_of_chars
-    from core.models import ModelProvider
+    from thresher.compression.llmlingua2 import (
+        lexical_similarity,
+        sentence_groups,
+        sentence_vectors,
+    )
+    from thresher.compression.units import ProtectOptions, split_units, unit_of_chars
+    from thresher.core.models import ModelProvider
 
     rows = [json.loads(line) for line in (shared_data() / "longqa.jsonl").open()]
     provider = ModelProvider(device="cpu")

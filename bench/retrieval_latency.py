@@ -30,8 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from embedcache import cached_encode, shared_data  # noqa: E402
 
-from core.models import ModelProvider  # noqa: E402
-from prompting import IndexConfig, Pool, demonstration, get_retriever  # noqa: E402
+from thresher.core.models import ModelProvider  # noqa: E402
+from thresher.prompting import IndexConfig, Pool, demonstration, get_retriever  # noqa: E402
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 

@@ -53,8 +53,8 @@ def build(path: Path, n: int, seed: int = 5) -> None:
 
 def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
-    import selection
-    from selection.recipes import builtin_recipe
+    from thresher import selection
+    from thresher.selection.recipes import builtin_recipe
 
     recipe = builtin_recipe("instruction-quality")
     recipe["inputs"] = [{"path": str(args.input), "shape": "alpaca"}]

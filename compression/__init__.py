@@ -6,8 +6,8 @@
 ...                       embedder=provider.embedder())
 
 Methods by name (:data:`METHODS`): ``llmlingua``, ``longllmlingua``, ``selective-context`` over
-a causal LM's :class:`core.scoring.TokenScorer`, and ``llmlingua2`` over a
-:class:`core.classifier.TokenClassifier` (label 1 = keep). Nothing here imports torch; the
+a causal LM's :class:`thresher.core.scoring.TokenScorer`, and ``llmlingua2`` over a
+:class:`thresher.core.classifier.TokenClassifier` (label 1 = keep). Nothing here imports torch; the
 scorer brings the model.
 """
 
@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from compression.base import DEFAULT_MIN_TOKENS, BaseCompressor, Compressor
-from compression.llmlingua import LLMLingua
-from compression.llmlingua2 import LLMLingua2
-from compression.longllmlingua import LongLLMLingua
-from compression.prompt import DEFAULT_POLICY, RolePolicy
-from compression.recover import recover
-from compression.result import CompressionResult
-from compression.selective_context import SelectiveContext
-from compression.units import ProtectOptions
-from core.errors import InputError
+from thresher.compression.base import DEFAULT_MIN_TOKENS, BaseCompressor, Compressor
+from thresher.compression.llmlingua import LLMLingua
+from thresher.compression.llmlingua2 import LLMLingua2
+from thresher.compression.longllmlingua import LongLLMLingua
+from thresher.compression.prompt import DEFAULT_POLICY, RolePolicy
+from thresher.compression.recover import recover
+from thresher.compression.result import CompressionResult
+from thresher.compression.selective_context import SelectiveContext
+from thresher.compression.units import ProtectOptions
+from thresher.core.errors import InputError
 
 MethodName = Literal["llmlingua", "longllmlingua", "selective-context", "llmlingua2"]
 METHODS: dict[MethodName, type[BaseCompressor]] = {
@@ -47,10 +47,10 @@ def get_compressor(name: str, *, scorer: Any, counter: Any, **options: Any) -> C
 
     Args:
         name: One of :data:`METHODS`.
-        scorer: A :class:`core.scoring.TokenScorer` (``ModelProvider.scorer()``), or for
-            ``llmlingua2`` a :class:`core.classifier.TokenClassifier`
+        scorer: A :class:`thresher.core.scoring.TokenScorer` (``ModelProvider.scorer()``), or for
+            ``llmlingua2`` a :class:`thresher.core.classifier.TokenClassifier`
             (``ModelProvider.token_classifier()``; pass ``embedder=`` for question ranking).
-        counter: The target model's :class:`core.tokens.TokenCounter`.
+        counter: The target model's :class:`thresher.core.tokens.TokenCounter`.
         **options: Keyword options of the method's class (``min_tokens``, ``protect``, ...).
     """
     cls = METHODS.get(name)  # type: ignore[call-overload]

@@ -12,13 +12,13 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from compression.budget import fit_masks, resolve_target
-from compression.prompt import Prompt, RolePolicy, build_prompt
-from compression.result import CompressionResult
-from compression.units import ProtectOptions, Units, split_units, unit_of_chars
-from core.errors import InputError
-from core.record import Message
-from core.tokens import TokenCounter
+from thresher.compression.budget import fit_masks, resolve_target
+from thresher.compression.prompt import Prompt, RolePolicy, build_prompt
+from thresher.compression.result import CompressionResult
+from thresher.compression.units import ProtectOptions, Units, split_units, unit_of_chars
+from thresher.core.errors import InputError
+from thresher.core.record import Message
+from thresher.core.tokens import TokenCounter
 
 DEFAULT_MIN_TOKENS = 200
 
@@ -88,8 +88,9 @@ class BaseCompressor:
     """Shared flow; subclasses implement :meth:`select`.
 
     Args:
-        scorer: A :class:`core.scoring.TokenScorer` (the small causal LM).
-        counter: The target model's :class:`core.tokens.TokenCounter`; rates are met in its tokens.
+        scorer: A :class:`thresher.core.scoring.TokenScorer` (the small causal LM).
+        counter: The target model's :class:`thresher.core.tokens.TokenCounter`; rates are met in
+            its tokens.
         min_tokens: Prompts shorter than this are returned unchanged (ratio 1.0).
         protect: Which spans are kept verbatim.
         segment_tokens: Scorer tokens per segment of iterative compression.
@@ -145,7 +146,8 @@ class BaseCompressor:
             messages: OpenAI chat messages instead of ``context``; roles and order are kept.
             rate: Fraction of tokens to keep, in (0, 1]; 0.33 is 3x compression. Default 0.5.
             target_tokens: Token budget for the whole prompt instead of ``rate``.
-            policy: Per-role rules for messages (see :data:`compression.prompt.RolePolicy`).
+            policy: Per-role rules for messages (see
+                :data:`thresher.compression.prompt.RolePolicy`).
 
         Returns:
             The compressed prompt; unchanged, with ratio 1.0 and a ``note``, when it is

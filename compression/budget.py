@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from core.errors import InputError
+from thresher.core.errors import InputError
 
 DEFAULT_RATE = 0.5
 

@@ -9,7 +9,7 @@ not seen before cost compression time.
 
 Per message: system and developer prompts, messages the request marks as kept and short texts
 stay verbatim; a user message's question (its last line, or the last sentence of a long last
-line) is never compressed; JSON is compressed by structure (:mod:`compression.structured`),
+line) is never compressed; JSON is compressed by structure (:mod:`thresher.compression.structured`),
 fenced code is kept, prose goes to the token compressor at the message's own rate with a floor.
 Many short prose pieces are scored together in one batched pass of the scoring LM.
 
@@ -34,12 +34,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from compression.base import BaseCompressor, Compressor, join_kept
-from compression.budget import check_rate, greedy_keep
-from compression.structured import compress_json, split_segments
-from compression.units import split_units, unit_of_chars
-from core.record import Message
-from core.tokens import TokenCounter
+from thresher.compression.base import BaseCompressor, Compressor, join_kept
+from thresher.compression.budget import check_rate, greedy_keep
+from thresher.compression.structured import compress_json, split_segments
+from thresher.compression.units import split_units, unit_of_chars
+from thresher.core.record import Message
+from thresher.core.tokens import TokenCounter
 
 VERSION = 1  # part of every cache key: bump it when the per-message rules change
 KEPT_ROLES = frozenset({"system", "developer"})

@@ -1,7 +1,7 @@
 """Iterative token-level compression (LLMLingua, Jiang et al., 2023, arXiv:2310.05736, sec. 3.3).
 
 Each segment is scored given the *compressed* text before it, not the original: the kept
-tokens of earlier segments are committed to a :class:`core.scoring.ScoringStream`, whose KV
+tokens of earlier segments are committed to a :class:`thresher.core.scoring.ScoringStream`, whose KV
 cache carries them forward, so the whole prompt costs about one forward pass over its tokens
 plus one over what is kept. Segment budgets are dynamic: a segment whose tokens are more
 surprising than the running average keeps more, and what one segment over- or under-spends is
@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from compression.base import Doc
-from compression.budget import greedy_keep, segment_bounds
+from thresher.compression.base import Doc
+from thresher.compression.budget import greedy_keep, segment_bounds
 
 TokenScore = Callable[[Doc, int, int, np.ndarray], np.ndarray]
 """(doc, first token, end token, self-information of those tokens) -> their keep scores."""

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from compression.base import BaseCompressor, Doc, Selection
-from compression.iterative import compress_iteratively
-from compression.prompt import Prompt
+from thresher.compression.base import BaseCompressor, Doc, Selection
+from thresher.compression.iterative import compress_iteratively
+from thresher.compression.prompt import Prompt
 
 
 class LLMLingua(BaseCompressor):
@@ -28,7 +28,7 @@ class LLMLingua(BaseCompressor):
         dynamic: Strength of the per-segment dynamic ratio (0 = every segment the same ratio).
         exact: Re-feed kept tokens rather than cut dropped ones out of the KV cache (about a
             third slower at 3x, scores exactly conditioned on the compressed prefix).
-        **kwargs: See :class:`compression.base.BaseCompressor`.
+        **kwargs: See :class:`thresher.compression.base.BaseCompressor`.
     """
 
     name: ClassVar[str] = "llmlingua"

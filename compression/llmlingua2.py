@@ -5,7 +5,7 @@ meets the budget are dropped. Thresher adds question awareness and dynamic ratio
 
 The model is any Hugging Face ``AutoModelForTokenClassification`` with two labels, **label 1 =
 keep** (microsoft's ``llmlingua-2-*`` checkpoints use the same convention), wrapped by
-:class:`core.classifier.TokenClassifier`; by default Thresher's own classifier on
+:class:`thresher.core.classifier.TokenClassifier`; by default Thresher's own classifier on
 all-MiniLM-L6-v2 (``compression/train/MODEL_CARD.md``).
 
 With a question, sentences are ranked by relevance to it and the budget is shared by rank: the
@@ -22,8 +22,8 @@ question it is plain LLMLingua-2.
 The ranker is the sentence embedder the service already loads (all-MiniLM-L6-v2), at almost no
 cost: the default classifier is that encoder with a retrained top layer, so one pass serves
 both. The embedder's own top layer runs on the classifier's hidden states below its retrained
-layer (:meth:`core.classifier.TokenClassifier.keep_probs`), and a sentence's vector is the mean
-of its tokens' vectors, each seen in its 128-token window (late chunking) rather than alone.
+layer (:meth:`thresher.core.classifier.TokenClassifier.keep_probs`), and a sentence's vector is the
+mean of its tokens' vectors, each seen in its 128-token window (late chunking) rather than alone.
 Measured on 60 needle items (``python bench/reader_tasks.py 60``: a fact planted in a held-out
 mystery story), it ranks the planted sentence first for all 60 with the task's question and for
 all 60 with a paraphrase that shares few words with it ("Which number do I need to get into the
@@ -44,10 +44,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from compression.base import BaseCompressor, Doc, Selection
-from compression.prompt import Prompt
-from compression.units import unit_of_chars
-from core.errors import InputError
+from thresher.compression.base import BaseCompressor, Doc, Selection
+from thresher.compression.prompt import Prompt
+from thresher.compression.units import unit_of_chars
+from thresher.core.errors import InputError
 
 Ranker = Literal["embedder", "lexical", "none"]
 RANKERS: tuple[str, ...] = ("embedder", "lexical", "none")
@@ -59,16 +59,16 @@ class LLMLingua2(BaseCompressor):
     """Token-classifier compression with question-aware sentence ranking.
 
     Args:
-        scorer: A :class:`core.classifier.TokenClassifier`
+        scorer: A :class:`thresher.core.classifier.TokenClassifier`
             (``ModelProvider.token_classifier()``).
         counter: The target model's token counter; rates are met in its tokens.
-        embedder: A :class:`core.embedding.Embedder` for ``ranker="embedder"``; without one the
-            ranker falls back to ``lexical``.
+        embedder: A :class:`thresher.core.embedding.Embedder` for ``ranker="embedder"``; without one
+            the ranker falls back to ``lexical``.
         ranker: How sentences are ranked against the question: ``embedder``, ``lexical`` or
             ``none`` (plain LLMLingua-2: one percentile cut over all words).
         whole_share: Share of the free budget that the best-ranked sentences fill whole.
         dynamic: Weight of the rank bonus for the other sentences (0 = by probability alone).
-        **kwargs: See :class:`compression.base.BaseCompressor`.
+        **kwargs: See :class:`thresher.compression.base.BaseCompressor`.
     """
 
     name: ClassVar[str] = "llmlingua2"

@@ -1,7 +1,7 @@
 """LongLLMLingua (Jiang et al., 2023, "LongLLMLingua: Accelerating and Enhancing LLMs in Long
 Context Scenarios via Prompt Compression", arXiv:2310.06839): question-aware coarse ranking,
 document reordering, dynamic ratios by rank, question-conditioned token scores and subsequence
-recovery (:mod:`compression.recover`)."""
+recovery (:mod:`thresher.compression.recover`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from compression.base import BaseCompressor, Doc, Selection
-from compression.budget import rank_rates
-from compression.iterative import compress_iteratively
-from compression.prompt import Prompt
-from compression.units import Units
+from thresher.compression.base import BaseCompressor, Doc, Selection
+from thresher.compression.budget import rank_rates
+from thresher.compression.iterative import compress_iteratively
+from thresher.compression.prompt import Prompt
+from thresher.compression.units import Units
 
 Reorder = Literal["sort", "original", "two_ends"]
 # The paper appends this to the question so that p(question | doc) asks whether the doc holds
@@ -43,7 +43,7 @@ class LongLLMLingua(BaseCompressor):
         chunk_tokens: Chunk size when one long context is ranked in pieces.
         dynamic: Strength of the per-segment dynamic ratio within a context.
         exact: Re-feed kept tokens rather than cut dropped ones out of the KV cache.
-        **kwargs: See :class:`compression.base.BaseCompressor`.
+        **kwargs: See :class:`thresher.compression.base.BaseCompressor`.
     """
 
     name: ClassVar[str] = "longllmlingua"

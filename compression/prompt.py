@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.errors import InputError
-from core.record import Message, message_text, validate_messages
+from thresher.core.errors import InputError
+from thresher.core.record import Message, message_text, validate_messages
 
 Policy = Literal["keep", "compress", "auto"]
 RolePolicy = Mapping[str, Policy]

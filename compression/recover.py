@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from compression.units import UNIT_PATTERN
+from thresher.compression.units import UNIT_PATTERN
 
 if TYPE_CHECKING:
-    from compression.result import CompressionResult
+    from thresher.compression.result import CompressionResult
 
 
 def _norm(piece: str) -> str:

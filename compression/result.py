@@ -6,7 +6,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.record import Message
+from thresher.core.record import Message
 
 
 @dataclass(slots=True)
@@ -66,8 +66,8 @@ class CompressionResult:
 
     def recover(self, response: str) -> str:
         """Restore original wording in a model answer given the compressed prompt (LongLLMLingua's
-        subsequence recovery); see :func:`compression.recover.recover`."""
-        from compression.recover import recover
+        subsequence recovery); see :func:`thresher.compression.recover.recover`."""
+        from thresher.compression.recover import recover
 
         return recover(self, response)
 

@@ -9,9 +9,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from compression.base import BaseCompressor, Doc, Selection
-from compression.budget import greedy_keep
-from compression.prompt import Prompt
+from thresher.compression.base import BaseCompressor, Doc, Selection
+from thresher.compression.budget import greedy_keep
+from thresher.compression.prompt import Prompt
 
 Level = Literal["phrase", "sentence"]
 # Where a lexical unit ends: clause punctuation for phrases, sentence punctuation for sentences.
@@ -30,7 +30,7 @@ class SelectiveContext(BaseCompressor):
 
     Args:
         level: ``phrase`` (clauses between punctuation) or ``sentence``.
-        **kwargs: See :class:`compression.base.BaseCompressor`.
+        **kwargs: See :class:`thresher.compression.base.BaseCompressor`.
     """
 
     name: ClassVar[str] = "selective-context"
@@ -38,7 +38,7 @@ class SelectiveContext(BaseCompressor):
     def __init__(self, scorer: Any, counter: Any, *, level: Level = "phrase", **kwargs: Any):
         super().__init__(scorer, counter, **kwargs)
         if level not in _ENDS:
-            from core.errors import InputError
+            from thresher.core.errors import InputError
 
             raise InputError(f"level is {level!r}; use one of {sorted(_ENDS)}.", field="level")
         self.level = level

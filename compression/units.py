@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core.errors import InputError
+from thresher.core.errors import InputError
 
 # Han ideographs (with extensions and compatibility forms) and kana: written without spaces, so
 # each character is its own unit. Hangul is space-delimited and is treated as words.

@@ -3,7 +3,7 @@
 Importing ``core`` imports neither torch nor transformers; they load on first use.
 """
 
-from core.errors import (
+from thresher.core.errors import (
     BackendError,
     BackendResponseError,
     BackendTimeoutError,
@@ -15,8 +15,8 @@ from core.errors import (
     NotFoundError,
     ThresherError,
 )
-from core.record import Message, Record, message_text, validate_messages
-from core.steps import Batch, Filter, Scorer, Selector, Step, apply_scorer
+from thresher.core.record import Message, Record, message_text, validate_messages
+from thresher.core.steps import Batch, Filter, Scorer, Selector, Step, apply_scorer
 
 __all__ = [
     "BackendError",

@@ -2,8 +2,9 @@
 
 Both speak the OpenAI wire shapes (request and response dicts, stream chunks as dicts), so the
 proxy can forward a request unchanged and answer in the shape the official client expects.
-:func:`make_backend` is the one factory; the remote client lives in :mod:`core.remote`, over a
-transport of :mod:`core.transport`, with the retry policy of :mod:`core.retry`.
+:func:`make_backend` is the one factory; the remote client lives in :mod:`thresher.core.remote`,
+over a transport of :mod:`thresher.core.transport`, with the retry policy of
+:mod:`thresher.core.retry`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
-from core.errors import ConfigError, InputError
-from core.record import validate_messages
-from core.remote import OpenAICompatibleBackend
-from core.retry import ErrorObserver
-from core.transport import TransportName
+from thresher.core.errors import ConfigError, InputError
+from thresher.core.record import validate_messages
+from thresher.core.remote import OpenAICompatibleBackend
+from thresher.core.retry import ErrorObserver
+from thresher.core.transport import TransportName
 
 Body = dict[str, Any]
 __all__ = ["ChatBackend", "LocalBackend", "OpenAICompatibleBackend", "make_backend"]
@@ -65,11 +66,11 @@ def make_backend(
 
     Args:
         url: ``local`` (a transformers model on this machine) or an OpenAI base URL.
-        provider: The :class:`core.models.ModelProvider` that loads the local model.
+        provider: The :class:`thresher.core.models.ModelProvider` that loads the local model.
         local_model: Which local model (default: the provider's default causal LM).
         max_new_tokens: The local model's default generation length.
         api_key, timeout, retries, backoff, deadline, max_connections, transport, on_error,
-            name: As :class:`core.remote.OpenAICompatibleBackend` takes them.
+            name: As :class:`thresher.core.remote.OpenAICompatibleBackend` takes them.
     """
     if url == "local":
         if provider is None:

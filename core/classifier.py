@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
+from thresher.core.errors import InputError
 
 # Token text that ends a sentence: a window is cut after the last one that fits.
 _SENTENCE_END = frozenset({".", "!", "?", "。", "！", "？", ";", "\n"})
@@ -62,7 +62,7 @@ class _Tail:
 
 class TokenClassifier:
     """Wraps a loaded token classifier and its fast tokenizer; built by
-    :meth:`core.models.ModelProvider.token_classifier`.
+    :meth:`thresher.core.models.ModelProvider.token_classifier`.
 
     Args:
         model: A ``...ForTokenClassification`` model with ``num_labels == 2`` (1 = keep).
@@ -96,8 +96,9 @@ class TokenClassifier:
         self._tails_lock = threading.Lock()
 
     def shares_encoder(self, embedder: Any) -> bool:
-        """Whether ``embedder`` (a :class:`core.embedding.Embedder`) runs on this classifier's
-        tokens and lower layers, so that :meth:`keep_probs` can give its token vectors."""
+        """Whether ``embedder`` (a :class:`thresher.core.embedding.Embedder`) runs on this
+        classifier's tokens and lower layers, so that :meth:`keep_probs` can give its token
+        vectors."""
         return self._tail(embedder) is not None
 
     def _tail(self, embedder: Any) -> _Tail | None:

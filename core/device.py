@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from core.errors import ConfigError
+from thresher.core.errors import ConfigError
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
+from thresher.core.errors import InputError
 
 
 class Embedder:
-    """Wraps a loaded SentenceTransformer; built by :class:`core.models.ModelProvider`."""
+    """Wraps a loaded SentenceTransformer; built by :class:`thresher.core.models.ModelProvider`."""
 
     def __init__(self, model: Any, *, name: str, device: str, batch_size: int = 64) -> None:
         if batch_size <= 0:

@@ -7,7 +7,7 @@ header objects, tracing hooks. Here a request is one pre-rendered header block a
 and the answer one parser feed. On this 2-core VM a bare ASGI proxy (50 wrk clients, instant
 backend) served 3,300 requests/s forwarding with aiohttp and 7,200 with this client's design.
 TLS backends (OpenAI itself) and streams go through httpx: the network dwarfs the client there.
-Used as a transport of :mod:`core.transport`, which maps its errors.
+Used as a transport of :mod:`thresher.core.transport`, which maps its errors.
 """
 
 from __future__ import annotations

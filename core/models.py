@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.classifier import TokenClassifier
-from core.device import check_device_name, resolve_device
-from core.embedding import Embedder
-from core.errors import ConfigError, ModelUnavailableError
-from core.registry import (
+from thresher.core.classifier import TokenClassifier
+from thresher.core.device import check_device_name, resolve_device
+from thresher.core.embedding import Embedder
+from thresher.core.errors import ConfigError, ModelUnavailableError
+from thresher.core.registry import (
     CLASSIFIER_WEIGHTS,
     DEFAULT_CLASSIFIER,
     canonical_name,
@@ -24,9 +24,14 @@ from core.registry import (
     embedder_path,
     token_classifier_folder,
 )
-from core.scoring import TokenScorer
-from core.settings import DEFAULT_EMBEDDER, DEFAULT_SCORER, default_cache_dir
-from core.tokens import HFTokenCounter, TiktokenCounter, TokenCounter, tiktoken_encoding_for
+from thresher.core.scoring import TokenScorer
+from thresher.core.settings import DEFAULT_EMBEDDER, DEFAULT_SCORER, default_cache_dir
+from thresher.core.tokens import (
+    HFTokenCounter,
+    TiktokenCounter,
+    TokenCounter,
+    tiktoken_encoding_for,
+)
 
 log = logging.getLogger(__name__)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -297,7 +302,7 @@ def _embedded_classifier(base: Path, auto_cls: Any, hf_logging: Any) -> Any:
     if not CLASSIFIER_WEIGHTS.is_file():
         raise ModelUnavailableError(
             f"The embedded classifier's weights {CLASSIFIER_WEIGHTS} are missing; rebuild them "
-            "with: python -m compression.train.llmlingua2"
+            "with: python -m thresher.compression.train.llmlingua2"
         )
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the head is "newly initialised" until the weights load

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import InputError
+from thresher.core.errors import InputError
 
 Message = dict[str, Any]
 """An OpenAI chat message: ``{"role": ..., "content": ...}`` (tool and name keys allowed)."""

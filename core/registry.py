@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import ConfigError, ModelUnavailableError
+from thresher.core.errors import ConfigError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def token_classifier_folder(name: str, field: str = "model") -> Path:
     """
     import json
 
-    from core.errors import InputError
+    from thresher.core.errors import InputError
 
     path = Path(name).expanduser()
     if not path.is_dir():

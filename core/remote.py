@@ -1,6 +1,6 @@
 """Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, TGI) as a backend: the OpenAI
-calls written once over an injected transport (:mod:`core.transport`), with the one error
-mapping of an answer and the one retry policy (:mod:`core.retry`)."""
+calls written once over an injected transport (:mod:`thresher.core.transport`), with the one error
+mapping of an answer and the one retry policy (:mod:`thresher.core.retry`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from core.errors import BackendProtocolError, BackendResponseError
-from core.retry import ErrorObserver, RetryPolicy
-from core.transport import Transport, TransportName, make_transport
-from core.wire import check_sendable
+from thresher.core.errors import BackendProtocolError, BackendResponseError
+from thresher.core.retry import ErrorObserver, RetryPolicy
+from thresher.core.transport import Transport, TransportName, make_transport
+from thresher.core.wire import check_sendable
 
 Body = dict[str, Any]
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from core.errors import (
+from thresher.core.errors import (
     BackendError,
     BackendProtocolError,
     BackendResponseError,

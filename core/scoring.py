@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
+from thresher.core.errors import InputError
 
 
 @dataclass(slots=True)
@@ -24,7 +24,8 @@ class TokenLogprobs:
 
 
 class TokenScorer:
-    """Wraps a loaded causal LM and its tokenizer; built by :class:`core.models.ModelProvider`.
+    """Wraps a loaded causal LM and its tokenizer; built by
+    :class:`thresher.core.models.ModelProvider`.
 
     Sequences are sorted by length and batched under a token budget; each batch runs through
     the model in windows of ``window`` tokens with the KV cache carried forward, so logits never

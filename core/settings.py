@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.errors import ConfigError
+from thresher.core.errors import ConfigError
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 DEFAULT_SCORER = "SmolLM2-135M-Instruct"
@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        from core.device import check_device_name
+        from thresher.core.device import check_device_name
 
         return check_device_name(value)
 

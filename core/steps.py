@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from core.record import Record
+from thresher.core.record import Record
 
 Batch = list[Record]
 

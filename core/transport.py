@@ -1,10 +1,11 @@
 """How bytes reach an OpenAI-compatible server: the transport seam under
-:class:`core.remote.OpenAICompatibleBackend` (as httpx puts a transport under its ``Client``).
+:class:`thresher.core.remote.OpenAICompatibleBackend` (as httpx puts a transport under its
+``Client``).
 
 A transport sends a request and hands back the raw answer (status, content type, body or body
-lines); it knows nothing of OpenAI. It maps its library's failures onto :mod:`core.errors` and
-says whether the request may have reached the server (``reached``), which is what the retry
-policy (:mod:`core.retry`) needs to know to never send a generation twice.
+lines); it knows nothing of OpenAI. It maps its library's failures onto :mod:`thresher.core.errors`
+and says whether the request may have reached the server (``reached``), which is what the retry
+policy (:mod:`thresher.core.retry`) needs to know to never send a generation twice.
 
 ::
 
@@ -21,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from core.errors import BackendTimeoutError, BackendUnavailableError, ConfigError
+from thresher.core.errors import BackendTimeoutError, BackendUnavailableError, ConfigError
 
 TransportName = Literal["httpx", "http1", "auto"]
 CONNECT_TIMEOUT = 10.0
@@ -47,7 +48,7 @@ class StreamAnswer:
 
 
 class Transport(Protocol):
-    """Sends requests to one server. Raises only :mod:`core.errors` backend errors."""
+    """Sends requests to one server. Raises only :mod:`thresher.core.errors` backend errors."""
 
     async def request(self, method: str, path: str, body: bytes | None) -> Answer: ...
 
@@ -161,7 +162,7 @@ async def _encoded(lines: AsyncIterator[str]) -> AsyncIterator[bytes]:
 
 
 class Http1Transport:
-    """JSON requests through :class:`core.http1.Http1Pool` (one pre-rendered write, one
+    """JSON requests through :class:`thresher.core.http1.Http1Pool` (one pre-rendered write, one
     httptools parse per answer); streams through an :class:`HttpxTransport`.
 
     Args: as :class:`HttpxTransport`; ``base_url`` must be ``http://``.
@@ -176,9 +177,9 @@ class Http1Transport:
         max_connections: int = 100,
         name: str | None = None,
     ) -> None:
-        from core.errors import require
+        from thresher.core.errors import require
 
-        http1 = require("core.http1", "api")  # httptools
+        http1 = require("thresher.core.http1", "api")  # httptools
         self.name = name or base_url
         fixed = {**(headers or {}), "Content-Type": "application/json"}
         self._pool = http1.Http1Pool(

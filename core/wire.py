@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from core.errors import InputError
+from thresher.core.errors import InputError
 
 # The largest magnitude every backend here takes (signed 64-bit, what orjson and llama.cpp use).
 INT_LIMIT = 2**63

@@ -12,12 +12,12 @@ Typical use::
                       budget_tokens=512)
 """
 
-from prompting.assembly import TEMPLATES, AssembledPrompt, Template, assemble, get_template
-from prompting.index import IndexConfig
-from prompting.ordering import Orderer
-from prompting.pipeline import Demonstrations, demonstrate
-from prompting.pool import Pool, demonstration, record_label, record_output
-from prompting.registry import (
+from thresher.prompting.assembly import TEMPLATES, AssembledPrompt, Template, assemble, get_template
+from thresher.prompting.index import IndexConfig
+from thresher.prompting.ordering import Orderer
+from thresher.prompting.pipeline import Demonstrations, demonstrate
+from thresher.prompting.pool import Pool, demonstration, record_label, record_output
+from thresher.prompting.registry import (
     ORDER_NAMES,
     ORDERERS,
     RETRIEVER_NAMES,
@@ -27,9 +27,9 @@ from prompting.registry import (
     get_orderer,
     get_retriever,
 )
-from prompting.result import Demonstration, RetrievalResult
-from prompting.retrievers import Retriever
-from prompting.store import PoolStore, check_pool_name, read_demonstrations
+from thresher.prompting.result import Demonstration, RetrievalResult
+from thresher.prompting.retrievers import Retriever
+from thresher.prompting.store import PoolStore, check_pool_name, read_demonstrations
 
 __all__ = [
     "ORDERERS",

@@ -1,8 +1,8 @@
 """Prompt assembly: demonstrations in a template, fitted under a token budget.
 
-Tokens are counted with the target model's own tokenizer (a :class:`core.tokens.TokenCounter`).
-When the demonstrations do not fit, the least similar to the query goes first, and the rest
-keep their order.
+Tokens are counted with the target model's own tokenizer (a
+:class:`thresher.core.tokens.TokenCounter`). When the demonstrations do not fit, the least similar
+to the query goes first, and the rest keep their order.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.errors import InputError
-from core.record import Message
-from core.tokens import TokenCounter
-from prompting.result import Demonstration, RetrievalResult
+from thresher.core.errors import InputError
+from thresher.core.record import Message
+from thresher.core.tokens import TokenCounter
+from thresher.prompting.result import Demonstration, RetrievalResult
 
 TemplateName = Literal["classification", "generation"]
 OutputFormat = Literal["prompt", "messages"]

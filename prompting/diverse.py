@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from core.errors import InputError, require
-from core.scoring import TokenScorer
-from prompting.assembly import get_template
-from prompting.pool import Pool
-from prompting.result import Demonstration
-from prompting.retrievers import BaseRetriever
+from thresher.core.errors import InputError, require
+from thresher.core.scoring import TokenScorer
+from thresher.prompting.assembly import get_template
+from thresher.prompting.pool import Pool
+from thresher.prompting.result import Demonstration
+from thresher.prompting.retrievers import BaseRetriever
 
 
 def vote_graph(embeddings: np.ndarray, pool: Pool, k_graph: int) -> Any:
@@ -94,7 +94,7 @@ class LabelConfidence:
     continuation, and the confidence is the best label's mean log-prob per token.
 
     Args:
-        scorer: the LM's :class:`core.scoring.TokenScorer`.
+        scorer: the LM's :class:`thresher.core.scoring.TokenScorer`.
         instruction: the task line written before the demonstrations.
     """
 
@@ -175,7 +175,7 @@ class VoteKRetriever(BaseRetriever):
             asking for more than ``budget`` extends the selection.
         k_graph: neighbours per vertex in the similarity graph.
         rho: vote discount base (10 in the paper).
-        scorer: the LM's :class:`core.scoring.TokenScorer`, for the confidence stage.
+        scorer: the LM's :class:`thresher.core.scoring.TokenScorer`, for the confidence stage.
         instruction: the task line used in the confidence prompts.
         shots: demonstrations per confidence prompt.
         sample: score at most this many unselected records in the confidence stage (it costs

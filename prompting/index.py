@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import ConfigError, require
+from thresher.core.errors import ConfigError, require
 
 IndexKind = Literal["auto", "flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = ("auto", "flat", "ivf", "hnsw")

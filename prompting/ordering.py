@@ -16,11 +16,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from core.errors import InputError
-from core.scoring import TokenScorer
-from prompting.assembly import Template, TemplateName, get_template
-from prompting.result import Demonstration, RetrievalResult
-from prompting.retrievers import query_seed
+from thresher.core.errors import InputError
+from thresher.core.scoring import TokenScorer
+from thresher.prompting.assembly import Template, TemplateName, get_template
+from thresher.prompting.result import Demonstration, RetrievalResult
+from thresher.prompting.retrievers import query_seed
 
 
 @runtime_checkable

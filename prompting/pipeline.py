@@ -6,14 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import InputError
-from core.scoring import TokenScorer
-from core.tokens import TokenCounter
-from prompting.assembly import AssembledPrompt, Template, TemplateName, assemble
-from prompting.pool import Pool
-from prompting.registry import ORDERERS, get_orderer, get_retriever
-from prompting.result import RetrievalResult
-from prompting.retrievers import Retriever
+from thresher.core.errors import InputError
+from thresher.core.scoring import TokenScorer
+from thresher.core.tokens import TokenCounter
+from thresher.prompting.assembly import AssembledPrompt, Template, TemplateName, assemble
+from thresher.prompting.pool import Pool
+from thresher.prompting.registry import ORDERERS, get_orderer, get_retriever
+from thresher.prompting.result import RetrievalResult
+from thresher.prompting.retrievers import Retriever
 
 
 @dataclass(slots=True)
@@ -68,8 +68,8 @@ def demonstrate(
         pool: the fitted pool.
         query: the input that needs demonstrations.
         k: how many to retrieve (before the budget drops any).
-        method: a retriever name (see :func:`prompting.get_retriever`).
-        order: an orderer name (see :func:`prompting.get_orderer`).
+        method: a retriever name (see :func:`thresher.prompting.get_retriever`).
+        order: an orderer name (see :func:`thresher.prompting.get_orderer`).
         budget_tokens: if given, assemble a prompt of at most this many tokens.
         counter: the target model's token counter (needed with ``budget_tokens``).
         scorer: a TokenScorer, or a function returning one, for orderers that probe an LM.

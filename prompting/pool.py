@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from core.embedding import Embedder
-from core.errors import ConfigError, InputError, NotFoundError
-from core.record import Record
-from prompting.index import IndexConfig, VectorIndex
+from thresher.core.embedding import Embedder
+from thresher.core.errors import ConfigError, InputError, NotFoundError
+from thresher.core.record import Record
+from thresher.prompting.index import IndexConfig, VectorIndex
 
 FORMAT_VERSION = 1
 LABEL_KEY = "label"

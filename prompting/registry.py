@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from core.errors import InputError
-from prompting.diverse import DPPRetriever, VoteKRetriever
-from prompting.ordering import (
+from thresher.core.errors import InputError
+from thresher.prompting.diverse import DPPRetriever, VoteKRetriever
+from thresher.prompting.ordering import (
     EntropyOrderer,
     Orderer,
     RandomOrderer,
     ReverseOrderer,
     SimilarityOrderer,
 )
-from prompting.retrievers import (
+from thresher.prompting.retrievers import (
     BaseRetriever,
     BM25Retriever,
     KNNRetriever,

@@ -6,8 +6,8 @@ import html
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from core.record import Record
-from prompting.pool import record_label, record_output
+from thresher.core.record import Record
+from thresher.prompting.pool import record_label, record_output
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ Relevance-only: ``random`` (the baseline), ``knn`` (KATE, Liu et al. 2022, "What
 In-Context Examples for GPT-3?"), ``bm25`` (Robertson and Zaragoza 2009). Relevance with
 diversity: ``mmr`` (Carbonell and Goldstein 1998). ``label_balanced`` wraps any of them to
 spread the k demonstrations evenly over the labels. VoteK and DPP live in
-:mod:`prompting.diverse`.
+:mod:`thresher.prompting.diverse`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from core.errors import InputError, require
-from prompting.pool import Pool, record_label
-from prompting.result import Demonstration, RetrievalResult
+from thresher.core.errors import InputError, require
+from thresher.prompting.pool import Pool, record_label
+from thresher.prompting.result import Demonstration, RetrievalResult
 
 
 @runtime_checkable
@@ -227,7 +227,7 @@ class LabelBalancedRetriever(BaseRetriever):
         self.base_options = base_options
 
     def _prepare(self, pool: Pool) -> None:
-        from prompting.registry import get_retriever
+        from thresher.prompting.registry import get_retriever
 
         if self.base == self.name:
             raise InputError("label_balanced cannot wrap itself; pick another base.", field="base")

@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from core.embedding import Embedder
-from core.errors import InputError, NotFoundError
-from core.record import Record
-from prompting.index import IndexConfig
-from prompting.pool import Pool, demonstration
-from prompting.registry import get_retriever
-from prompting.retrievers import BaseRetriever
+from thresher.core.embedding import Embedder
+from thresher.core.errors import InputError, NotFoundError
+from thresher.core.record import Record
+from thresher.prompting.index import IndexConfig
+from thresher.prompting.pool import Pool, demonstration
+from thresher.prompting.registry import get_retriever
+from thresher.prompting.retrievers import BaseRetriever
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -2,23 +2,24 @@
 
 The one entry point (CLI, API jobs and notebooks)::
 
-    import selection
+    from thresher import selection
     result = selection.run_recipe("recipe.yaml", "out/", executor="local")
     result.report            # counts per step, histograms, kept/dropped examples
     result.output_path       # the kept rows, every original field kept
 
-``import selection`` is light: pyarrow, ray, matplotlib and torch load only when a job needs them.
+``from thresher import selection`` is light: pyarrow, ray, matplotlib and torch load only when a
+job needs them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from selection.recipe import Recipe, load_recipe
-from selection.registry import StepContext, StepParams, register_step
+from thresher.selection.recipe import Recipe, load_recipe
+from thresher.selection.registry import StepContext, StepParams, register_step
 
 if TYPE_CHECKING:
-    from selection.engine import JobResult, run_recipe
+    from thresher.selection.engine import JobResult, run_recipe
 
 __all__ = [
     "JobResult",
@@ -33,7 +34,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("run_recipe", "JobResult"):
-        from selection import engine
+        from thresher.selection import engine
 
         return getattr(engine, name)
-    raise AttributeError(f"module 'selection' has no attribute {name!r}")
+    raise AttributeError(f"module 'thresher.selection' has no attribute {name!r}")

@@ -24,11 +24,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import ConfigError, require
-from core.record import Record
-from selection.quality.charlm import CharNgramLM
-from selection.quality.heuristics import normalise, normalise_lines
-from selection.quality.turns import turns
+from thresher.core.errors import ConfigError, require
+from thresher.core.record import Record
+from thresher.selection.quality.charlm import CharNgramLM
+from thresher.selection.quality.heuristics import normalise, normalise_lines
+from thresher.selection.quality.turns import turns
 
 Method = Literal["exact", "minhash", "semantic"]
 Prefer = Literal["first", "fluent", "score"]
@@ -209,7 +209,7 @@ class Deduplicator:
         prefer: which member represents a cluster: the ``first``, the most ``fluent`` (lowest
             bits per character under a character model of the data), or the best ``score``.
         score: the score to rank by when ``prefer`` is ``score``; ``largest`` says which way.
-        embedder: a :class:`core.embedding.Embedder` (semantic).
+        embedder: a :class:`thresher.core.embedding.Embedder` (semantic).
         name: the step's name.
     """
 

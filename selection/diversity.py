@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import ConfigError
-from core.record import Record
-from selection.dedup import record_text
+from thresher.core.errors import ConfigError
+from thresher.core.record import Record
+from thresher.selection.dedup import record_text
 
 Strategy = Literal["kcenter", "score_first"]
 
@@ -54,7 +54,7 @@ class DiverseSubset:
     """Selects at most ``budget`` records that cover the data (a Selector).
 
     Args:
-        embedder: a :class:`core.embedding.Embedder` (vectors are L2-normalised).
+        embedder: a :class:`thresher.core.embedding.Embedder` (vectors are L2-normalised).
         budget: rows to keep (``k`` given to ``select`` overrides it).
         strategy: ``kcenter`` or ``score_first``.
         score: the score ranked by ``score_first`` (higher is better); without one, rows are

@@ -1,7 +1,7 @@
 """Run a recipe: plan passes, hand them to an executor, reduce on the driver, write outputs.
 
-The driver owns the job's state (:mod:`selection.state`); executors only map batches. After each
-pass and its barrier the whole state is saved, so a killed job resumes at the first unfinished
+The driver owns the job's state (:mod:`thresher.selection.state`); executors only map batches. After
+each pass and its barrier the whole state is saved, so a killed job resumes at the first unfinished
 pass (and, on the local executor, at the first unfinished batch of it).
 """
 
@@ -16,13 +16,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from core.errors import ConfigError, InputError, NotFoundError
-from core.record import Record
-from core.steps import Selector
-from selection.io import ReadBatch, Reject, Shard, file_format, plan_shards, read_shard
-from selection.plan import ALIVE, BatchOutcome, Op, plan_passes
-from selection.recipe import InputSpec, Recipe, load_recipe
-from selection.registry import (
+from thresher.core.errors import ConfigError, InputError, NotFoundError
+from thresher.core.record import Record
+from thresher.core.steps import Selector
+from thresher.selection.io import ReadBatch, Reject, Shard, file_format, plan_shards, read_shard
+from thresher.selection.plan import ALIVE, BatchOutcome, Op, plan_passes
+from thresher.selection.recipe import InputSpec, Recipe, load_recipe
+from thresher.selection.registry import (
     OutputObserver,
     PositionFilter,
     RowTable,
@@ -32,8 +32,8 @@ from selection.registry import (
     concatenates,
     step_type,
 )
-from selection.report import JobReport, Phase, build_report
-from selection.state import RowState, WorkDir, save_array
+from thresher.selection.report import JobReport, Phase, build_report
+from thresher.selection.state import RowState, WorkDir, save_array
 
 ExecutorName = Literal["local", "ray"]
 
@@ -144,7 +144,7 @@ def restore(records: list[Record], state: RowState | None) -> list[Record]:
 
 
 def _executor(name: ExecutorName, recipe: Recipe) -> Executor:
-    from selection.executors import EXECUTORS
+    from thresher.selection.executors import EXECUTORS
 
     try:
         factory = EXECUTORS[name]
@@ -224,7 +224,7 @@ def run_recipe(
 
 
 def _produced(step: Any) -> list[str]:
-    from core.steps import Scorer
+    from thresher.core.steps import Scorer
 
     if not isinstance(step, Scorer):
         return []
@@ -428,7 +428,7 @@ def _write_outputs(
     formats: list[str],
     progress: bool,
 ) -> JobResult:
-    from selection.outputs import OutputSink
+    from thresher.selection.outputs import OutputSink
 
     observers = [s for s in job.steps if isinstance(s, OutputObserver)]
     totals: dict[str, np.ndarray] = {}

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from core.errors import InputError
-from core.record import Message, Record
+from thresher.core.errors import InputError
+from thresher.core.record import Message, Record
 
 Row = dict[str, Any]
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputError, NotFoundError
-from core.record import Record
-from selection.formats import row_to_record
-from selection.recipe import InputSpec
+from thresher.core.errors import InputError, NotFoundError
+from thresher.core.record import Record
+from thresher.selection.formats import row_to_record
+from thresher.selection.recipe import InputSpec
 
 try:  # a speed-up only: see _loads
     import orjson as _orjson
@@ -158,7 +158,7 @@ _PLANNERS = {
 
 
 def _load_hf(path: Path) -> Any:
-    from core.errors import require
+    from thresher.core.errors import require
 
     datasets = require("datasets", "selection")
     return datasets.load_from_disk(str(path)).with_format("arrow")

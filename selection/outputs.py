@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.record import Record
-from selection.quality.turns import turns
-from selection.recipe import Recipe
-from selection.report import rule_of
-from selection.state import RowState
-from selection.writers import JsonlWriter, RowWriter, input_schema, open_writer
+from thresher.core.record import Record
+from thresher.selection.quality.turns import turns
+from thresher.selection.recipe import Recipe
+from thresher.selection.report import rule_of
+from thresher.selection.state import RowState
+from thresher.selection.writers import JsonlWriter, RowWriter, input_schema, open_writer
 
 EXAMPLES_PER_REASON = 3
 KEPT_EXAMPLES = 5

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.record import Record
-from core.steps import Filter, Scorer, Selector
-from selection.io import Reject
-from selection.registry import Fitted, ScoreSelector
+from thresher.core.record import Record
+from thresher.core.steps import Filter, Scorer, Selector
+from thresher.selection.io import Reject
+from thresher.selection.registry import Fitted, ScoreSelector
 
 OpKind = Literal["fit", "score", "filter", "select"]
 ALIVE = -1

@@ -15,7 +15,7 @@ A recipe (YAML, JSON or a dict)::
       scores: inline               # inline (a `thresher` field) | side | none
     seed: 0
 
-Unknown keys and bad values raise :class:`core.errors.ConfigError` naming the key.
+Unknown keys and bad values raise :class:`thresher.core.errors.ConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.errors import ConfigError, NotFoundError
-from selection.registry import StepParams, step_type
+from thresher.core.errors import ConfigError, NotFoundError
+from thresher.selection.registry import StepParams, step_type
 
 Shape = Literal["auto", "text", "alpaca", "sharegpt", "openai"]
 FileFormat = Literal["auto", "jsonl", "jsonl.gz", "parquet", "hf"]

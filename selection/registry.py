@@ -2,7 +2,7 @@
 
 How to add a step type (the contract other packages rely on)::
 
-    from selection.registry import StepContext, StepParams, register_step
+    from thresher.selection.registry import StepContext, StepParams, register_step
 
     class LengthParams(StepParams):          # extra keys are rejected, naming the key
         field: str = "text"
@@ -15,21 +15,22 @@ How to add a step type (the contract other packages rely on)::
         def score(self, records):            # core.steps.Scorer
             return np.array([len(r.content) for r in records], dtype=np.float64)
 
-Put the module in :mod:`selection.steps` (every module there is imported when a recipe is
+Put the module in :mod:`thresher.selection.steps` (every module there is imported when a recipe is
 resolved) or import it yourself before running a recipe. A registered factory is called as
 ``factory(name, params, context)`` once per process (once per Ray actor) and must return an
 object implementing one or more capabilities, found by protocol:
 
-- :class:`core.steps.Scorer` ``score(records) -> ndarray``: a map; the executor writes
+- :class:`thresher.core.steps.Scorer` ``score(records) -> ndarray``: a map; the executor writes
   ``record.scores[step.name]``. A scorer with a ``score_names`` list returns one column per
   name (shape ``(n, len(score_names))``) and each lands under its own name.
-- :class:`core.steps.Filter` ``keep(records) -> (mask, reasons)``: a map; dropped rows are
+- :class:`thresher.core.steps.Filter` ``keep(records) -> (mask, reasons)``: a map; dropped rows are
   counted and shown in the report under their reason.
 - :class:`ScoreSelector` ``select_indices(ids, scores, seed) -> indices``: a global decision made
   on the driver from the gathered scores alone (memory O(rows), never O(text)); ``ids`` and
   every ``scores[name]`` list the rows still alive, in input-position order.
-- :class:`core.steps.Selector` ``select(records, k)``: a global decision over gathered records
-  (holds every surviving record in memory; prefer :class:`ScoreSelector` when scores suffice).
+- :class:`thresher.core.steps.Selector` ``select(records, k)``: a global decision over gathered
+  records (holds every surviving record in memory; prefer :class:`ScoreSelector` when scores
+  suffice).
 - :class:`Fitted` ``fit_stats(records) -> ndarray`` and ``fit_from_stats(total)``: a step that
   needs a pass over its input first; the executor sums ``fit_stats`` over all batches (map,
   then driver-side reduction) and persists the sum, so resumed jobs refit without re-reading.
@@ -43,13 +44,14 @@ object implementing one or more capabilities, found by protocol:
   ``report_metrics(total) -> dict``: extra numbers for the job report computed over the kept rows.
 
 Models and backends come through :class:`StepContext`: ``context.provider`` is a lazily built
-:class:`core.models.ModelProvider` (one per process; callers that already hold one pass it with
-``StepContext.with_models``), ``context.backend`` a :class:`core.backends.ChatBackend`. A step
-asks for its model in ``__init__`` or on first use and keeps it, never per batch. Contexts travel
-to worker processes and Ray actors without their models, which each process loads once.
+:class:`thresher.core.models.ModelProvider` (one per process; callers that already hold one pass it
+with ``StepContext.with_models``), ``context.backend`` a
+:class:`thresher.core.backends.ChatBackend`. A step asks for its model in ``__init__`` or on first
+use and keeps it, never per batch. Contexts travel to worker processes and Ray actors without their
+models, which each process loads once.
 
 A step applies its operations in this order: fit, score, filter, select (see
-:mod:`selection.plan`); the same recipe and seed select the same rows on every executor.
+:mod:`thresher.selection.plan`); the same recipe and seed select the same rows on every executor.
 """
 
 from __future__ import annotations
@@ -62,13 +64,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import ConfigError
-from core.record import Record
+from thresher.core.errors import ConfigError
+from thresher.core.record import Record
 
 if TYPE_CHECKING:
-    from core.backends import ChatBackend
-    from core.models import ModelProvider
-    from core.settings import Settings
+    from thresher.core.backends import ChatBackend
+    from thresher.core.models import ModelProvider
+    from thresher.core.settings import Settings
 
 
 class StepParams(BaseModel):
@@ -198,9 +200,9 @@ class StepContext:
 
     @property
     def provider(self) -> ModelProvider:
-        """The process-wide :class:`core.models.ModelProvider`, loaded lazily."""
+        """The process-wide :class:`thresher.core.models.ModelProvider`, loaded lazily."""
         if self._provider is None:
-            from core.models import ModelProvider
+            from thresher.core.models import ModelProvider
 
             self._provider = ModelProvider.from_settings(self._settings())
         return self._provider
@@ -209,7 +211,7 @@ class StepContext:
     def backend(self) -> ChatBackend:
         """The chat backend for LLM-judge steps: the one given, else the one settings name."""
         if self._backend is None:
-            from core.backends import make_backend
+            from thresher.core.backends import make_backend
 
             settings = self._settings()
             local = settings.backend == "local"
@@ -225,7 +227,7 @@ class StepContext:
 
     def _settings(self) -> Settings:
         if self.settings is None:
-            from core.settings import load_settings
+            from thresher.core.settings import load_settings
 
             self.settings = load_settings()
         return self.settings
@@ -293,7 +295,7 @@ def step_type(name: str) -> StepType:
 
 
 def load_builtin_steps() -> None:
-    """Import every module of :mod:`selection.steps`, each of which registers its steps.
+    """Import every module of :mod:`thresher.selection.steps`, each of which registers its steps.
 
     A new step type is a new module in that package (no edit here); its import must stay cheap
     (heavy libraries are imported inside functions).
@@ -301,7 +303,7 @@ def load_builtin_steps() -> None:
     import importlib
     import pkgutil
 
-    import selection.steps as package
+    import thresher.selection.steps as package
 
     for info in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{info.name}")

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from selection.recipe import Recipe
-from selection.state import RowState
+from thresher.selection.recipe import Recipe
+from thresher.selection.state import RowState
 
 TOP_REASONS = 20
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selection.io import Reject
-from selection.plan import ALIVE, BatchOutcome
+from thresher.selection.io import Reject
+from thresher.selection.plan import ALIVE, BatchOutcome
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -155,7 +155,7 @@ class WorkDir:
             if not self.has_progress():  # nothing to lose: adopt the new recipe
                 shutil.rmtree(self.root)
                 return self.open(fingerprint, fresh=False)
-            from core.errors import ConfigError
+            from thresher.core.errors import ConfigError
 
             raise ConfigError(
                 f"{self.root.parent} holds a job with a different recipe (or inputs); use a "

@@ -140,7 +140,7 @@ class HFWriter:
         self._parquet.write(rows)
 
     def commit(self) -> None:
-        from core.errors import require
+        from thresher.core.errors import require
 
         datasets = require("datasets", "selection")
         self._parquet.commit()
@@ -188,7 +188,7 @@ def input_schema(path: Path, fmt: str) -> Any:
 
         return pq.ParquetFile(path).schema_arrow
     if fmt == "hf":
-        from core.errors import require
+        from thresher.core.errors import require
 
         datasets = require("datasets", "selection")
         return datasets.load_from_disk(str(path)).data.schema

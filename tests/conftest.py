@@ -22,7 +22,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def provider():
-    from core.models import ModelProvider
+    from thresher.core.models import ModelProvider
 
     # The default cache dir: the converted SmolLM2 folder is made once per machine.
     return ModelProvider(device="auto")

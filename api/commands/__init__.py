@@ -1,1 +1,2 @@
-"""CLI command modules; each is registered in :mod:`api.cli` and imports heavy parts lazily."""
+"""CLI command modules; each is registered in :mod:`thresher.api.cli` and imports heavy parts
+lazily."""

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from api.cli import app
-from compression import DEFAULT_METHOD
-from core.errors import InputError
+from thresher.api.cli import app
+from thresher.compression import DEFAULT_METHOD
+from thresher.core.errors import InputError
 
 
 def read_input(source: str) -> str:
@@ -64,11 +64,11 @@ def compress(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Compress a prompt with an LLMLingua-family method and print it."""
-    from api.routes.compress import build_compressor
-    from compression import CLASSIFIER_METHODS, method_names
-    from compression.budget import check_budget
-    from core.models import ModelProvider
-    from core.settings import load_settings
+    from thresher.api.routes.compress import build_compressor
+    from thresher.compression import CLASSIFIER_METHODS, method_names
+    from thresher.compression.budget import check_budget
+    from thresher.core.models import ModelProvider
+    from thresher.core.settings import load_settings
 
     if method not in method_names():
         raise InputError(
@@ -84,7 +84,7 @@ def compress(
     settings = load_settings()
     provider = ModelProvider.from_settings(settings)
     if model is not None:  # a bad folder fails before the input is read
-        from core.registry import token_classifier_folder
+        from thresher.core.registry import token_classifier_folder
 
         token_classifier_folder(model, "model")
     text = read_input(file)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from api.cli import app
+from thresher.api.cli import app
 
 
 @app.command("filter")
@@ -36,9 +36,9 @@ def filter_rows(
 ) -> None:
     """Drop defective, duplicate rows (each with the rule that dropped it); optionally rate them
     with an LLM judge and keep a diverse subset of BUDGET rows."""
-    from api.commands.select import run_and_report
-    from core.errors import NotFoundError
-    from selection.recipes import builtin_recipe
+    from thresher.api.commands.select import run_and_report
+    from thresher.core.errors import NotFoundError
+    from thresher.selection.recipes import builtin_recipe
 
     if not input.exists():
         raise NotFoundError(f"--input {input} does not exist.", field="input")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from api.cli import app
+from thresher.api.cli import app
 
 pool_app = typer.Typer(help="Build and search demonstration pools.", no_args_is_help=True)
 
@@ -21,9 +21,9 @@ DataDir = Annotated[
 
 
 def _store(data_dir: Path | None):  # type: ignore[no-untyped-def]
-    from core.models import ModelProvider
-    from core.settings import load_settings
-    from prompting import PoolStore
+    from thresher.core.models import ModelProvider
+    from thresher.core.settings import load_settings
+    from thresher.prompting import PoolStore
 
     settings = load_settings(**({"data_dir": data_dir} if data_dir else {}))
     provider = ModelProvider.from_settings(settings)
@@ -50,7 +50,7 @@ def build(
     data_dir: DataDir = None,
 ) -> None:
     """Embed a JSON Lines file into a named pool and save it."""
-    from prompting import check_pool_name, read_demonstrations
+    from thresher.prompting import check_pool_name, read_demonstrations
 
     check_pool_name(name)
     store, _, _ = _store(data_dir)
@@ -89,7 +89,7 @@ def search(
     data_dir: DataDir = None,
 ) -> None:
     """Retrieve and order demonstrations for a query."""
-    from prompting import demonstrate
+    from thresher.prompting import demonstrate
 
     store, provider, settings = _store(data_dir)
     pool = store.get(name)

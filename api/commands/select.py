@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from api.cli import app
+from thresher.api.cli import app
 
 Executor = Annotated[str, typer.Option(help="Where to run: local or ray.")]
 KeepWork = Annotated[
@@ -89,7 +89,7 @@ def run_and_report(
     keep_work: bool = False,
 ) -> None:
     """Run a recipe (resuming an unfinished job in ``folder``) and print where things went."""
-    import selection
+    from thresher import selection
 
     result = selection.run_recipe(
         recipe,  # type: ignore[arg-type]

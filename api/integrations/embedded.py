@@ -15,7 +15,7 @@ import functools
 import threading
 from typing import Any
 
-from api.pipeline import (
+from thresher.api.pipeline import (
     Kind,
     Pipeline,
     PipelineReport,
@@ -24,8 +24,8 @@ from api.pipeline import (
     deep_merge,
     merge_options,
 )
-from api.settings import ServiceSettings, service_settings
-from core.settings import Settings
+from thresher.api.settings import ServiceSettings, service_settings
+from thresher.core.settings import Settings
 
 QUESTION_ROLE = "user"
 # The metadata key under which the document adapters put the pipeline's report.
@@ -35,7 +35,7 @@ REPORT_KEY = "thresher"
 def missing_extra(host: str, extra: str, exc: ImportError) -> ImportError:
     """The ImportError (:class:`DependencyMissingError`) an adapter raises when its host
     package is not installed; it names the extra."""
-    from core.errors import DependencyMissingError
+    from thresher.core.errors import DependencyMissingError
 
     return DependencyMissingError(exc.name or host, extra)
 
@@ -44,7 +44,7 @@ def missing_extra(host: str, extra: str, exc: ImportError) -> ImportError:
 def shared_provider(cache_dir: str, device: str, dtype: str, threads: int | None) -> Any:
     """One provider per model configuration in this process: a LangChain compressor and a
     LlamaIndex postprocessor built with no arguments share one copy of each model."""
-    from core.models import ModelProvider
+    from thresher.core.models import ModelProvider
 
     return ModelProvider(cache_dir=cache_dir, device=device, dtype=dtype, torch_threads=threads)
 
@@ -57,8 +57,8 @@ class EmbeddedPipeline:
             request's), overlaid on ``settings.pipeline``; each request may overlay them again.
         settings: Service settings, or a mapping of overrides of them (default: read from
             ``THRESHER_*`` like ``thresher serve``).
-        provider: A loaded :class:`core.models.ModelProvider` to share (default: the one every
-            adapter built with the same model settings shares; each model loads on first use).
+        provider: A loaded :class:`thresher.core.models.ModelProvider` to share (default: the one
+            every adapter built with the same model settings shares; each model loads on first use).
         tokenizer: The token counter for budgets and reports (default: ``settings.tokenizer``).
     """
 
@@ -96,9 +96,9 @@ class EmbeddedPipeline:
             return self._state
 
     def _build_state(self) -> Any:
-        from api.compression_service import CompressionService
-        from api.stages import default_stages
-        from api.state import AppState
+        from thresher.api.compression_service import CompressionService
+        from thresher.api.stages import default_stages
+        from thresher.api.state import AppState
 
         provider = self._provider or shared_provider(
             str(self.settings.cache_dir), self.settings.device, self.settings.dtype,
@@ -167,7 +167,7 @@ class EmbeddedPipeline:
         that question-aware methods condition on). Returns the passages in their order."""
         merged = self.options(options)
         if merged.demonstrations is not None:
-            from core.errors import ConfigError
+            from thresher.core.errors import ConfigError
 
             raise ConfigError(
                 "thresher.demonstrations adds messages and has no place among retrieved "

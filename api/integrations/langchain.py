@@ -15,13 +15,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from api.integrations.embedded import (
+from thresher.api.integrations.embedded import (
     REPORT_KEY,
     EmbeddedPipeline,
     missing_extra,
     passage_options,
 )
-from compression import DEFAULT_METHOD
+from thresher.compression import DEFAULT_METHOD
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -42,8 +42,8 @@ class ThresherCompressor(BaseDocumentCompressor):
     ``thresher`` entry with the call's token counts; a document is never dropped.
 
     Args:
-        method: A compression method (``compression.METHODS``; default ``llmlingua2``, which
-            ranks the documents' sentences by the query).
+        method: A compression method (``thresher.compression.METHODS``; default ``llmlingua2``,
+            which ranks the documents' sentences by the query).
         rate: Fraction of tokens to keep; or ``target_tokens`` for the whole set of documents.
         protect: Strings kept verbatim.
         max_latency_ms: Skip compression when its predicted time exceeds this.
@@ -97,14 +97,15 @@ class ThresherExampleSelector(BaseExampleSelector):
     """Few-shot examples retrieved from a Thresher pool by ``prompting`` (k-NN, MMR, BM25, ...).
 
     The pool is a saved one, by name (the pools ``thresher.demonstrations.pool`` names, under the
-    settings' ``data_dir``), a fitted :class:`prompting.Pool`, or built here from ``examples``.
+    settings' ``data_dir``), a fitted :class:`thresher.prompting.Pool`, or built here from
+    ``examples``.
 
     Args:
         pool: A pool name, a ``Pool``, or None to build one from ``examples``.
         examples: Examples (dicts with ``input_key`` and ``output_key``) for a new pool.
         k: Examples per selection.
-        method: A retriever name (``prompting.RETRIEVER_NAMES``).
-        order: An orderer name (``prompting.ORDER_NAMES``); the last example is nearest.
+        method: A retriever name (``thresher.prompting.RETRIEVER_NAMES``).
+        order: An orderer name (``thresher.prompting.ORDER_NAMES``); the last example is nearest.
         input_key: The example key (and input variable) holding the input text.
         output_key: The example key of the answer (a pool record's output, or its label).
         settings: Service settings (default: the ``THRESHER_*`` environment).
@@ -124,8 +125,8 @@ class ThresherExampleSelector(BaseExampleSelector):
         settings: Any = None,
         provider: Any = None,
     ) -> None:
-        from core.errors import ConfigError
-        from prompting import ORDER_NAMES, RETRIEVER_NAMES
+        from thresher.core.errors import ConfigError
+        from thresher.prompting import ORDER_NAMES, RETRIEVER_NAMES
 
         if method not in RETRIEVER_NAMES:
             raise ConfigError(
@@ -147,8 +148,8 @@ class ThresherExampleSelector(BaseExampleSelector):
                 self.add_example(example)
 
     def _record(self, example: dict[str, str]) -> Any:
-        from core.errors import InputError
-        from prompting import demonstration
+        from thresher.core.errors import InputError
+        from thresher.prompting import demonstration
 
         if self.input_key not in example:
             raise InputError(
@@ -169,7 +170,7 @@ class ThresherExampleSelector(BaseExampleSelector):
             if isinstance(self.pool, str):
                 return self._store().add(self.pool, [self._record(example)])
             if self._pool is None:
-                from prompting import Pool
+                from thresher.prompting import Pool
 
                 embedder = self._embedded.state.provider.embedder(
                     self._embedded.settings.embedder_model
@@ -180,7 +181,7 @@ class ThresherExampleSelector(BaseExampleSelector):
 
     def select_examples(self, input_variables: dict[str, str]) -> list[dict[str, Any]]:
         """The ``k`` examples nearest the input, in prompt order."""
-        from prompting import demonstrate
+        from thresher.prompting import demonstrate
 
         query = input_variables.get(self.input_key)
         if query is None:
@@ -210,7 +211,7 @@ class ThresherExampleSelector(BaseExampleSelector):
                 store = self._store()
                 return store.get(self.pool), store.retriever(self.pool, self.method)
             if self._pool is None:
-                from core.errors import InputError
+                from thresher.core.errors import InputError
 
                 raise InputError(
                     "the example selector's pool is empty; pass examples or add_example first.",
@@ -218,7 +219,7 @@ class ThresherExampleSelector(BaseExampleSelector):
                 )
             version = self._pool.version_
             if self._fitted is None or self._fitted[0] != version:
-                from prompting import get_retriever
+                from thresher.prompting import get_retriever
 
                 self._fitted = (version, get_retriever(self.method).fit(self._pool))
             return self._pool, self._fitted[1]

@@ -6,7 +6,7 @@ Enable it in LiteLLM's ``config.yaml`` (see the README)::
     guardrails:
       - guardrail_name: thresher
         litellm_params:
-          guardrail: api.integrations.litellm.ThresherGuardrail
+          guardrail: thresher.api.integrations.litellm.ThresherGuardrail
           mode: pre_call
           default_on: true
           thresher: {compression: {method: llmlingua, rate: 0.5}}
@@ -29,8 +29,8 @@ import logging
 import time
 from typing import Any
 
-from api.integrations.embedded import EmbeddedPipeline, missing_extra
-from core.errors import InputError, NotFoundError
+from thresher.api.integrations.embedded import EmbeddedPipeline, missing_extra
+from thresher.core.errors import InputError, NotFoundError
 
 try:
     from fastapi import HTTPException

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.integrations.embedded import (
+from thresher.api.integrations.embedded import (
     REPORT_KEY,
     EmbeddedPipeline,
     missing_extra,
     passage_options,
 )
-from compression import DEFAULT_METHOD
+from thresher.compression import DEFAULT_METHOD
 
 try:
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -36,7 +36,7 @@ class ThresherPostprocessor(BaseNodePostprocessor):
     entry with the call's token counts (excluded from what the LLM and the embedder see).
 
     Args:
-        method: A compression method (``compression.METHODS``).
+        method: A compression method (``thresher.compression.METHODS``).
         rate: Fraction of tokens to keep; or ``target_tokens`` for all the nodes together.
         protect: Strings kept verbatim.
         max_latency_ms: Skip compression when its predicted time exceeds this.

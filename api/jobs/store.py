@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from core.errors import NotFoundError
+from thresher.core.errors import NotFoundError
 
 Status = Literal["queued", "running", "succeeded", "failed"]
 

@@ -16,8 +16,8 @@ from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any
 
-from api.jobs.store import Job, JobStore
-from core.errors import ThresherError
+from thresher.api.jobs.store import Job, JobStore
+from thresher.core.errors import ThresherError
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
@@ -38,7 +38,7 @@ def last_progress_line(path: Path, tail: int = 4096) -> str:
 
 def run_job(store: JobStore, job: Job) -> None:
     """Run one job to the end, recording progress, the result or the error."""
-    import selection
+    from thresher import selection
 
     job.output_dir.mkdir(parents=True, exist_ok=True)
     log_path = job.output_dir / LOG_NAME

@@ -12,11 +12,11 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.errors import error_responses
-from api.pipeline import ThresherOptions
-from api.proxy import AnswerResponse, forward
-from api.state import State
-from core.record import ROLES
+from thresher.api.errors import error_responses
+from thresher.api.pipeline import ThresherOptions
+from thresher.api.proxy import AnswerResponse, forward
+from thresher.api.state import State
+from thresher.core.record import ROLES
 
 router = APIRouter(tags=["proxy"])
 
@@ -56,7 +56,8 @@ class ProxyRequest(BaseModel):
     )
 
 
-# What core.record.validate_messages checks, said in the spec (other message keys pass through).
+# What thresher.core.record.validate_messages checks, said in the spec (other message keys pass
+# through).
 MESSAGE_SCHEMA = {
     "type": "object",
     "required": ["role"],

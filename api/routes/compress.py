@@ -9,26 +9,27 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.errors import error_responses
-from api.state import AppState, State, client_counter
-from compression import (
+from thresher.api.errors import error_responses
+from thresher.api.state import AppState, State, client_counter
+from thresher.compression import (
     CLASSIFIER_METHODS,
     DEFAULT_METHOD,
     Compressor,
     get_compressor,
     method_names,
 )
-from core.errors import InputError
-from core.models import ModelProvider
-from core.settings import Settings
+from thresher.core.errors import InputError
+from thresher.core.models import ModelProvider
+from thresher.core.settings import Settings
 
 router = APIRouter(tags=["compression"])
 DEFAULT_TARGET_MODEL = "cl100k_base"
 
 
 def compression_scorer(provider: ModelProvider, settings: Settings) -> Any:
-    """The scoring LM for compression (:meth:`core.models.ModelProvider.compression_scorer`:
-    one dtype policy for the proxy, this route and the CLI)."""
+    """The scoring LM for compression
+    (:meth:`thresher.core.models.ModelProvider.compression_scorer`: one dtype policy for the proxy,
+    this route and the CLI)."""
     return provider.compression_scorer(settings.scorer_model)
 
 
@@ -43,7 +44,7 @@ def build_compressor(
     the token classifier ``model`` (the embedded one by default) and the embedder."""
     counter = counter or provider.token_counter(DEFAULT_TARGET_MODEL)
     if method in CLASSIFIER_METHODS:
-        from core.registry import DEFAULT_CLASSIFIER
+        from thresher.core.registry import DEFAULT_CLASSIFIER
 
         dtype = provider.compression_dtype()
         return get_compressor(

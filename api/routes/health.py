@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.state import Authenticated, State
-from core.device import resolve_device
+from thresher.api.state import Authenticated, State
+from thresher.core.device import resolve_device
 
 router = APIRouter(tags=["health"])
 

@@ -18,12 +18,12 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from api.errors import error_responses
-from api.jobs.paths import RecipeGuard
-from api.jobs.store import Job
-from api.state import AppState, Caller, State
-from core.errors import ConfigError, InputError, NotFoundError
-from core.wire import check_sendable
+from thresher.api.errors import error_responses
+from thresher.api.jobs.paths import RecipeGuard
+from thresher.api.jobs.store import Job
+from thresher.api.state import AppState, Caller, State
+from thresher.core.errors import ConfigError, InputError, NotFoundError
+from thresher.core.wire import check_sendable
 
 router = APIRouter(tags=["selection"])
 ERRORS = error_responses(404)  # no such job, file or input path
@@ -137,7 +137,7 @@ def _submit(
     inputs_field: str | None,
     owner: str | None = None,
 ) -> SelectionJobResponse:
-    import selection
+    from thresher import selection
 
     guard = _guard(state)
     if not recipe.get("base_dir"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from api.state import State
+from thresher.api.state import State
 
 router = APIRouter(tags=["proxy"])
 

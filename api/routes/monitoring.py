@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.state import State
+from thresher.api.state import State
 
 router = APIRouter(tags=["monitoring"])
 

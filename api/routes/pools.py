@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.errors import error_responses
-from api.state import Pools, State, client_counter
-from prompting import PoolStore, check_pool_name, demonstrate, demonstration
+from thresher.api.errors import error_responses
+from thresher.api.state import Pools, State, client_counter
+from thresher.prompting import PoolStore, check_pool_name, demonstrate, demonstration
 
 router = APIRouter(tags=["pools"])
 

@@ -6,8 +6,9 @@ causal-LM methods' score). A word is labelled *keep* (1) when its self-informati
 Student: all-MiniLM-L6-v2 with its lower five layers frozen; the sixth layer and a two-label head
 are trained on the teacher's labels, and only those parameters ship (fp16).
 
-    nice -n 10 python -m compression.train.llmlingua2            # labels cached, then training
-    python -m compression.train.llmlingua2 --eval-windows 512 256 128   # the shipped classifier
+    nice -n 10 python -m thresher.compression.train.llmlingua2            # labels cached, then
+    training python -m thresher.compression.train.llmlingua2 --eval-windows 512 256 128   # the
+    shipped classifier
 
 Training sources: raw_pool.jsonl (news, Austen, Reuters, speeches, reviews, fortunes) and
 instructions.jsonl. Held out: longqa.jsonl (the mystery stories, where the reader bench and the
@@ -26,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compression.units import ProtectOptions, split_units, unit_of_chars
-from core.models import ModelProvider
-from core.registry import CLASSIFIER_WEIGHTS, embedder_path
+from thresher.compression.units import ProtectOptions, split_units, unit_of_chars
+from thresher.core.models import ModelProvider
+from thresher.core.registry import CLASSIFIER_WEIGHTS, embedder_path
 
 SEED = 14
 KEEP = 0.5  # fraction of words the teacher keeps

@@ -7,13 +7,13 @@ from typing import Any
 
 
 def _local(workers: int) -> Any:
-    from selection.executors.local import LocalExecutor
+    from thresher.selection.executors.local import LocalExecutor
 
     return LocalExecutor(workers=workers)
 
 
 def _ray(workers: int) -> Any:
-    from selection.executors.ray_data import RayExecutor
+    from thresher.selection.executors.ray_data import RayExecutor
 
     return RayExecutor(workers=workers)
 

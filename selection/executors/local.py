@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from selection.io import ReadBatch, Shard
-from selection.plan import BatchOutcome, Op, apply_ops
-from selection.state import load_outcome, save_outcome
+from thresher.selection.io import ReadBatch, Shard
+from thresher.selection.plan import BatchOutcome, Op, apply_ops
+from thresher.selection.state import load_outcome, save_outcome
 
 if TYPE_CHECKING:
-    from selection.engine import Job
-    from selection.state import RowState
+    from thresher.selection.engine import Job
+    from thresher.selection.state import RowState
 
 _FORKED: tuple[Job, int, list[Op], RowState | None] | None = None
 
@@ -28,7 +28,7 @@ def process_shard(
     job: Job, shard: Shard, index: int, ops: list[Op], state: RowState | None
 ) -> list[BatchOutcome]:
     """Run one pass over one shard, reusing the batches a previous run already finished."""
-    from selection.engine import restore
+    from thresher.selection.engine import restore
 
     folder = job.work.batch_dir(index)
     outcomes = []

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.errors import ThresherError, require
-from selection.io import ReadBatch, Reject
-from selection.plan import BatchOutcome, Op, apply_ops
+from thresher.core.errors import ThresherError, require
+from thresher.selection.io import ReadBatch, Reject
+from thresher.selection.plan import BatchOutcome, Op, apply_ops
 
 if TYPE_CHECKING:
-    from selection.engine import Job
-    from selection.state import RowState
+    from thresher.selection.engine import Job
+    from thresher.selection.state import RowState
 
 
 def init_local_ray(num_cpus: int | None = None) -> None:
@@ -90,7 +90,7 @@ class PassWorker:
     the summed statistics as arrays, never pickled steps)."""
 
     def __init__(self, job: Job) -> None:
-        from selection.engine import build_steps
+        from thresher.selection.engine import build_steps
 
         self.steps = build_steps(job.recipe, job.context)
         self.batch_size = job.recipe.batch_size
@@ -107,7 +107,7 @@ class PassWorker:
         """The pass over rows ``start:end`` of one block of the job's rows, batch by batch."""
         from ray.data.block import BlockAccessor
 
-        from selection.engine import restore
+        from thresher.selection.engine import restore
 
         rows = BlockAccessor.for_block(block).slice(start, end, copy=False)
         columns = BlockAccessor.for_block(rows).to_batch_format("numpy")

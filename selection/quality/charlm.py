@@ -5,7 +5,7 @@ dependences in stochastic language modelling"), counted with numpy over integer-
 A response whose characters cost more bits than the model's own unigram entropy (letters drawn
 independently at their frequencies) carries no structure of the language it answers in: random
 keyboard noise, mojibake, or pseudo-words. This is a cheap stand-in for a causal LM's perplexity
-(see :mod:`selection.quality.perplexity`) that runs over millions of rows on a CPU.
+(see :mod:`thresher.selection.quality.perplexity`) that runs over millions of rows on a CPU.
 
 The model is a function of n-gram counts only, and counts merge by addition: :func:`count_ngrams`
 over each shard, :func:`merge_counts` on the driver, :meth:`CharNgramLM.from_counts` once. So the
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import InputError, NotFoundError
-from core.record import Record
-from selection.quality.turns import turns
+from thresher.core.errors import InputError, NotFoundError
+from thresher.core.record import Record
+from thresher.selection.quality.turns import turns
 
 UNKNOWN = 0  # id of every character seen too rarely in training
 # Ids are 1 + code point mod ALPHABET (a prime; saved models record it); 0 is the unknown id.

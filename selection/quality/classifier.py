@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import InputError, NotFoundError, require
-from core.record import Record
-from selection.quality.turns import turns
+from thresher.core.errors import InputError, NotFoundError, require
+from thresher.core.record import Record
+from thresher.selection.quality.turns import turns
 
 
 def record_features_text(record: Record) -> str:

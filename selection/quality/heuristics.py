@@ -22,10 +22,10 @@ from typing import Literal
 
 import numpy as np
 
-from core.errors import ConfigError
-from selection.quality.charlm import CharNgramLM
-from selection.quality.repetition import minimal_period, ngram_fractions
-from selection.quality.turns import Turn
+from thresher.core.errors import ConfigError
+from thresher.selection.quality.charlm import CharNgramLM
+from thresher.selection.quality.repetition import minimal_period, ngram_fractions
+from thresher.selection.quality.turns import Turn
 
 Part = Literal["instruction", "input", "response"]
 WORD = re.compile(r"\S+")
@@ -470,9 +470,9 @@ def build_rules(names: Sequence[str]) -> list[Rule]:
 
 
 def __getattr__(name: str) -> object:
-    # HeuristicFilter lives in selection.quality.rulefilter (it imports the rules above).
+    # HeuristicFilter lives in thresher.selection.quality.rulefilter (it imports the rules above).
     if name == "HeuristicFilter":
-        from selection.quality.rulefilter import HeuristicFilter
+        from thresher.selection.quality.rulefilter import HeuristicFilter
 
         return HeuristicFilter
     raise AttributeError(name)

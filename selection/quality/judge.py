@@ -20,10 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from core.backends import ChatBackend
-from core.errors import BackendError, BackendResponseError, BackendUnavailableError, InputError
-from core.record import Record
-from selection.quality.turns import Turn, turns
+from thresher.core.backends import ChatBackend
+from thresher.core.errors import (
+    BackendError,
+    BackendResponseError,
+    BackendUnavailableError,
+    InputError,
+)
+from thresher.core.record import Record
+from thresher.selection.quality.turns import Turn, turns
 
 RUBRIC = (
     "We would like to request your feedback on the performance of an AI assistant in response "
@@ -60,7 +65,7 @@ class LLMJudge:
     """Rates every assistant turn; a record's score is the mean of its turns' ratings.
 
     Args:
-        backend: a :class:`core.backends.ChatBackend` (OpenAI-compatible or local), or a
+        backend: a :class:`thresher.core.backends.ChatBackend` (OpenAI-compatible or local), or a
             function that makes one: then each event loop (each ``score`` call) gets its own,
             closed afterwards, since an HTTP client's pool cannot outlive its loop.
         model: the model name sent with each request.

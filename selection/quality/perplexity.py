@@ -4,8 +4,8 @@ Li et al., 2024 ("From Quantity to Quality: Boosting LLM Performance with Self-G
 Selection"): IFD = PPL(response | instruction) / PPL(response). Near or above 1, the instruction
 does not help predict the answer (misaligned or unrelated pairs); Superfiltering (Li et al., 2024)
 shows a small model ranks IFD as well as a large one. Responses are scored per assistant turn,
-batched by length through :class:`core.scoring.TokenScorer` (which sorts sequences by length and
-fills batches under a token budget), and averaged per record.
+batched by length through :class:`thresher.core.scoring.TokenScorer` (which sorts sequences by
+length and fills batches under a token budget), and averaged per record.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.errors import InputError
-from core.record import Record
-from core.scoring import TokenScorer
-from selection.quality.turns import turns
+from thresher.core.errors import InputError
+from thresher.core.record import Record
+from thresher.core.scoring import TokenScorer
+from thresher.selection.quality.turns import turns
 
 
 @dataclass(slots=True)

@@ -25,9 +25,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from core.record import Record
-from selection.quality.charlm import CharNgramLM, count_ngrams, merge_counts
-from selection.quality.heuristics import (
+from thresher.core.record import Record
+from thresher.selection.quality.charlm import CharNgramLM, count_ngrams, merge_counts
+from thresher.selection.quality.heuristics import (
     DEFAULT_RULES,
     MIN_TRAIN_CHARS,
     Context,
@@ -37,7 +37,7 @@ from selection.quality.heuristics import (
     letters,
     words,
 )
-from selection.quality.turns import Turn, alpaca_fields, group_key, turns
+from thresher.selection.quality.turns import Turn, alpaca_fields, group_key, turns
 
 ORDER = 4
 INPUT_CHARS = 2000  # of each input, enough to learn its language's letters
@@ -76,7 +76,7 @@ class HeuristicFilter:
     first). Each record gets ``scores["<name>.flags"]`` (rules fired).
 
     Args:
-        rules: names from :data:`selection.quality.heuristics.CHECKS` (all by default).
+        rules: names from :data:`thresher.selection.quality.heuristics.CHECKS` (all by default).
         name: the step's name in recipes and reports.
     """
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from core.record import Record, message_text
+from thresher.core.record import Record, message_text
 
 ALPACA_KEYS = ("instruction", "output")
 """Fields that mark a row (or ``metadata``) as Alpaca-shaped."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from core.errors import NotFoundError
+from thresher.core.errors import NotFoundError
 
 
 def builtin_recipe(name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
 """Step types usable in recipes; every module here registers its steps on import.
 
-See :mod:`selection.registry` for the contract. Modules must import heavy libraries lazily.
+See :mod:`thresher.selection.registry` for the contract. Modules must import heavy libraries lazily.
 """

@@ -8,8 +8,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from core.record import Record
-from selection.registry import StepContext, StepParams, register_step
+from thresher.core.record import Record
+from thresher.selection.registry import StepContext, StepParams, register_step
 
 
 class LengthParams(StepParams):

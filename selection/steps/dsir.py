@@ -9,12 +9,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from core.errors import ConfigError, NotFoundError
-from core.record import Record
-from selection.dsir import HashedNgramDSIR
-from selection.io import read_records
-from selection.recipe import InputSpec
-from selection.registry import StepContext, StepParams, register_step
+from thresher.core.errors import ConfigError, NotFoundError
+from thresher.core.record import Record
+from thresher.selection.dsir import HashedNgramDSIR
+from thresher.selection.io import read_records
+from thresher.selection.recipe import InputSpec
+from thresher.selection.registry import StepContext, StepParams, register_step
 
 
 class DSIRParams(StepParams):

@@ -9,13 +9,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from core.record import Record
-from selection.dedup import Deduplicator
-from selection.quality.classifier import QualityClassifier
-from selection.quality.heuristics import DEFAULT_RULES, RuleName
-from selection.quality.perplexity import PerplexityScorer
-from selection.quality.rulefilter import HeuristicFilter, merge_rule_stats
-from selection.registry import StepContext, StepParams, register_step
+from thresher.core.record import Record
+from thresher.selection.dedup import Deduplicator
+from thresher.selection.quality.classifier import QualityClassifier
+from thresher.selection.quality.heuristics import DEFAULT_RULES, RuleName
+from thresher.selection.quality.perplexity import PerplexityScorer
+from thresher.selection.quality.rulefilter import HeuristicFilter, merge_rule_stats
+from thresher.selection.registry import StepContext, StepParams, register_step
 
 
 class RulesParams(StepParams):
@@ -176,7 +176,7 @@ class DiversityStep:
         self.context = context
 
     def select(self, records: Sequence[Record], k: int | None = None) -> list[Record]:
-        from selection.diversity import DiverseSubset
+        from thresher.selection.diversity import DiverseSubset
 
         p = self.params
         subset = DiverseSubset(
@@ -212,7 +212,7 @@ class JudgeStep:
     def judge(self) -> Any:
         """The :class:`LLMJudge`, built (and its model loaded) on first use."""
         if self._judge is None:
-            from selection.quality.judge import LLMJudge
+            from thresher.selection.quality.judge import LLMJudge
 
             p = self.params
             # retries=0: the backend retries, by the one policy of core/retry.py.
@@ -226,7 +226,7 @@ class JudgeStep:
         """Ask the judge once; a backend that is down fails the job unless ``optional``."""
         import asyncio
 
-        from core.errors import BackendError
+        from thresher.core.errors import BackendError
 
         self.available = True
         try:
@@ -240,7 +240,7 @@ class JudgeStep:
     def _backend(params: JudgeParams, context: StepContext):  # type: ignore[no-untyped-def]
         from functools import partial
 
-        from core.backends import make_backend
+        from thresher.core.backends import make_backend
 
         if params.backend == "local":
             return make_backend("local", provider=context.provider, max_new_tokens=48)

@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from api.app import create_app
-from api.settings import ServiceSettings
-from api.state import AppState
-from core.backends import LocalBackend
 from tests.api.servers import serve_app
+from thresher.api.app import create_app
+from thresher.api.settings import ServiceSettings
+from thresher.api.state import AppState
+from thresher.core.backends import LocalBackend
 
 LOCAL = "SmolLM2-135M-Instruct"
 

@@ -1,8 +1,8 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from core.tokens import CachedCounter
 from tests.api.conftest import LOCAL, make_app
+from thresher.core.tokens import CachedCounter
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +170,9 @@ def test_the_lane_serves_valid_proxy_requests_and_hands_the_rest_to_the_routes(c
 def test_serve_freezes_the_heap_and_spaces_out_young_collections(provider, local_lm):
     import gc
 
-    from api.app import create_app
-    from api.settings import ServiceSettings
     from tests.api.conftest import local_state
+    from thresher.api.app import create_app
+    from thresher.api.settings import ServiceSettings
 
     def app(**overrides):
         settings = ServiceSettings(preload_models=False, **overrides)

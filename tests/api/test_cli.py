@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from api.cli import main
+from thresher.api.cli import main
 
 COMMANDS = [[], ["doctor"], ["serve"]]
 EVERY_COMMAND = [
@@ -24,7 +24,7 @@ DSIR = ["dsir", "--raw", "r.jsonl", "--target", "t.jsonl", "--out", "o.jsonl"]
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
     result = subprocess.run(
-        [sys.executable, "-m", "api", *command, "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "thresher", *command, "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout
@@ -32,7 +32,9 @@ def test_every_command_has_help(command):
 
 def test_doctor_reports_models_and_device():
     result = subprocess.run(
-        [sys.executable, "-m", "api", "doctor", "--device", "cpu"], capture_output=True, text=True
+        [sys.executable, "-m", "thresher", "doctor", "--device", "cpu"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for expected in ("ok    embedder", "ok    scorer", "ok    cl100k_base", "cache dir", "-> cpu"):
@@ -41,7 +43,9 @@ def test_doctor_reports_models_and_device():
 
 def test_bad_device_is_one_line_and_exit_2():
     result = subprocess.run(
-        [sys.executable, "-m", "api", "doctor", "--device", "tpu"], capture_output=True, text=True
+        [sys.executable, "-m", "thresher", "doctor", "--device", "tpu"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "Unknown device 'tpu'" in result.stderr and "Traceback" not in result.stderr
@@ -107,7 +111,7 @@ TYPE_TAGS = re.compile(r"\b(INTEGER|TEXT|FLOAT|PATH|BOOLEAN|RANGE)\b|<(int|str|p
 @pytest.mark.parametrize("command", EVERY_COMMAND, ids=" ".join)
 def test_help_reads_at_80_columns_without_type_tags(command):
     result = subprocess.run(
-        [sys.executable, "-m", "api", *command, "--help"],
+        [sys.executable, "-m", "thresher", *command, "--help"],
         capture_output=True,
         text=True,
         env={**__import__("os").environ, "COLUMNS": "80"},

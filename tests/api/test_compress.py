@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.routes.compress import compression_scorer
-from api.state import AppState
-from compression import get_compressor
-from core.backends import LocalBackend
-from core.settings import Settings
+from thresher.api.app import create_app
+from thresher.api.routes.compress import compression_scorer
+from thresher.api.state import AppState
+from thresher.compression import get_compressor
+from thresher.core.backends import LocalBackend
+from thresher.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,7 +97,7 @@ def test_invalid_utf8_body_is_rejected(client):
 
 def run_cli(*args, stdin=None):
     return subprocess.run(
-        [sys.executable, "-m", "api", "compress", *args],
+        [sys.executable, "-m", "thresher", "compress", *args],
         input=stdin,
         capture_output=True,
         cwd=ROOT,
@@ -148,7 +148,7 @@ def test_cli_api_and_python_agree(client, provider, counter, story, tmp_path):
 
 
 def test_the_proxy_and_the_route_compress_with_one_scorer(client, provider):
-    from api.routes.compress import compressors
+    from thresher.api.routes.compress import compressors
 
     state = client.app.state.thresher
     route_model = compressors(state)["llmlingua"].scorer.model
@@ -173,7 +173,7 @@ def test_llmlingua2_through_the_api(client, story):
 
 
 def test_model_folder_errors_are_422_naming_model(client, provider, tmp_path):
-    from core.registry import causal_lm_path
+    from thresher.core.registry import causal_lm_path
 
     lm = str(causal_lm_path("SmolLM2-135M-Instruct", provider.cache_dir))
     cases = [

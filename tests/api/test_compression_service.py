@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from api.compression_service import (
+from thresher.api.compression_service import (
     Busy,
     PrefillModel,
     StoppableModel,
@@ -16,7 +16,7 @@ from api.compression_service import (
     deadline_check,
     stoppable_scorer,
 )
-from compression.conversation import Stopped
+from thresher.compression.conversation import Stopped
 
 
 def test_the_pool_bounds_running_and_waiting_requests():
@@ -109,7 +109,7 @@ def test_prompts_of_one_size_teach_no_slope():
 
 
 def test_one_in_sixteen_skips_measures_again():
-    from api.compression_service import CompressionService
+    from thresher.api.compression_service import CompressionService
 
     service = CompressionService()
     decisions = [service.explore("route") for _ in range(32)]
@@ -118,10 +118,10 @@ def test_one_in_sixteen_skips_measures_again():
 
 
 def test_workers_share_remembered_messages_through_sqlite(tmp_path, provider, counter):
-    from api.compression_service import CompressionService
-    from api.settings import ServiceSettings
-    from compression import get_compressor
-    from compression.conversation import ConversationCompressor
+    from thresher.api.compression_service import CompressionService
+    from thresher.api.settings import ServiceSettings
+    from thresher.compression import get_compressor
+    from thresher.compression.conversation import ConversationCompressor
 
     settings = ServiceSettings(
         compress_cache_path=tmp_path / "cache.sqlite", compress_cache_entries=5

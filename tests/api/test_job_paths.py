@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-import selection
-from api.jobs.paths import RecipeGuard
-from core.errors import InputError, NotFoundError
+from thresher import selection
+from thresher.api.jobs.paths import RecipeGuard
+from thresher.core.errors import InputError, NotFoundError
 
 TOP = {"type": "top_k", "score": "_len", "k": 2}
 

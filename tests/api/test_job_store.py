@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from api.jobs.store import JobStore
-from api.jobs.worker import last_progress_line, worker_main
-from core.errors import NotFoundError
+from thresher.api.jobs.store import JobStore
+from thresher.api.jobs.worker import last_progress_line, worker_main
+from thresher.core.errors import NotFoundError
 
 
 def dead_pid() -> int:

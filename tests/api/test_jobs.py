@@ -11,8 +11,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from api.jobs.store import JobStore
 from tests.api.conftest import make_app
+from thresher.api.jobs.store import JobStore
 
 RECIPE = {"steps": [{"type": "length"}, {"type": "top_k", "score": "length", "k": 7}]}
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.pipeline import (
+from thresher.api.pipeline import (
     Pipeline,
     PipelineReport,
     RequestContext,
@@ -14,7 +14,7 @@ from api.pipeline import (
     deep_merge,
     merge_options,
 )
-from core.errors import InputError
+from thresher.core.errors import InputError
 
 DEFAULTS = {"compression": {"method": "llmlingua", "rate": 0.5}, "budget_tokens": 900}
 
@@ -85,8 +85,8 @@ def test_report_headers_name_each_stage_and_a_failure():
 
 
 def test_a_failed_stage_reports_library_errors_by_name_only():
-    from api.pipeline import _failure
-    from core.errors import ModelUnavailableError
+    from thresher.api.pipeline import _failure
+    from thresher.core.errors import ModelUnavailableError
 
     assert _failure(RuntimeError("/home/me/secret.txt not found")) == (
         "RuntimeError (the service log has the details)"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.state import AppState
-from core.backends import LocalBackend
-from core.settings import Settings
-from prompting import PoolStore, demonstrate
+from thresher.api.app import create_app
+from thresher.api.state import AppState
+from thresher.core.backends import LocalBackend
+from thresher.core.settings import Settings
+from thresher.prompting import PoolStore, demonstrate
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCHES = [
@@ -29,7 +29,7 @@ SEARCHES = [
 
 def cli(*args, data_dir):
     return subprocess.run(
-        [sys.executable, "-m", "api", "pool", *args, "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "thresher", "pool", *args, "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -136,9 +136,9 @@ def test_a_path_error_does_not_map_the_server_disk(provider, local_lm, tmp_path)
 
 @pytest.mark.parametrize("setting", ["scorer_model", "embedder_model"])
 def test_startup_fails_naming_a_model_setting_that_cannot_load(setting):
-    from api.app import create_app
-    from api.settings import ServiceSettings
-    from core.errors import ConfigError
+    from thresher.api.app import create_app
+    from thresher.api.settings import ServiceSettings
+    from thresher.core.errors import ConfigError
 
     app = create_app(ServiceSettings(preload_models=False, **{setting: "no-such-model"}))
     with pytest.raises(ConfigError, match=f"THRESHER_{setting.upper()}"):
@@ -157,7 +157,7 @@ def test_serve_refuses_an_unknown_model_in_one_line(tmp_path):
         "THRESHER_DATA_DIR": str(tmp_path),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "api", "serve", "--port", "1"], capture_output=True, text=True,
+        [sys.executable, "-m", "thresher", "serve", "--port", "1"], capture_output=True, text=True,
         env=env, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr

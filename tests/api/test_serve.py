@@ -22,7 +22,7 @@ def test_serve_proxies_to_the_backend_it_was_given(tmp_path, workers):
             [
                 sys.executable,
                 "-m",
-                "api",
+                "thresher",
                 "serve",
                 "--port",
                 str(port),
@@ -64,7 +64,7 @@ def test_serve_proxies_to_the_backend_it_was_given(tmp_path, workers):
 
 def test_serve_rejects_a_bad_backend_in_one_line():
     result = subprocess.run(
-        [sys.executable, "-m", "api", "serve", "--backend", "ftp://somewhere"],
+        [sys.executable, "-m", "thresher", "serve", "--backend", "ftp://somewhere"],
         capture_output=True,
         text=True,
     )

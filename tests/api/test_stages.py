@@ -9,10 +9,10 @@ import json
 import openai
 import pytest
 
-from api.app import create_app
-from api.settings import ServiceSettings
 from tests.api.conftest import local_state, make_app
 from tests.api.servers import fault_backend, serve_app
+from thresher.api.app import create_app
+from thresher.api.settings import ServiceSettings
 
 STORY = json.loads((__import__("pathlib").Path(__file__).parents[1] / "data" / "api" /
                     "longqa_small.jsonl").read_text().splitlines()[0])  # fmt: skip
@@ -33,7 +33,7 @@ def echo_url():
 
 @pytest.fixture(scope="module")
 def proxy(provider, local_lm, scorer, embedder, echo_url, data_dir):
-    from prompting import PoolStore, read_demonstrations
+    from thresher.prompting import PoolStore, read_demonstrations
 
     app = make_app(provider, local_lm, routes={"ok": echo_url}, compress_min_tokens=100)
     with serve_app(app) as base:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from compression import CLASSIFIER_METHODS, METHODS, get_compressor
+from thresher.compression import CLASSIFIER_METHODS, METHODS, get_compressor
 
 
 @pytest.fixture(scope="package", autouse=True)

@@ -2,8 +2,14 @@
 
 import pytest
 
-from compression import METHODS, CompressionResult, Compressor, ProtectOptions, get_compressor
-from core.errors import InputError
+from thresher.compression import (
+    METHODS,
+    CompressionResult,
+    Compressor,
+    ProtectOptions,
+    get_compressor,
+)
+from thresher.core.errors import InputError
 
 NAMES = list(METHODS)
 

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from compression import get_compressor
-from compression.conversation import (
+from tests.compression.test_structured import tool_output
+from thresher.compression import get_compressor
+from thresher.compression.conversation import (
     ConversationCompressor,
     LRUMessageCache,
     Stopped,
     split_question,
 )
-from tests.compression.test_structured import tool_output
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,13 @@
 import numpy as np
 import pytest
 
-from compression import get_compressor
-from compression.llmlingua2 import collapse_punctuation, lexical_similarity, sentence_groups
-from core.errors import InputError
+from thresher.compression import get_compressor
+from thresher.compression.llmlingua2 import (
+    collapse_punctuation,
+    lexical_similarity,
+    sentence_groups,
+)
+from thresher.core.errors import InputError
 
 NEEDLE = "The code for the stable is 3614."
 
@@ -92,7 +96,7 @@ def test_bad_folders_say_what_was_found(provider, tmp_path):
     with pytest.raises(InputError, match="found nothing") as info:
         provider.token_classifier(str(tmp_path / "missing"))
     assert info.value.field == "model"
-    from core.registry import causal_lm_path
+    from thresher.core.registry import causal_lm_path
 
     lm = causal_lm_path("SmolLM2-135M-Instruct", provider.cache_dir)
     with pytest.raises(InputError, match="LlamaForCausalLM.*not a token classifier"):
@@ -126,7 +130,7 @@ def test_an_encoder_of_its_own_ranks_by_embedding_sentences(classifier, embedder
 
     import torch
 
-    from core.classifier import TokenClassifier
+    from thresher.core.classifier import TokenClassifier
 
     model = copy.deepcopy(classifier.model)
     other = TokenClassifier(model, classifier.tokenizer, name="other", device=classifier.device)

@@ -5,8 +5,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compression import METHODS, ProtectOptions
-from compression.units import protected_spans
+from thresher.compression import METHODS, ProtectOptions
+from thresher.compression.units import protected_spans
 
 WORDS = (
     "the a river detective found seven old letters under bridge quietly while night market "

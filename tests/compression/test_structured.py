@@ -8,7 +8,13 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compression.structured import compress_json, is_error, outliers, shrink, split_segments
+from thresher.compression.structured import (
+    compress_json,
+    is_error,
+    outliers,
+    shrink,
+    split_segments,
+)
 
 WORDS = ["sales", "grew", "in", "the", "north"]
 

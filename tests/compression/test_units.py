@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compression.budget import greedy_keep, rank_rates, resolve_target
-from compression.units import ProtectOptions, protected_spans, split_units
-from core.errors import InputError
+from thresher.compression.budget import greedy_keep, rank_rates, resolve_target
+from thresher.compression.units import ProtectOptions, protected_spans, split_units
+from thresher.core.errors import InputError
 
 TEXT = (
     "Call 555-0100 on March 3, 2024 or visit https://example.com/a?b=1.\n"

@@ -2,8 +2,8 @@ import asyncio
 
 import pytest
 
-from core.backends import ChatBackend, LocalBackend, OpenAICompatibleBackend
-from core.errors import BackendUnavailableError, InputError
+from thresher.core.backends import ChatBackend, LocalBackend, OpenAICompatibleBackend
+from thresher.core.errors import BackendUnavailableError, InputError
 
 
 @pytest.fixture(scope="module")

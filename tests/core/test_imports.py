@@ -4,8 +4,8 @@ import sys
 
 def test_packages_import_without_torch():
     code = (
-        "import sys; import core, selection, prompting, compression, api; "
-        "import core.models, core.backends, core.tokens; "
+        "import sys; from thresher import core, selection, prompting, compression, api; "
+        "import thresher.core.models, thresher.core.backends, thresher.core.tokens; "
         "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss') "
         "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
     )

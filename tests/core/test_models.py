@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.errors import ConfigError, InputError, ModelUnavailableError
-from core.models import ModelProvider
+from thresher.core.errors import ConfigError, InputError, ModelUnavailableError
+from thresher.core.models import ModelProvider
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
 
@@ -89,7 +89,7 @@ def test_bad_values_name_the_value(tmp_path, scorer):
 def test_missing_package_names_the_pip_line(monkeypatch, tmp_path):
     import importlib.util
 
-    from core import registry
+    from thresher.core import registry
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -100,7 +100,7 @@ def test_missing_package_names_the_pip_line(monkeypatch, tmp_path):
 
 
 def test_unconvertible_file_is_one_error(tmp_path):
-    from core import registry
+    from thresher.core import registry
 
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a gguf file")
@@ -112,7 +112,7 @@ def test_unconvertible_file_is_one_error(tmp_path):
 def test_torch_threads_setting_reaches_torch(monkeypatch, tmp_path):
     import torch
 
-    from core.settings import load_settings
+    from thresher.core.settings import load_settings
 
     monkeypatch.setenv("THRESHER_TORCH_THREADS", "1")
     settings = load_settings(cache_dir=tmp_path)

@@ -1,6 +1,6 @@
 import pytest
 
-from core import InputError, Record, apply_scorer, validate_messages
+from thresher.core import InputError, Record, apply_scorer, validate_messages
 
 
 def test_record_content_from_text_or_messages():

@@ -10,15 +10,15 @@ import time
 import httpx
 import pytest
 
-from core.backends import make_backend
-from core.errors import (
+from tests.api.servers import fault_backend, free_port
+from thresher.core.backends import make_backend
+from thresher.core.errors import (
     BackendProtocolError,
     BackendResponseError,
     BackendTimeoutError,
     BackendUnavailableError,
 )
-from core.retry import retryable
-from tests.api.servers import fault_backend, free_port
+from thresher.core.retry import retryable
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 TRANSPORTS = ["httpx", "http1"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from core.tokens import CachedCounter, uncached
+from thresher.core.tokens import CachedCounter, uncached
 
 
 class Tally:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from prompting import Pool, demonstration
+from thresher.prompting import Pool, demonstration
 
 
 def read_rows(data_dir, split: str, n: int) -> list[dict]:

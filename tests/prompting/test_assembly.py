@@ -2,8 +2,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import InputError
-from prompting import assemble, get_retriever, get_template
+from thresher.core.errors import InputError
+from thresher.prompting import assemble, get_retriever, get_template
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def test_classification_prompt_and_messages(demos, counter):
 
 
 def test_generation_template_shows_outputs(counter, intent_pool):
-    from prompting import demonstration
-    from prompting.result import Demonstration
+    from thresher.prompting import demonstration
+    from thresher.prompting.result import Demonstration
 
     d = Demonstration(demonstration("g", "2+2?", output="4"), 1.0, 0.9)
     out = assemble("3+3?", [d], counter=counter, template="generation")

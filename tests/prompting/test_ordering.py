@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.errors import InputError
-from prompting import ORDER_NAMES, Orderer, get_orderer, get_retriever
+from thresher.core.errors import InputError
+from thresher.prompting import ORDER_NAMES, Orderer, get_orderer, get_retriever
 
 
 @pytest.fixture(scope="module")

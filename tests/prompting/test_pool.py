@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from core.errors import ConfigError, InputError, NotFoundError
-from prompting import IndexConfig, Pool, demonstration
+from thresher.core.errors import ConfigError, InputError, NotFoundError
+from thresher.prompting import IndexConfig, Pool, demonstration
 
 KINDS = ["flat", "ivf", "hnsw"]
 

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import InputError
-from prompting import (
+from thresher.core.errors import InputError
+from thresher.prompting import (
     RETRIEVER_NAMES,
     Pool,
     RetrievalResult,
@@ -12,7 +12,7 @@ from prompting import (
     demonstration,
     get_retriever,
 )
-from prompting.diverse import LabelConfidence, votek_select, votek_two_stage
+from thresher.prompting.diverse import LabelConfidence, votek_select, votek_two_stage
 
 SETTINGS = settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -138,7 +138,7 @@ def test_label_balanced_spreads_over_labels(fitted, intent_pool, intent_queries,
 
 
 def test_retrievers_refit_after_the_pool_changes(embedder, intent_records):
-    from prompting import Pool, demonstration
+    from thresher.prompting import Pool, demonstration
 
     pool = Pool(embedder).fit(intent_records[:30])
     bm25 = get_retriever("bm25").fit(pool)

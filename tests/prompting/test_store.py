@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from core.errors import InputError, NotFoundError
-from prompting import PoolStore, check_pool_name, read_demonstrations
+from thresher.core.errors import InputError, NotFoundError
+from thresher.prompting import PoolStore, check_pool_name, read_demonstrations
 
 
 @pytest.fixture()

@@ -4,8 +4,8 @@ import sys
 import pytest
 from selection_helpers import read_jsonl
 
-import selection
-from core.errors import ConfigError, InputError, NotFoundError
+from thresher import selection
+from thresher.core.errors import ConfigError, InputError, NotFoundError
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_cli_strict_is_one_line_and_exit_2(tmp_path, damaged):
         [
             sys.executable,
             "-m",
-            "api",
+            "thresher",
             "select",
             str(tmp_path / "r.yaml"),
             "--strict",
@@ -84,7 +84,7 @@ def test_cli_bad_recipe_key_is_one_line(tmp_path, raw_path):
         f"inputs: ['{raw_path}']\nsteps: [{{type: length, unit: x}}]\n"
     )
     run = subprocess.run(
-        [sys.executable, "-m", "api", "select", str(tmp_path / "r.yaml")],
+        [sys.executable, "-m", "thresher", "select", str(tmp_path / "r.yaml")],
         capture_output=True,
         text=True,
     )

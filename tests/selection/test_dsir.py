@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from selection_helpers import read_jsonl
 
-import selection
-from selection.dsir import HashedNgramDSIR, hashed_ngrams, smoothed
+from thresher import selection
+from thresher.selection.dsir import HashedNgramDSIR, hashed_ngrams, smoothed
 
 texts = st.lists(st.text(max_size=60), min_size=1, max_size=8)
 
@@ -142,7 +142,7 @@ def test_model_persists_as_arrays_and_json(tmp_path):
 
 
 def test_missing_target_names_the_field(tmp_path, raw_path):
-    from core.errors import NotFoundError
+    from thresher.core.errors import NotFoundError
 
     recipe = {
         "inputs": [str(raw_path)],

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 from selection_helpers import read_jsonl, write_jsonl
 
-import selection
-from selection.formats import row_to_record
+from thresher import selection
+from thresher.selection.formats import row_to_record
 
 
 def top_k_recipe(path, k=20, **extra):

@@ -2,7 +2,7 @@ import json
 
 from selection_helpers import read_jsonl
 
-import selection
+from thresher import selection
 
 
 def test_report_files_counts_histograms_and_examples(tmp_path, raw_path):
@@ -45,7 +45,7 @@ def test_report_files_counts_histograms_and_examples(tmp_path, raw_path):
 
 
 def test_rule_counts_order_by_count_then_name():
-    from selection.report import rule_counts
+    from thresher.selection.report import rule_counts
 
     reasons = ["b: x; a: y", "c: z", "c: w; b: v"]  # b 2, c 2, a 1 (one row may name several)
     assert list(rule_counts(reasons).items()) == [("b", 2), ("c", 2), ("a", 1)]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from selection_helpers import read_jsonl, write_jsonl
 
-import selection
-from selection.recipes import builtin_recipe
+from thresher import selection
+from thresher.selection.recipes import builtin_recipe
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "quality" / "instructions_small.jsonl"
 
@@ -123,7 +123,7 @@ def test_ray_keeps_the_same_rows(tmp_path, reference):
     pytest.importorskip("ray")
     import ray
 
-    from selection.executors.ray_data import init_local_ray
+    from thresher.selection.executors.ray_data import init_local_ray
 
     init_local_ray(num_cpus=2)
     try:

@@ -3,14 +3,14 @@
 import pytest
 from selection_helpers import read_jsonl
 
-import selection
+from thresher import selection
 
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from selection.executors.ray_data import init_local_ray
+    from thresher.selection.executors.ray_data import init_local_ray
 
     init_local_ray(num_cpus=2)
     yield
@@ -42,7 +42,7 @@ def test_ray_and_local_select_the_same_rows(tmp_path, raw_path, target_path, loc
 
 
 def test_a_bad_row_under_strict_is_the_same_error_on_ray(tmp_path, raw_path, local_ray):
-    from core.errors import InputError
+    from thresher.core.errors import InputError
 
     lines = raw_path.read_bytes().splitlines(keepends=True)[:50]
     lines[9] = b"{not json\n"

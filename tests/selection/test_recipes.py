@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from selection_helpers import read_jsonl
 
-import selection
-from core.errors import ConfigError, NotFoundError
-from selection.registry import STEP_TYPES, StepParams, register_step
+from thresher import selection
+from thresher.core.errors import ConfigError, NotFoundError
+from thresher.selection.registry import STEP_TYPES, StepParams, register_step
 
 
 def recipe(path, *steps, **extra):

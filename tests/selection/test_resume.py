@@ -31,7 +31,8 @@ def write_recipe(folder: Path, raw: Path, target: Path) -> Path:
 
 def select(recipe: Path, out: Path, **kw) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "api", "select", str(recipe), "--out", str(out), "--no-progress"],
+        [sys.executable, "-m", "thresher", "select", str(recipe), "--out", str(out),
+         "--no-progress"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

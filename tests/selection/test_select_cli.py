@@ -6,7 +6,7 @@ from pathlib import Path
 
 from selection_helpers import read_jsonl
 
-import selection
+from thresher import selection
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def test_dsir_cli_matches_the_python_call(tmp_path, raw_path, target_path):
         [
             sys.executable,
             "-m",
-            "api",
+            "thresher",
             "dsir",
             "--raw",
             str(raw_path),
@@ -66,7 +66,7 @@ def test_select_cli_runs_a_recipe_file(tmp_path, raw_path):
         "  - {type: threshold, score: length, min: 200, max: 400}\n"
     )
     run = subprocess.run(
-        [sys.executable, "-m", "api", "select", str(recipe)],
+        [sys.executable, "-m", "thresher", "select", str(recipe)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -78,7 +78,7 @@ def test_select_cli_runs_a_recipe_file(tmp_path, raw_path):
 
 
 def test_fresh_starts_over_and_a_changed_recipe_is_refused(tmp_path, raw_path):
-    from core.errors import ConfigError
+    from thresher.core.errors import ConfigError
 
     base = {
         "inputs": [str(raw_path)],
@@ -101,7 +101,7 @@ def test_fresh_starts_over_and_a_changed_recipe_is_refused(tmp_path, raw_path):
 def test_commands_have_help():
     for command in ("select", "dsir"):
         run = subprocess.run(
-            [sys.executable, "-m", "api", command, "--help"],
+            [sys.executable, "-m", "thresher", command, "--help"],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -111,7 +111,7 @@ def test_commands_have_help():
 
 def thresher(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "api", *args, "--no-progress"],
+        [sys.executable, "-m", "thresher", *args, "--no-progress"],
         cwd=REPO,
         capture_output=True,
         text=True,

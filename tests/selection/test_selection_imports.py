@@ -4,7 +4,7 @@ import sys
 
 def test_import_selection_is_light():
     code = (
-        "import sys, selection; selection.load_recipe({'inputs': ['x.jsonl'], "
+        "import sys; from thresher import selection; selection.load_recipe({'inputs': ['x.jsonl'], "
         "'steps': [{'type': 'length'}]}); "
         "heavy = [m for m in ('torch', 'ray', 'pyarrow', 'matplotlib', 'datasets', 'transformers')"
         " if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
@@ -15,10 +15,11 @@ def test_import_selection_is_light():
 
 def test_selection_imports_no_sibling_package():
     code = (
-        "import sys, selection, selection.engine, selection.executors.local, "
-        "selection.executors.ray_data, selection.registry; "
-        "selection.registry.load_builtin_steps(); "
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('prompting', 'compression', 'api')]; "
+        "import sys, thresher.selection, thresher.selection.engine, "
+        "thresher.selection.executors.local, thresher.selection.executors.ray_data; "
+        "thresher.selection.registry.load_builtin_steps(); "
+        "bad = [m for m in sys.modules if m.split('.')[:2] in "
+        "(['thresher', 'prompting'], ['thresher', 'compression'], ['thresher', 'api'])]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

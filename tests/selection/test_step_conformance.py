@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from selection_helpers import read_jsonl, write_jsonl
 
-import selection
-from core.steps import Filter, Scorer, Selector
-from selection.registry import STEP_TYPES, Fitted, ScoreSelector, load_builtin_steps
+from thresher import selection
+from thresher.core.steps import Filter, Scorer, Selector
+from thresher.selection.registry import STEP_TYPES, Fitted, ScoreSelector, load_builtin_steps
 
 load_builtin_steps()
 EXAMPLES = {"dsir": {"target": ["{target}"], "fraction": 0.2}}

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.app import create_app
-from api.settings import ServiceSettings
 from tests.api.conftest import local_state
 from tests.api.integrations.recording_backend import recording_app
 from tests.api.servers import serve_app
+from thresher.api.app import create_app
+from thresher.api.settings import ServiceSettings
 
 DATA = Path(__file__).parents[2] / "data"
 # A 939-word mystery story from ../shared/data/longqa.jsonl and its question.

@@ -1,4 +1,4 @@
-"""Each adapter sits behind its own extra: importing ``api.integrations`` imports no host
+"""Each adapter sits behind its own extra: importing ``thresher.api.integrations`` imports no host
 package, and an adapter whose host is missing raises an ImportError naming the extra."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import sys
 import pytest
 
 HOSTS = [
-    ("api.integrations.langchain", "langchain_core", "thresher[langchain]"),
-    ("api.integrations.llama_index", "llama_index", "thresher[llama-index]"),
-    ("api.integrations.litellm", "litellm", "thresher[litellm]"),
+    ("thresher.api.integrations.langchain", "langchain_core", "thresher[langchain]"),
+    ("thresher.api.integrations.llama_index", "llama_index", "thresher[llama-index]"),
+    ("thresher.api.integrations.litellm", "litellm", "thresher[litellm]"),
 ]
 
 
@@ -23,7 +23,7 @@ def run(code: str) -> subprocess.CompletedProcess:
 
 def test_the_package_imports_no_host():
     done = run(
-        "import sys, api.integrations, api.integrations.embedded; "
+        "import sys, thresher.api.integrations, thresher.api.integrations.embedded; "
         "print([m for m in ('langchain_core', 'llama_index', 'litellm', 'torch') "
         "if m in sys.modules])"
     )
@@ -46,4 +46,4 @@ def test_litellm_is_not_in_the_shared_venv():
     if importlib.util.find_spec("litellm") is not None:
         pytest.skip("litellm is installed in this venv")
     with pytest.raises(ImportError, match=r"pip install 'thresher\[litellm\]'"):
-        importlib.import_module("api.integrations.litellm")
+        importlib.import_module("thresher.api.integrations.litellm")

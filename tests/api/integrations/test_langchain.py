@@ -14,7 +14,7 @@ from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
 
-from api.integrations.langchain import ThresherCompressor, ThresherExampleSelector  # noqa: E402
+from thresher.api.integrations.langchain import ThresherCompressor, ThresherExampleSelector  # noqa: E402
 
 
 class MiniLM(Embeddings):
@@ -90,7 +90,7 @@ def test_a_bad_option_names_its_field():
 def test_the_example_selector_picks_what_the_proxy_s_demonstrations_stage_picks(
     provider, embedder, service_settings, data_dir, thresher_proxy
 ):
-    from prompting import PoolStore, read_demonstrations
+    from thresher.prompting import PoolStore, read_demonstrations
 
     rows = read_demonstrations(data_dir / "api" / "intent_pool_small.jsonl", label_field="label")
     PoolStore(service_settings.data_dir, embedder).create("intents-lc", rows, replace=True)
@@ -136,7 +136,7 @@ def test_the_example_selector_grows_an_in_memory_pool(provider):
         input_variables=["input"],
     )
     assert prompt.format(input="seven plus one") == "Q: two plus two\nA: 4\n\nQ: seven plus one\nA:"
-    from core.errors import ConfigError
+    from thresher.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="method 'nope'"):
         ThresherExampleSelector(method="nope")

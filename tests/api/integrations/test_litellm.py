@@ -36,7 +36,7 @@ model_list:
 guardrails:
   - guardrail_name: thresher
     litellm_params:
-      guardrail: api.integrations.litellm.ThresherGuardrail
+      guardrail: thresher.api.integrations.litellm.ThresherGuardrail
       mode: pre_call
       default_on: true
       thresher: {defaults}
@@ -87,7 +87,7 @@ def proxies(recording, env, tmp_path_factory):
         f"http://127.0.0.1:{lport}/health/liveliness", env, tmp / "litellm.log",
     )  # fmt: skip
     thresher = start(
-        [sys.executable, "-m", "api", "serve", "--port", str(tport), "--backend",
+        [sys.executable, "-m", "thresher", "serve", "--port", str(tport), "--backend",
          f"{backend}/v1", "--model", "recorded"],
         f"http://127.0.0.1:{tport}/healthz",
         {**env, "THRESHER_PIPELINE": json.dumps(DEFAULTS)}, tmp / "thresher.log",
@@ -201,7 +201,7 @@ def test_a_failing_stage_forwards_the_request_unchanged(proxies, recording, stor
 HOOK_SCRIPT = """
 import asyncio, json, sys
 from litellm.proxy._types import UserAPIKeyAuth
-from api.integrations.litellm import ThresherGuardrail
+from thresher.api.integrations.litellm import ThresherGuardrail
 
 guard = ThresherGuardrail(thresher={"compression": {"method": "llmlingua"}})
 messages = json.loads(sys.argv[1])

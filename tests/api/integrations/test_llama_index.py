@@ -23,8 +23,8 @@ from llama_index.core.llms.callbacks import llm_completion_callback  # noqa: E40
 from llama_index.core.schema import NodeWithScore, TextNode  # noqa: E402
 from pydantic import PrivateAttr  # noqa: E402
 
-from api.integrations.llama_index import ThresherPostprocessor  # noqa: E402
-from core.backends import LocalBackend  # noqa: E402
+from thresher.api.integrations.llama_index import ThresherPostprocessor  # noqa: E402
+from thresher.core.backends import LocalBackend  # noqa: E402
 
 
 class MiniLM(BaseEmbedding):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.record import Record
+from thresher.core.record import Record
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "quality"
 

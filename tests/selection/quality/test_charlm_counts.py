@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from selection.quality.charlm import ALPHABET, BASE, count_ngrams
+from thresher.selection.quality.charlm import ALPHABET, BASE, count_ngrams
 
 
 def counted_by_hand(texts: list[str], order: int) -> np.ndarray:

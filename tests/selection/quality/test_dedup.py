@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import ConfigError
-from core.record import Record
-from selection.dedup import Deduplicator
-from selection.diversity import DiverseSubset, kcenter_greedy
+from thresher.core.errors import ConfigError
+from thresher.core.record import Record
+from thresher.selection.dedup import Deduplicator
+from thresher.selection.diversity import DiverseSubset, kcenter_greedy
 
 
 def _pairs(labels, kind):
@@ -79,7 +79,7 @@ def test_diverse_subset_spreads_over_topics(embedder, strategy):
 def test_streaming_dedup_in_small_batches_names_the_kept_id(tmp_path, instructions_path, labels):
     import json
 
-    import selection
+    from thresher import selection
 
     recipe = {
         "inputs": [{"path": str(instructions_path), "shape": "alpaca"}],

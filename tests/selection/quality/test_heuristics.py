@@ -5,12 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import ConfigError
-from core.record import Record
-from selection.quality.charlm import CharNgramLM
-from selection.quality.heuristics import HeuristicFilter
-from selection.quality.repetition import minimal_period
-from selection.quality.turns import turns
+from thresher.core.errors import ConfigError
+from thresher.core.record import Record
+from thresher.selection.quality.charlm import CharNgramLM
+from thresher.selection.quality.heuristics import HeuristicFilter
+from thresher.selection.quality.repetition import minimal_period
+from thresher.selection.quality.turns import turns
 
 RULE_FOR = {
     "empty_output": "empty",
@@ -105,7 +105,7 @@ def test_char_model_prices_noise_above_language_and_round_trips(tmp_path, record
 def test_a_job_too_small_to_model_its_language_says_the_rule_judged_nothing(
     tmp_path, instructions_path
 ):
-    import selection
+    from thresher import selection
 
     rows = instructions_path.read_text(encoding="utf-8").splitlines()
     small = tmp_path / "small.jsonl"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from core.backends import LocalBackend, OpenAICompatibleBackend
-from core.errors import BackendUnavailableError
-from core.record import Record
-from selection.quality.judge import LLMJudge, parse_rating
+from thresher.core.backends import LocalBackend, OpenAICompatibleBackend
+from thresher.core.errors import BackendUnavailableError
+from thresher.core.record import Record
+from thresher.selection.quality.judge import LLMJudge, parse_rating
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -95,7 +95,7 @@ def test_down_backend_fails_fast_with_a_clear_message():
 
 def _filter(tmp_path, instructions_path, *extra):
     out = tmp_path / "kept.jsonl"
-    cmd = [sys.executable, "-m", "api", "filter", "--input", str(instructions_path),
+    cmd = [sys.executable, "-m", "thresher", "filter", "--input", str(instructions_path),
            "--out", str(out), "--no-progress", *extra]  # fmt: skip
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600), out
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selection.quality.heuristics import INNER_SYMBOL, has_inner_symbol, normalise, normalise_lines
+from thresher.selection.quality.heuristics import (
+    INNER_SYMBOL,
+    has_inner_symbol,
+    normalise,
+    normalise_lines,
+)
 
 # Letters, digits, spaces of several kinds, symbols and the characters words may carry.
 CHARS = st.sampled_from(list("ab1é漢 \n\t\u00a0\u3000()$#{}!?-'’./_,:"))

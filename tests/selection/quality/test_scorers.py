@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.record import Record
-from core.steps import Scorer, apply_scorer
-from selection.quality.charlm import CharNgramLM
-from selection.quality.classifier import QualityClassifier
-from selection.quality.perplexity import PerplexityScorer
-from selection.quality.turns import turns
+from thresher.core.record import Record
+from thresher.core.steps import Scorer, apply_scorer
+from thresher.selection.quality.charlm import CharNgramLM
+from thresher.selection.quality.classifier import QualityClassifier
+from thresher.selection.quality.perplexity import PerplexityScorer
+from thresher.selection.quality.turns import turns
 
 
 def _row(i, instruction, inp, output):

@@ -1,0 +1,3 @@
+from thresher.api.cli import main
+
+main()
