@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -95,6 +96,20 @@ async def get_caller(request: Request) -> str | None:
     return request.scope.get("thresher.caller")  # type: ignore[no-any-return]
 
 
+ANONYMOUS_TENANT = "anonymous"
+
+
+def tenant_of(scope: Mapping[str, Any]) -> str:
+    """The tenant an ASGI request acts for: everything it stores (pools, jobs, uploads, cached
+    forms) belongs to this name. The caller's key digest when keys are set, else one anonymous
+    tenant."""
+    return scope.get("thresher.caller") or ANONYMOUS_TENANT
+
+
+async def get_tenant(request: Request) -> str:
+    return tenant_of(request.scope)
+
+
 async def get_authenticated(request: Request) -> bool:
     """Whether the request carried a valid key (always True when keys are off)."""
     return bool(request.scope.get("thresher.authenticated", True))
@@ -105,5 +120,6 @@ async def get_pools(state: State) -> PoolStore:
 
 
 Caller = Annotated[str | None, Depends(get_caller)]
+Tenant = Annotated[str, Depends(get_tenant)]
 Pools = Annotated["PoolStore", Depends(get_pools)]
 Authenticated = Annotated[bool, Depends(get_authenticated)]

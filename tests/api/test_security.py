@@ -162,3 +162,11 @@ def test_serve_refuses_an_unknown_model_in_one_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "THRESHER_SCORER_MODEL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_tenant_is_the_key_digest_or_anonymous():
+    from thresher.api.state import ANONYMOUS_TENANT, tenant_of
+
+    assert tenant_of({"thresher.caller": "ab12"}) == "ab12"
+    assert tenant_of({"thresher.caller": None}) == ANONYMOUS_TENANT
+    assert tenant_of({}) == ANONYMOUS_TENANT
