@@ -9,16 +9,24 @@ on that row alone (its template, the shared instruction, is one shingle rather t
 so the clusters are the same however the input is batched or sharded, and rows that only share
 a template are never duplicates.
 Semantic duplicates follow Abbas et al., 2023 ("SemDeDup"): cosine similarity of embeddings above
-a threshold. Duplicates form clusters (union-find); one representative per cluster is kept, the
-most fluent copy by default (a character model of the data prices typos and dropped words), and
-every other member is dropped with a reason that names the id it duplicates.
+a threshold. Duplicates form clusters (connected components); one representative per cluster is
+kept, the most fluent copy by default (a character model of the data prices typos and dropped
+words), ties by position, and every other member is dropped with a reason that names the id it
+duplicates.
+
+One path, in memory and on a cluster: each record gives a row (position, rank cost, id,
+signature), each row some keys (an exact hash; one per LSH band; one shared key for semantic
+dedup), rows sharing a key are turned into confirmed edges, and the edges' connected components
+are the clusters. A job shuffles the keys by hash so that every partition holds all rows of its
+keys (:mod:`thresher.selection.shuffle`); :meth:`Deduplicator.decide` does the same in one
+partition.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +42,9 @@ Method = Literal["exact", "minhash", "semantic"]
 Prefer = Literal["first", "fluent", "score"]
 FLUENCY_CHARS = 2000  # enough text to price a copy's typos
 ANSWER_PERM = 32  # MinHash of the answers alone, to confirm a candidate pair
+ID_BYTES = 60  # a row's id as carried beside its signature (longer ids are cut)
+KEY_DTYPE = np.dtype([("band", "<u4"), ("key", "<u8"), ("pos", "<i8")])
+CONFIRM_CHUNK = 65536  # candidate pairs whose signatures are compared at once
 
 
 def record_text(record: Record) -> str:
@@ -52,12 +63,12 @@ def _parts(record: Record) -> tuple[str, list[str]]:
     return task, [p for t in found for p in (t.input, t.response) if p]
 
 
-def _exact_key(record: Record) -> float:
-    """52 bits of the hash of a row's normalised template and content (exact in float64)."""
+def _exact_key(record: Record) -> int:
+    """52 bits of the hash of a row's normalised template and content."""
     task, parts = _parts(record)
     # normalise(rest) from its parts' cached forms (the rules normalised them already).
     text = normalise(task) + "\n" + normalise_lines(parts)
-    return float(int(hashlib.sha256(text.encode()).hexdigest()[:13], 16))
+    return int(hashlib.sha256(text.encode()).hexdigest()[:13], 16)
 
 
 class _WordHashes(dict[str, int]):
@@ -176,20 +187,37 @@ class DedupResult:
         return int(sum(1 for d in self.duplicate_of if d is not None))
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
+def cluster_keepers(
+    edges: np.ndarray, cost: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, keepers): every position that appears in ``edges`` and the position kept for its
+    connected cluster, the lowest ``cost(rows)`` there, ties by position."""
+    if not len(edges):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
+    nodes, inverse = np.unique(edges, return_inverse=True)
+    inverse = inverse.reshape(edges.shape)
+    graph = coo_matrix(
+        (np.ones(len(edges), dtype=np.int8), (inverse[:, 0], inverse[:, 1])),
+        shape=(len(nodes), len(nodes)),
+    )
+    _, labels = connected_components(graph, directed=False)
+    order = np.lexsort((nodes, np.asarray(cost(nodes), dtype=np.float64), labels))
+    first = np.r_[True, labels[order][1:] != labels[order][:-1]]
+    keeper = np.empty(labels.max() + 1, dtype=np.int64)
+    keeper[labels[order][first]] = nodes[order][first]
+    return nodes, keeper[labels]
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For keys sorted by (band, key, pos): the indices j whose row shares (band, key) with row
+    j - 1, and for each index the start of its run."""
+    band, key = keys["band"], keys["key"]
+    new = np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1])]
+    start = np.maximum.accumulate(np.where(new, np.arange(len(keys)), 0))
+    return np.flatnonzero(~new), start
 
 
 @dataclass
@@ -243,12 +271,19 @@ class Deduplicator:
     def decide(self, records: Sequence[Record]) -> DedupResult:
         """Cluster ``records`` and keep one representative per cluster.
 
-        The same path as a job's: per-record signatures, then :meth:`cluster_signatures`.
+        A job's path in one partition: :meth:`rows`, :meth:`keys`, :meth:`edges`, then
+        :func:`cluster_keepers` (positions are the records' indices here).
         """
-        best = self.cluster_signatures(self.signatures(records, self.costs(records)))
-        keep = best == np.arange(len(records))
-        duplicate_of: list[str | None] = [None] * len(records)
-        reasons: list[str | None] = [None] * len(records)
+        n = len(records)
+        rows = self.rows(records, self.costs(records), np.arange(n))
+        keys = np.sort(self.keys(rows), order=["band", "key", "pos"])
+        members, keepers = cluster_keepers(self.edges(keys, rows.__getitem__),
+                                           lambda p: rows["cost"][p])  # fmt: skip
+        best = np.arange(n)
+        best[members] = keepers
+        keep = best == np.arange(n)
+        duplicate_of: list[str | None] = [None] * n
+        reasons: list[str | None] = [None] * n
         for i in np.flatnonzero(~keep).tolist():
             duplicate_of[i] = records[int(best[i])].id
             reasons[i] = f"{self.method}_duplicate: duplicate of {duplicate_of[i]}"
@@ -295,16 +330,15 @@ class Deduplicator:
             return np.nan_to_num(values, nan=np.inf)
         return np.nan_to_num(-values if self.largest else values, nan=np.inf)
 
-    # --- one path: per-record signatures, gathered, then clustered -------------------------
+    # --- one path: rows, keys, edges (then cluster_keepers) -------------------------------
 
-    def signatures(self, records: Sequence[Record], cost: np.ndarray | None = None) -> np.ndarray:
-        """One row per record: (cost, key...) where cost ranks copies (lower is kept) and the
-        key is what duplicates share: a 52-bit text hash (exact), a MinHash signature of the
-        word shingles of its input and responses plus one shingle for its template (minhash),
-        or an embedding (semantic). Each row depends on its own record only."""
-        cost = np.zeros(len(records)) if cost is None else np.asarray(cost, dtype=np.float64)
+    def rows(self, records: Sequence[Record], cost: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """One row per record: its position, rank ``cost`` (lower is kept), id and signature:
+        a 52-bit hash of its normalised text (exact); a MinHash signature of the word shingles
+        of its input and responses plus one shingle for its template, then one of its answers
+        alone (minhash); or its embedding (semantic). A row depends on its own record only."""
         if self.method == "exact":
-            keys = np.array([[_exact_key(r)] for r in records], dtype=np.float64).reshape(-1, 1)
+            sig: np.ndarray = np.array([_exact_key(r) for r in records], dtype=np.uint64)
         elif self.method == "minhash":
             parts = [_parts(r) for r in records]
             extra = [zlib.crc32(normalise(t).encode()) + 1 if t.strip() else 0 for t, _ in parts]
@@ -313,72 +347,70 @@ class Deduplicator:
             hashes, lengths = shingle_sets(content, self.ngram, extra, normalised=True)
             answers = [normalise_lines([t.response for t in turns(r)]) for r in records]
             a_hashes, a_lengths = shingle_sets(answers, self.ngram, normalised=True)
-            keys = np.column_stack([
-                minhash(hashes, lengths, self.num_perm),
-                minhash(a_hashes, a_lengths, ANSWER_PERM, seed=2),
-            ]).astype(np.float64)  # fmt: skip
+            sig = np.column_stack([minhash(hashes, lengths, self.num_perm),
+                                   minhash(a_hashes, a_lengths, ANSWER_PERM, seed=2)])  # fmt: skip
         else:
-            keys = self.embedder.encode([record_text(r) for r in records]).astype(np.float64)
-        if not len(records):
-            return np.zeros((0, 1 + keys.shape[1] if keys.ndim == 2 else 1))
-        return np.column_stack([cost, keys])
-
-    def cluster_signatures(self, signatures: np.ndarray) -> np.ndarray:
-        """Index of each row's representative (itself if kept), from :meth:`signatures` rows
-        given in input order."""
-        cost, keys = signatures[:, 0], signatures[:, 1:]
-        n = len(signatures)
-        groups = _UnionFind(n)
-        if self.method == "exact":
-            first: dict[float, int] = {}
-            for i, key in enumerate(keys[:, 0].tolist()):
-                groups.union(first.setdefault(key, i), i)
-        elif self.method == "minhash":
-            sig = keys.astype(np.uint32)
-            for a, b in self._lsh_pairs(sig[:, : self.num_perm]):
-                # Two questions on one passage share most shingles; duplicates share the answer.
-                answer = float(np.mean(sig[a, self.num_perm :] == sig[b, self.num_perm :]))
-                if answer >= self.threshold:
-                    groups.union(a, b)
-        else:
-            for a, b in self._semantic_pairs_from(keys.astype(np.float32)):
-                groups.union(a, b)
-        rank = np.lexsort((np.arange(n), cost)).argsort()
-        best: dict[int, int] = {}
-        roots = [groups.find(i) for i in range(n)]
-        for i, root in enumerate(roots):
-            if root not in best or rank[i] < rank[best[root]]:
-                best[root] = i
-        return np.array([best[r] for r in roots], dtype=np.int64)
-
-    def _lsh_pairs(self, sig: np.ndarray) -> list[tuple[int, int]]:
-        """Candidate pairs from banded LSH, confirmed by the signatures' estimated Jaccard."""
-        n = len(sig)
-        if n < 2:
-            return []
-        bands, rows = lsh_params(self.threshold, self.num_perm)
-        valid = sig.any(axis=1)  # rows of zeros have no shingles: never duplicates
-        mult = np.random.default_rng(7).integers(1, 2**63, rows, dtype=np.uint64) | np.uint64(1)
-        pairs: set[tuple[int, int]] = set()
-        idx = np.flatnonzero(valid)
-        for band in range(bands):
-            block = sig[idx, band * rows : (band + 1) * rows].astype(np.uint64)
-            key = (block * mult[None, :]).sum(axis=1, dtype=np.uint64)
-            order = np.lexsort((idx, key))
-            k, members = key[order], idx[order]
-            same = np.flatnonzero(k[1:] == k[:-1]) + 1  # members[j] shares a bucket with j-1
-            if not len(same):
-                continue
-            run_start = np.maximum.accumulate(np.where(np.r_[True, k[1:] != k[:-1]],
-                                                       np.arange(len(k)), 0))  # fmt: skip
-            for j in same.tolist():
-                pairs.add((int(members[j - 1]), int(members[j])))
-                pairs.add((int(members[run_start[j]]), int(members[j])))
-        out = []
-        for a, b in sorted(pairs):
-            if a != b and float(np.mean(sig[a] == sig[b])) >= self.threshold:
-                out.append((a, b))
+            sig = self.embedder.encode([record_text(r) for r in records]).astype(np.float32)
+        fields = [("pos", "<i8"), ("cost", "<f8"), ("id", f"S{ID_BYTES}")]
+        out = np.zeros(len(records), dtype=[*fields, ("sig", sig.dtype, sig.shape[1:])])
+        out["pos"], out["cost"], out["sig"] = pos, cost, sig
+        out["id"] = [r.id.encode("utf-8")[:ID_BYTES] for r in records]
         return out
+
+    def keys(self, rows: np.ndarray) -> np.ndarray:
+        """The keys rows meet under: their hash (exact), one per LSH band of every row with
+        shingles (minhash), or one key shared by all (semantic: every pair is compared)."""
+        if self.method != "minhash":
+            out = np.zeros(len(rows), dtype=KEY_DTYPE)
+            out["pos"] = rows["pos"]
+            if self.method == "exact":
+                out["key"] = rows["sig"]
+            return out
+        sig = rows["sig"][:, : self.num_perm]
+        valid = sig.any(axis=1)  # rows of zeros have no shingles: never duplicates
+        bands, width = lsh_params(self.threshold, self.num_perm)
+        mult = np.random.default_rng(7).integers(1, 2**63, width, dtype=np.uint64) | np.uint64(1)
+        n = int(valid.sum())
+        out = np.zeros(n * bands, dtype=KEY_DTYPE)
+        for band in range(bands):
+            block = sig[valid, band * width : (band + 1) * width].astype(np.uint64)
+            part = out[band * n : (band + 1) * n]
+            part["band"], part["pos"] = band, rows["pos"][valid]
+            part["key"] = (block * mult[None, :]).sum(axis=1, dtype=np.uint64)
+        return out
+
+    def edges(self, keys: np.ndarray, lookup: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Pairs of positions that are duplicates, from keys sorted by (band, key, pos) with all
+        rows of each key present; ``lookup(positions)`` gives their :meth:`rows`.
+
+        Exact: every row with the first of its key. Minhash: within a band's bucket, each row
+        with the one before it and with the bucket's first (as a union-find needs), kept when
+        the signatures and the answers' signatures both agree on ``threshold`` of their
+        hashes. Semantic: cosine at least ``threshold``.
+        """
+        pos = keys["pos"]
+        if self.method == "semantic":
+            vectors = lookup(pos)["sig"]
+            return pos[np.array(self._semantic_pairs_from(vectors), dtype=np.int64).reshape(-1, 2)]
+        same, start = _runs(keys)
+        if self.method == "exact":
+            return np.column_stack([pos[start[same]], pos[same]])
+        after = np.column_stack([pos[same - 1], pos[same]])
+        pairs = np.unique(np.r_[after, np.column_stack([pos[start[same]], pos[same]])], axis=0)
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        if not len(pairs):
+            return pairs
+        nodes = np.unique(pairs)
+        sig = lookup(nodes)["sig"]
+        at = np.searchsorted(nodes, pairs)
+        agree = np.zeros(len(pairs), dtype=bool)
+        for lo in range(0, len(pairs), CONFIRM_CHUNK):
+            a, b = sig[at[lo : lo + CONFIRM_CHUNK, 0]], sig[at[lo : lo + CONFIRM_CHUNK, 1]]
+            # Two questions on one passage share most shingles; duplicates share the answer.
+            full = np.mean(a[:, : self.num_perm] == b[:, : self.num_perm], axis=1)
+            answer = np.mean(a[:, self.num_perm :] == b[:, self.num_perm :], axis=1)
+            agree[lo : lo + CONFIRM_CHUNK] = (full >= self.threshold) & (answer >= self.threshold)
+        return pairs[agree]
 
     def _semantic_pairs_from(self, vectors: np.ndarray) -> list[tuple[int, int]]:
         faiss = require("faiss", "selection")

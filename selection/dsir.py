@@ -237,6 +237,25 @@ class HashedNgramDSIR:
             quota[j] += 1  # largest remainders, so quotas add up to k
         return [int(q) for q in quota]
 
+    def resample_keys(
+        self, log_weights: np.ndarray, column: int, start: int, n: int, *, method: Method,
+        seed: int,
+    ) -> np.ndarray:
+        """Resampling keys of rows ``start .. start + len(log_weights)`` of ``n`` rows, for
+        weight column ``column``: the log weights, plus Gumbel(0, 1) noise for ``gumbel``.
+
+        The noise is the stream one generator seeded with ``seed`` draws for all columns in
+        turn (``n`` values each), so any slice of rows gets the values a single draw over all
+        of them would (the generator jumps ahead, one double per value), and shards of a
+        dataset compute their own keys.
+        """
+        keys = np.asarray(log_weights, dtype=np.float64).copy()
+        if method == "gumbel":
+            rng = np.random.default_rng(seed)
+            rng.bit_generator.advance(column * n + start)
+            keys += rng.gumbel(size=len(keys))
+        return keys
+
     def resample(
         self, log_weights: np.ndarray, k: int, *, method: Method = "gumbel", seed: int = 0
     ) -> np.ndarray:
@@ -244,25 +263,18 @@ class HashedNgramDSIR:
 
         ``gumbel`` adds Gumbel(0, 1) noise to the log weights and keeps the top k, which samples
         k rows without replacement with probabilities proportional to the weights (the
-        Gumbel-top-k trick); ``topk`` keeps the k largest weights.
+        Gumbel-top-k trick); ``topk`` keeps the k largest weights. Ties go to the earlier row;
+        each column of ``separate`` targets takes its quota from the rows earlier ones left.
         """
+        from thresher.selection.ranking import top_indices
+
         weights = np.asarray(log_weights, dtype=np.float64).reshape(len(log_weights), -1)
         n = len(weights)
-        rng = np.random.default_rng(seed)
         taken = np.zeros(n, dtype=bool)
-        chosen: list[np.ndarray] = []
         for j, quota in enumerate(self.quotas(min(k, n))):
-            keys = weights[:, j].copy()
-            if method == "gumbel":
-                keys += rng.gumbel(size=n)
-            keys[taken] = -np.inf
-            quota = min(quota, int((~taken).sum()))
-            if quota <= 0:
-                continue
-            top = np.argpartition(-keys, quota - 1)[:quota]
-            taken[top] = True
-            chosen.append(top)
-        return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+            keys = self.resample_keys(weights[:, j], j, 0, n, method=method, seed=seed)
+            taken[top_indices(keys, min(quota, int((~taken).sum())), ~taken)] = True
+        return np.flatnonzero(taken)
 
     def kl_report(self, selected_counts: np.ndarray) -> dict[str, float]:
         """The paper's KL reduction: mean over targets of KL(target||raw) - KL(target||selected)."""

@@ -1,72 +1,181 @@
-"""The output side of a job: kept rows (lossless), scores inline or aside, dropped rows."""
+"""The output side of a job: each shard's task writes its own parts; the driver joins or lists them.
+
+Every input shard becomes one part of each output (kept rows, their scores when aside, dropped
+rows, unreadable rows), named ``part-SSSSS`` by the shard's index, so the names are the same
+however many workers wrote them. A sharded job leaves the parts where they are (``selected/``,
+``dropped/``, ``scores/``, ``rejects/``) with a ``manifest.json``; otherwise the parts are
+written in the work folder and joined, in shard order, into single files.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from thresher.core.errors import ConfigError
 from thresher.core.record import Record
+from thresher.selection.io import atomic_write_text
 from thresher.selection.quality.turns import turns
-from thresher.selection.recipe import Recipe
-from thresher.selection.report import rule_of
-from thresher.selection.state import RowState
-from thresher.selection.writers import JsonlWriter, RowWriter, input_schema, open_writer
+from thresher.selection.recipe import OutputSpec
+from thresher.selection.state import ShardState
+from thresher.selection.summary import ShardSummary, rule_of
+from thresher.selection.writers import (
+    JsonlWriter,
+    RowWriter,
+    join_parts,
+    open_writer,
+    resolve_format,
+)
 
 EXAMPLES_PER_REASON = 3
 KEPT_EXAMPLES = 5
+EXAMPLE_CAPS = {"kept": KEPT_EXAMPLES, "dropped": EXAMPLES_PER_REASON}
+KINDS = ("kept", "scores", "dropped", "rejects")
+_SUFFIX = {"jsonl": ".jsonl", "jsonl.gz": ".jsonl.gz", "parquet": ".parquet", "hf": ".parquet"}
+_ASIDE = {"scores": "scores.jsonl", "dropped": "dropped.jsonl", "rejects": "rejects.jsonl"}
 
 
-class OutputSink:
-    """Receives every row in position order and routes it to the kept or dropped outputs."""
+@dataclass(frozen=True)
+class PartLayout:
+    """Where a job's parts and final files go."""
 
-    def __init__(
-        self,
-        recipe: Recipe,
-        out: Path,
-        paths: list[Path],
-        formats: list[str],
-        step_names: list[str],
-    ) -> None:
-        spec = recipe.output
-        self.spec = spec
-        self.step_names = step_names
-        self.output_path = out / spec.path
-        schema = input_schema(paths[0], formats[0]) if len(set(formats)) == 1 else None
-        self.writer: RowWriter = open_writer(self.output_path, spec.format, schema=schema)
-        self.scores_path = out / "scores.jsonl" if spec.scores == "side" else None
-        self.side = JsonlWriter(self.scores_path) if self.scores_path else None
-        self.dropped_path = out / "dropped.jsonl" if spec.write_dropped else None
-        self.dropped = JsonlWriter(self.dropped_path) if self.dropped_path else None
-        self.examples: dict[str, list[dict[str, object]]] = {}
-        self.wanted: set[int] | None = None
+    out: Path
+    staging: Path
+    spec: OutputSpec
+    fmt: str  # the kept rows' format, resolved
 
-    def wants(self, pos: int) -> bool:
-        """Whether the row at ``pos`` must be read at all (see :meth:`bind`)."""
-        return self.wanted is None or pos in self.wanted
+    @classmethod
+    def of(cls, spec: OutputSpec, out: Path, staging: Path) -> PartLayout:
+        fmt = resolve_format(out / spec.path, spec.format)
+        if spec.sharded and fmt == "hf":
+            raise ConfigError(
+                "output.sharded writes jsonl, jsonl.gz or parquet parts; give output.path a "
+                ".jsonl, .jsonl.gz or .parquet name (a `datasets` folder is one file).",
+                field="output.sharded",
+            )
+        return cls(out, staging, spec, fmt)
 
-    def bind(self, state: RowState) -> None:
-        """Plan which rows to read: the kept ones and the first few dropped per reason
-        (every row when dropped rows are written)."""
-        if self.spec.scores == "inline" and hasattr(self.writer, "float_structs"):
-            self.writer.float_structs[self.spec.score_field] = list(state.scores)
-        if self.dropped is not None:
-            return
-        wanted = set(state.pos[state.alive].tolist())
-        seen: dict[tuple[int, str], int] = {}
-        for i in np.flatnonzero(~state.alive):
-            group = (int(state.drop_step[i]), rule_of(str(state.reasons[i]).split("; ")[0]))
-            if seen.get(group, 0) < EXAMPLES_PER_REASON:
-                seen[group] = seen.get(group, 0) + 1
-                wanted.add(int(state.pos[i]))
-        self.wanted = wanted
+    def enabled(self, kind: str) -> bool:
+        return kind in ("kept", "rejects") or (
+            self.spec.scores == "side" if kind == "scores" else self.spec.write_dropped
+        )
 
-    def add(self, records: list[Record], state: RowState) -> list[Record]:
+    def folder(self, kind: str) -> Path:
+        if not self.spec.sharded:
+            return self.staging / kind
+        if kind != "kept":
+            return self.out / kind
+        name = self.spec.path
+        for suffix in (".jsonl.gz", ".json.gz", ".gz", ".jsonl", ".json", ".ndjson", ".parquet",
+                       ".pq"):  # fmt: skip
+            if name.lower().endswith(suffix):
+                return self.out / name[: -len(suffix)]
+        return self.out / name
+
+    def part(self, kind: str, shard: int) -> Path:
+        suffix = _SUFFIX[self.fmt] if kind == "kept" else ".jsonl"
+        return self.folder(kind) / f"part-{shard:05d}{suffix}"
+
+    def final(self, kind: str) -> Path:
+        """The single file of ``kind`` (or, sharded, the folder of its parts)."""
+        if self.spec.sharded:
+            return self.folder(kind)
+        return self.out / (self.spec.path if kind == "kept" else _ASIDE[kind])
+
+    def clear(self) -> None:
+        """Remove the parts an earlier, different job left in the sharded folders."""
+        if self.spec.sharded:
+            for kind in KINDS:
+                for old in self.folder(kind).glob("part-*"):
+                    old.unlink()
+
+    def join(self, shards: list[int], kinds: tuple[str, ...] = KINDS) -> dict[str, Path | None]:
+        """Join each output's parts into its single file (sharded: nothing to join); returns
+        the outputs that exist (rejects only when some row was unreadable)."""
+        found: dict[str, Path | None] = {}
+        for kind in kinds:
+            parts = [self.part(kind, s) for s in shards if self.part(kind, s).exists()]
+            if not self.enabled(kind) or (kind == "rejects" and not parts):
+                if kind == "rejects" and not self.spec.sharded:
+                    self.final(kind).unlink(missing_ok=True)
+                found[kind] = None
+                continue
+            if not self.spec.sharded:
+                join_parts(parts, self.final(kind), self.fmt if kind == "kept" else "jsonl")
+            found[kind] = self.final(kind)
+        return found
+
+    def _shown(self, path: Path) -> str:
+        """A path relative to the job's folder when inside it, else as given."""
+        return str(path.relative_to(self.out)) if path.is_relative_to(self.out) else str(path)
+
+    def write_manifest(self, fingerprint: str, counts: list[dict[str, Any]]) -> Path:
+        """``manifest.json``: every output file with its rows, and the input each part read."""
+        files: dict[str, Any] = {}
+        for kind in KINDS:
+            if not self.enabled(kind):
+                continue
+            if self.spec.sharded:
+                files[kind] = [
+                    {"path": self._shown(self.part(kind, c["shard"])),
+                     "rows": c[kind], "input": c["input"]}
+                    for c in counts if self.part(kind, c["shard"]).exists()
+                ]  # fmt: skip
+            elif self.final(kind).exists():
+                files[kind] = {"path": self._shown(self.final(kind)),
+                               "rows": sum(c[kind] for c in counts)}  # fmt: skip
+        path = self.out / "manifest.json"
+        data = {"job": fingerprint, "format": self.fmt, "sharded": self.spec.sharded,
+                "files": files}  # fmt: skip
+        atomic_write_text(path, json.dumps(data, indent=1))
+        return path
+
+
+def rows_to_read(state: ShardState | None, write_dropped: bool) -> set[int] | None:
+    """Positions a shard's write must read: the rows alive and the first few dropped per
+    reason (every row when dropped rows are written, or before any state exists)."""
+    if state is None or write_dropped:
+        return None
+    wanted = set(state.pos[state.alive].tolist())
+    seen: dict[tuple[int, str], int] = {}
+    for i in np.flatnonzero(~state.alive).tolist():
+        group = (int(state.drop_step[i]), rule_of(str(state.reasons[i]).split("; ")[0]))
+        if seen.get(group, 0) < EXAMPLES_PER_REASON:
+            seen[group] = seen.get(group, 0) + 1
+            wanted.add(int(state.pos[i]))
+    return wanted
+
+
+class ShardSink:
+    """Receives one shard's rows in position order and writes its parts."""
+
+    def __init__(self, layout: PartLayout, shard: int, step_names: list[str],
+                 score_names: list[str], schema: Any, summary: ShardSummary) -> None:  # fmt: skip
+        spec = layout.spec
+        self.spec, self.step_names, self.summary = spec, step_names, summary
+        kept_format = "parquet" if layout.fmt == "hf" else layout.fmt
+        writers: dict[str, RowWriter] = {}
+        for kind in ("kept", "scores", "dropped"):
+            if layout.enabled(kind):
+                path = layout.part(kind, shard)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                writers[kind] = (open_writer(path, kept_format, schema=schema) if kind == "kept"
+                                 else JsonlWriter(path))  # fmt: skip
+        if spec.scores == "inline" and hasattr(writers["kept"], "float_structs"):
+            writers["kept"].float_structs[spec.score_field] = list(score_names)  # type: ignore[attr-defined]
+        self.writers = writers
+
+    def add(self, records: list[Record], state: ShardState) -> list[Record]:
         """Write one batch; returns its kept records (with their scores restored)."""
         if not records:
             return []
         ri = state.index(np.array([r.metadata["pos"] for r in records], dtype=np.int64))
-        kept_rows, side_rows, dropped_rows, kept = [], [], [], []
+        rows: dict[str, list[dict[str, Any]]] = {k: [] for k in self.writers}
+        kept = []
         for record, i in zip(records, ri, strict=True):
             scores = {
                 name: float(col[i]) for name, col in state.scores.items() if not np.isnan(col[i])
@@ -77,9 +186,9 @@ class OutputSink:
                 kept.append(record)
                 if self.spec.scores == "inline":
                     row = {**row, self.spec.score_field: scores}
-                elif self.side is not None:
-                    side_rows.append({"id": record.id, "scores": scores})
-                kept_rows.append(row)
+                elif "scores" in rows:
+                    rows["scores"].append({"id": record.id, "scores": scores})
+                rows["kept"].append(row)
                 self._example("kept", record, scores, KEPT_EXAMPLES)
             else:
                 step = self.step_names[state.drop_step[i]]
@@ -87,44 +196,30 @@ class OutputSink:
                 # Examples per rule, not per reason text (which carries each row's numbers).
                 group = f"{step}: {rule_of(reason.split('; ')[0])}"
                 self._example(group, record, scores, EXAMPLES_PER_REASON, reason)
-                if self.dropped is not None:
-                    dropped_rows.append(
-                        {
-                            "id": record.id,
-                            "step": step,
-                            "reason": reason,
-                            "scores": scores,
-                            "row": row,
-                        }
-                    )
-        self.writer.write(kept_rows)
-        if self.side is not None:
-            self.side.write(side_rows)
-        if self.dropped is not None:
-            self.dropped.write(dropped_rows)
+                if "dropped" in rows:
+                    rows["dropped"].append({"id": record.id, "step": step, "reason": reason,
+                                            "scores": scores, "row": row})  # fmt: skip
+        for kind, writer in self.writers.items():
+            writer.write(rows[kind])
         return kept
 
     def _example(
         self, group: str, record: Record, scores: dict[str, float], cap: int, reason: str = ""
     ) -> None:
-        bucket = self.examples.setdefault(group, [])
-        if len(bucket) < cap:
-            found = turns(record)
-            request = found[0].prompt if found else ""
-            response = "\n---\n".join(t.response for t in found)
-            bucket.append({
-                "id": record.id, "text": record.content[:600], "request": request[:400],
-                "response": response[:600], "reason": reason, "scores": scores,
-            })  # fmt: skip
+        if len(self.summary.examples.get(group, ())) >= cap:
+            return
+        found = turns(record)
+        request = found[0].prompt if found else ""
+        response = "\n---\n".join(t.response for t in found)
+        self.summary.example(group, {
+            "id": record.id, "text": record.content[:600], "request": request[:400],
+            "response": response[:600], "reason": reason, "scores": scores,
+        }, cap)  # fmt: skip
 
     def commit(self) -> None:
-        self.writer.commit()
-        for extra in (self.side, self.dropped):
-            if extra is not None:
-                extra.commit()
+        for writer in self.writers.values():
+            writer.commit()
 
     def abort(self) -> None:
-        self.writer.abort()
-        for extra in (self.side, self.dropped):
-            if extra is not None:
-                extra.abort()
+        for writer in self.writers.values():
+            writer.abort()

@@ -1,15 +1,18 @@
-"""From built steps to passes over the data, and the per-batch work both executors share.
+"""From built steps to passes over the data, and the per-batch work every executor shares.
 
-A step contributes up to four operations, in this order: ``fit`` (a :class:`Fitted` step needs
-a pass over its input), ``score`` (a scorer, a map), ``filter`` (a map) and ``select`` (a global
-decision). ``fit`` and ``select`` are barriers: a pass runs the maps up to the next barrier, the
-driver reduces, and the next pass starts after it. Rows are never moved between passes, only
-their per-row state (alive or dropped by which step and why, and their scores).
+A step contributes operations in this order: ``fit`` (a :class:`Fitted` step needs a pass over
+its input) or ``group`` (a :class:`Grouped` step: rows keyed, shuffled and clustered across the
+whole input), ``score`` (a scorer, a map), ``filter`` (a map) and ``select`` (a global
+decision). ``fit``, ``group`` and ``select`` are barriers: a pass runs the maps up to the next
+barrier, the barrier reduces (statistics on the driver, shuffles and top-k merges as tasks), and
+the next pass starts after it. The plan's last pass has no barrier: it runs with the write.
+Rows never move between passes; only each shard's per-row state does (alive or dropped by which
+step and why, and the scores), on disk beside the job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,9 +21,10 @@ import numpy as np
 from thresher.core.record import Record
 from thresher.core.steps import Filter, Scorer, Selector
 from thresher.selection.io import Reject
-from thresher.selection.registry import Fitted, ScoreSelector
+from thresher.selection.registry import Fitted, Grouped, RankSelector, ScoreSelector
 
-OpKind = Literal["fit", "score", "filter", "select"]
+OpKind = Literal["fit", "group", "score", "filter", "select"]
+BARRIERS = ("fit", "group", "select")
 ALIVE = -1
 
 
@@ -31,21 +35,24 @@ class Op:
 
 
 def step_ops(index: int, step: Any) -> list[Op]:
-    """The operations a step contributes, found by the protocols it implements."""
+    """The operations a step contributes, found by the capabilities it declares."""
     ops: list[Op] = []
+    if isinstance(step, Grouped):
+        return [Op(index, "group"), Op(index, "filter")]
     if isinstance(step, Fitted):
         ops.append(Op(index, "fit"))
     if isinstance(step, Scorer):
         ops.append(Op(index, "score"))
     if isinstance(step, Filter):
         ops.append(Op(index, "filter"))
-    if isinstance(step, ScoreSelector | Selector):
+    if isinstance(step, RankSelector | ScoreSelector | Selector):
         ops.append(Op(index, "select"))
     return ops
 
 
 def plan_passes(steps: Sequence[Any]) -> list[list[Op]]:
-    """Split the operations into passes, each ending at a barrier (or at the end)."""
+    """Split the operations into passes: each but the last ends at a barrier; the last (maybe
+    empty) holds the maps after the last barrier and runs with the write."""
     passes: list[list[Op]] = []
     current: list[Op] = []
     for index, step in enumerate(steps):
@@ -53,15 +60,14 @@ def plan_passes(steps: Sequence[Any]) -> list[list[Op]]:
         if not ops:
             raise TypeError(
                 f"step {getattr(step, 'name', index)!r} implements none of Scorer, Filter, "
-                "Selector, ScoreSelector or Fitted (see selection.registry)"
+                "Selector, ScoreSelector, RankSelector, Fitted or Grouped (see selection.registry)"
             )
         for op in ops:
             current.append(op)
-            if op.kind in ("fit", "select"):
+            if op.kind in BARRIERS:
                 passes.append(current)
                 current = []
-    if current or not passes:
-        passes.append(current)
+    passes.append(current)
     return passes
 
 
@@ -85,10 +91,13 @@ def apply_ops(
     ops: Sequence[Op],
     steps: Sequence[Any],
     rejects: list[Reject] | None = None,
+    deciders: Mapping[int, Filter] | None = None,
 ) -> BatchOutcome:
     """Run the map part of a pass over one batch of (alive) records.
 
     A scorer with a ``score_names`` attribute returns one column per name (shape ``(n, m)``).
+    ``deciders`` stand in for steps whose filter is a verdict reached at a barrier (a grouped
+    step's drops for this shard), looked up by row position.
     """
     n = len(records)
     outcome = BatchOutcome(
@@ -121,7 +130,8 @@ def apply_ops(
             for j, name in enumerate(names):
                 outcome.scores[name] = columns[:, j]
         elif op.kind == "filter" and live:
-            mask, why = step.keep(live)
+            decider = (deciders or {}).get(op.step, step)
+            mask, why = decider.keep(live)
             mask = np.asarray(mask, dtype=bool)
             for j in np.flatnonzero(~mask):
                 i = alive[j]
@@ -130,4 +140,6 @@ def apply_ops(
             alive = alive[mask]
         elif op.kind == "fit" and live:
             outcome.stats[op.step] = np.asarray(step.fit_stats(live))
+        elif op.kind == "group" and live:
+            outcome.stats[op.step] = np.asarray(step.group_rows(live))
     return outcome

@@ -58,6 +58,12 @@ class OutputSpec(_Strict):
     write_dropped: bool = Field(
         False, description="Also write dropped rows with their reason to dropped.jsonl."
     )
+    sharded: bool = Field(
+        False,
+        description="Leave one file per input shard (part-00000.jsonl, ...) in a folder named "
+        "after 'path' (and dropped/, scores/, rejects/) with a manifest.json, instead of "
+        "joining them into single files; what a job on a cluster should write.",
+    )
 
 
 class StepSpec(BaseModel):
@@ -81,7 +87,12 @@ class Recipe(_Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     seed: int = 0
     batch_size: int = Field(1000, gt=0)
-    workers: int = Field(1, ge=1, description="Processes for the local executor.")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Processes for the local executor; Ray tasks at a time (unset: one per CPU "
+        "of the cluster).",
+    )
     strict: bool = False
     shard_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Split plain jsonl files.")
     base_dir: str | None = Field(None, description="Relative paths resolve here.")

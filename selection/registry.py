@@ -25,21 +25,31 @@ object implementing one or more capabilities, found by protocol:
   name (shape ``(n, len(score_names))``) and each lands under its own name.
 - :class:`thresher.core.steps.Filter` ``keep(records) -> (mask, reasons)``: a map; dropped rows are
   counted and shown in the report under their reason.
-- :class:`ScoreSelector` ``select_indices(ids, scores, seed) -> indices``: a global decision made
-  on the driver from the gathered scores alone (memory O(rows), never O(text)); ``ids`` and
-  every ``scores[name]`` list the rows still alive, in input-position order.
+- :class:`RankSelector` ``rank_quotas(alive)`` and ``rank_keys(scores, column, start, alive,
+  seed)``: a global decision that keeps, for each key column in turn, the ``quota`` rows with
+  the highest keys (ties to the earlier row), never a row an earlier column took. Keys are a
+  function of a row's scores and its index among the rows alive (``start`` is the index of the
+  first row given), so each shard computes its own and a distributed top-k merge picks the
+  same rows as one sort of them all (DSIR's Gumbel-top-k resampling, top-k on a score). The
+  driver holds counts, never the rows' keys.
+- :class:`ScoreSelector` ``select_indices(ids, scores, seed) -> indices``: a global decision
+  from the gathered scores of every row still alive (the driver holds O(rows) numbers, never
+  text; prefer :class:`RankSelector` where the decision is a top-k).
 - :class:`thresher.core.steps.Selector` ``select(records, k)``: a global decision over gathered
-  records (holds every surviving record in memory; prefer :class:`ScoreSelector` when scores
-  suffice).
+  records (the driver holds every surviving record; prefer the two above when scores suffice).
 - :class:`Fitted` ``fit_stats(records) -> ndarray`` and ``fit_from_stats(total)``: a step that
-  needs a pass over its input first; the executor sums ``fit_stats`` over all batches (map,
-  then driver-side reduction) and persists the sum, so resumed jobs refit without re-reading.
-  A step with ``fit_reduce = "concat"`` gets the per-batch arrays concatenated along axis 0 in
-  row-position order instead (e.g. one signature or embedding row per record, for dedup or
-  diversity), an array of O(rows) that is persisted the same way.
-- :class:`PositionFilter` ``keep_positions(pos) -> (mask, reasons)``: a filter (it implements
-  ``keep`` too) that decides from row positions alone, e.g. a fitted dedup step; the driver
-  applies it to the row state without reading the rows again.
+  needs a pass over its input first; each shard sums ``fit_stats`` over its batches, the driver
+  sums the shards' totals (or merges them with ``merge_stats(total, part)``) and persists the
+  result, so resumed jobs refit without re-reading. A step with ``fit_reduce = "concat"`` gets
+  the per-batch arrays concatenated along axis 0 in row-position order instead: an array of
+  O(rows) that the driver holds, so such steps suit small inputs only.
+- :class:`Grouped` ``group_rows``, ``group_keys``, ``group_edges`` and ``drop_reason``: keeps one
+  row of each group of related rows across the whole input (deduplication), as a distributed
+  shuffle: each shard writes one row per record (its position, id, rank ``cost`` and
+  signature) and its keys, the keys are partitioned by hash and each partition turns its equal
+  keys into edges between rows, and one task finds the connected groups and keeps each one's
+  lowest (cost, position) row. The next pass drops the others by position, with
+  ``drop_reason(keeper_id)``.
 - :class:`OutputObserver` ``output_stats(kept_records) -> ndarray`` and
   ``report_metrics(total) -> dict``: extra numbers for the job report computed over the kept rows.
 
@@ -102,13 +112,41 @@ class Fitted(Protocol):
 
 
 @runtime_checkable
-class PositionFilter(Protocol):
-    """A filter whose verdict on a row depends on the row's position only (what a fitted
-    dedup step decided about it): the driver applies it to the row state, reading no row."""
+class RankSelector(Protocol):
+    """A top-k over keys each shard computes for its own rows (see the module docstring)."""
 
     name: str
 
-    def keep_positions(self, pos: np.ndarray) -> tuple[np.ndarray, list[str | None]]: ...
+    def rank_quotas(self, alive: int) -> list[int]: ...
+
+    def rank_keys(
+        self, scores: dict[str, np.ndarray], column: int, start: int, alive: int, seed: int
+    ) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Grouped(Protocol):
+    """Keeps one row per group of related rows, found by a shuffle (see the module docstring).
+
+    ``group_rows`` returns a structured array with one row per record and at least the fields
+    ``pos`` (int64), ``cost`` (float64, lower is kept) and ``id`` (bytes); ``group_keys`` a
+    structured array of ``band`` (uint32), ``key`` (uint64) and ``pos`` for some of those rows;
+    ``group_edges`` gets one partition's keys sorted by (band, key, pos), all of a key's rows
+    together, and a lookup of ``group_rows`` rows by position, and returns ``(m, 2)`` position
+    pairs of rows that belong together.
+    """
+
+    name: str
+
+    def group_rows(self, records: Sequence[Record]) -> np.ndarray: ...
+
+    def group_keys(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def group_edges(
+        self, keys: np.ndarray, rows: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray: ...
+
+    def drop_reason(self, keeper_id: str) -> str: ...
 
 
 @runtime_checkable
@@ -123,7 +161,7 @@ class OutputObserver(Protocol):
 
 
 def combine_stats(step: Any, total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
-    """Reduce two batches' fit statistics: a sum, or a concatenation (``fit_reduce``)."""
+    """Reduce two parts' fit statistics: ``merge_stats``, a sum, or a concatenation."""
     if total is None:
         return np.array(part, copy=True)
     merge = getattr(step, "merge_stats", None)
@@ -132,42 +170,6 @@ def combine_stats(step: Any, total: np.ndarray | None, part: np.ndarray) -> np.n
     if getattr(step, "fit_reduce", "sum") == "concat":
         return np.concatenate([total, part], axis=0)
     return total + part
-
-
-class RowTable:
-    """Per-batch row blocks in arrival order, as one array; with a known bound on the rows,
-    each block is copied straight into its place (else the blocks are joined at the end)."""
-
-    def __init__(self, capacity: int | None) -> None:
-        self.capacity = capacity
-        self.rows = 0
-        self.seen = False
-        self.table: np.ndarray | None = None
-        self.blocks: list[np.ndarray] = []
-
-    def add(self, block: np.ndarray) -> None:
-        block = np.asarray(block)
-        self.seen = True
-        if self.table is None and not self.blocks and self.capacity is not None and block.ndim:
-            self.table = np.empty((self.capacity, *block.shape[1:]), dtype=block.dtype)
-        fits = (
-            self.table is not None
-            and block.dtype == self.table.dtype
-            and block.shape[1:] == self.table.shape[1:]
-            and self.rows + len(block) <= len(self.table)
-        )
-        if not fits and self.table is not None:  # never expected: fall back to joining
-            self.blocks, self.table = [self.table[: self.rows]], None
-        if self.table is not None:
-            self.table[self.rows : self.rows + len(block)] = block
-        else:
-            self.blocks.append(block)
-        self.rows += len(block)
-
-    def result(self) -> np.ndarray:
-        if self.table is not None:
-            return self.table[: self.rows]
-        return np.concatenate(self.blocks, axis=0)
 
 
 def concatenates(step: Any) -> bool:

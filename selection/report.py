@@ -8,32 +8,14 @@ from __future__ import annotations
 
 import html
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from thresher.selection.recipe import Recipe
-from thresher.selection.state import RowState
+from thresher.selection.summary import ScoreSketch, ShardSummary
 
 TOP_REASONS = 20
-
-
-def rule_of(reason: str) -> str:
-    """The rule a drop reason names: ``"non_answer: response ..."`` -> ``non_answer``,
-    ``"minhash duplicate of x"`` -> ``minhash duplicate``, ``"length < 5"`` -> ``length < 5``."""
-    head = reason.split(":", 1)[0] if ":" in reason else reason.split(" of ", 1)[0]
-    return head.strip()
-
-
-def rule_counts(reasons: Any) -> dict[str, int]:
-    """Rows dropped per rule (a row that several rules drop counts for each of them)."""
-    counts: Counter[str] = Counter()
-    for reason in reasons:
-        counts.update({rule_of(part) for part in str(reason).split("; ")})
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))  # ties by name
 
 
 @dataclass
@@ -50,11 +32,14 @@ class StepCount:
 
 @dataclass
 class Phase:
-    """Wall time of one pass over the data (or of writing the outputs)."""
+    """Wall time of one stage of a job: a ``map`` over shards or partitions (``task_seconds``:
+    the tasks' own time, summed) or ``serial`` work that does not shrink with more workers."""
 
     name: str
     rows: int
     seconds: float
+    kind: str = "map"
+    task_seconds: float = 0.0
 
 
 @dataclass
@@ -72,6 +57,13 @@ class JobReport:
     phases: list[Phase] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    driver_peak_mb: float = 0.0
+    worker_peak_mb: float = 0.0
+
+    @property
+    def serial_seconds(self) -> float:
+        """The job's time outside its map stages: start-up, barriers, joins, the report."""
+        return self.seconds - sum(p.seconds for p in self.phases if p.kind == "map")
 
     def summary_line(self) -> str:
         """One line: rows read, rejects, kept, the biggest drop per step, then any notes."""
@@ -89,10 +81,13 @@ class JobReport:
         for name, metrics in self.metrics.items():
             parts.extend(f"{name} {k} {v:.4g}" for k, v in metrics.items())
         line = ", ".join(parts) + f" in {self.seconds:.1f}s"
+        if self.driver_peak_mb:
+            line += (f" (peak memory: driver {self.driver_peak_mb:.0f} MB, "
+                     f"largest worker {self.worker_peak_mb:.0f} MB)")  # fmt: skip
         return ". ".join([line, *self.notes])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "serial_seconds": self.serial_seconds}
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -165,17 +160,16 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _histogram(name: str, values: np.ndarray, kept: np.ndarray, path: Path) -> None:
+def _histogram(name: str, sketch: ScoreSketch, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    edges, kept, dropped = sketch.histogram(40)
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-    finite = np.isfinite(values)
-    bins = np.histogram_bin_edges(values[finite], bins=40) if finite.any() else 10
-    ax.hist(values[finite & ~kept], bins=bins, alpha=0.6, label="dropped", color="#c44")
-    ax.hist(values[finite & kept], bins=bins, alpha=0.6, label="kept", color="#48c")
+    for counts, label, color in ((dropped, "dropped", "#c44"), (kept, "kept", "#48c")):
+        ax.hist(edges[:-1], bins=edges, weights=counts, alpha=0.6, label=label, color=color)
     ax.set_title(name)
     ax.set_xlabel("score")
     ax.set_ylabel("rows")
@@ -190,57 +184,39 @@ def _histogram(name: str, values: np.ndarray, kept: np.ndarray, path: Path) -> N
 def build_report(
     recipe: Recipe,
     steps: list[Any],
-    state: RowState,
-    examples: dict[str, list[dict[str, Any]]],
+    summary: ShardSummary,
     metrics: dict[str, dict[str, float]],
-    rejects: int,
     folder: Path,
 ) -> JobReport:
-    """Count what each step did from the final row state, and draw the score histograms."""
-    n = len(state.pos)
+    """Counts per step and score histograms from the shards' merged summaries."""
+    n = summary.rows
     counts = []
     gone = 0
     for i, (spec, _step) in enumerate(zip(recipe.steps, steps, strict=True)):
-        mine = state.drop_step == i
-        reasons = Counter(state.reasons[mine]).most_common(TOP_REASONS)
         rows_in = n - gone
-        gone += int(mine.sum())
-        counts.append(
-            StepCount(
-                spec.name,
-                spec.type,
-                rows_in,
-                n - gone,
-                {str(k): int(v) for k, v in reasons},
-                rule_counts(state.reasons[mine]),
-            )  # fmt: skip
-        )
+        gone += summary.dropped.get(i, 0)
+        reasons = summary.top_reasons(i, TOP_REASONS)
+        counts.append(StepCount(spec.name, spec.type, rows_in, n - gone, reasons,
+                                summary.step_rules(i)))
     folder.mkdir(parents=True, exist_ok=True)
-    histograms, summary = {}, {}
-    kept = state.alive
-    for name, values in state.scores.items():
-        finite = values[np.isfinite(values)]
-        if finite.size == 0:
+    histograms, scores = {}, {}
+    for name, sketch in summary.sketches.items():
+        if not sketch.count:
             continue
         path = folder / f"hist-{_safe(name)}.png"
-        _histogram(name, values, kept, path)
+        _histogram(name, sketch, path)
         histograms[name] = str(path)
-        summary[name] = {
-            "count": int(finite.size),
-            "mean": float(finite.mean()),
-            "min": float(finite.min()),
-            "max": float(finite.max()),
-            "p50": float(np.median(finite)),
-        }
+        scores[name] = {"count": sketch.count, "mean": sketch.total / sketch.count,
+                        "min": sketch.lo, "max": sketch.hi, "p50": sketch.quantile(0.5)}
     return JobReport(
         rows_read=n,
-        rejects=rejects,
-        rows_kept=int(kept.sum()),
+        rejects=summary.rejects,
+        rows_kept=summary.kept,
         steps=counts,
         histograms=histograms,
-        score_summary=summary,
+        score_summary=scores,
         metrics=metrics,
-        examples=examples,
+        examples=summary.examples,
     )
 
 

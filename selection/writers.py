@@ -1,7 +1,8 @@
 """Writers: kept rows go back in their original form (every field kept), written atomically.
 
 Each writer writes under a temporary name in the target folder and renames it into place on
-``commit``; a crash leaves either the old file or none, never half a file.
+``commit``; a crash leaves either the old file or none, never half a file. Jobs write one part
+per input shard; :func:`join_parts` makes one file of them when a job asks for one.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class JsonlWriter:
 
     def __init__(self, path: Path, *, compress: bool = False) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.tmp = _tmp(path)
         raw = open(self.tmp, "wb")  # noqa: SIM115 (closed in commit/abort)
         if compress:
             self._raw = raw
@@ -70,7 +71,7 @@ class ParquetWriter:
 
     def __init__(self, path: Path, *, schema: Any = None) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.tmp = _tmp(path)
         self.schema = schema
         self._writer: Any = None
         # Fields holding a dict of floats whose keys are known for the whole job (the scores):
@@ -130,7 +131,7 @@ class HFWriter:
 
     def __init__(self, path: Path, *, schema: Any = None) -> None:
         self.path = path
-        self.work = path.with_name(f".{path.name}.tmp")
+        self.work = _tmp(path)
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
         self._parquet = ParquetWriter(self.work / "rows.parquet", schema=schema)
@@ -140,39 +141,93 @@ class HFWriter:
         self._parquet.write(rows)
 
     def commit(self) -> None:
-        from thresher.core.errors import require
-
-        datasets = require("datasets", "selection")
         self._parquet.commit()
-        ds = datasets.Dataset.from_parquet(
-            str(self.work / "rows.parquet"), cache_dir=str(self.work / "cache")
-        )
-        staged = self.work / "dataset"
-        ds.save_to_disk(str(staged))
-        old = self.path.with_name(f".{self.path.name}.old")
-        if self.path.exists():
-            os.replace(self.path, old)
-        os.replace(staged, self.path)
-        shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(self.work, ignore_errors=True)
+        save_hf(self.work / "rows.parquet", self.path, self.work)
 
     def abort(self) -> None:
         self._parquet.abort()
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def open_writer(path: Path, fmt: str, *, schema: Any = None) -> RowWriter:
-    """A writer for ``fmt`` (``auto`` decides from the file name; unknown names get jsonl)."""
-    if fmt == "auto":
-        name = path.name.lower()
-        if name.endswith(".gz"):
-            fmt = "jsonl.gz"
-        elif name.endswith((".parquet", ".pq")):
-            fmt = "parquet"
-        elif "." not in name:
-            fmt = "hf"
+def _tmp(path: Path) -> Path:
+    """A temporary name beside ``path``, unique to this process (a retried task and its
+    original never share one)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def save_hf(parquet: Path, path: Path, work: Path) -> None:
+    """A `datasets` folder at ``path`` from one parquet file (``work``: scratch, removed)."""
+    from thresher.core.errors import require
+
+    datasets = require("datasets", "selection")
+    ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(work / "cache"))
+    staged = work / "dataset"
+    ds.save_to_disk(str(staged))
+    old = path.with_name(f".{path.name}.old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(staged, path)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def resolve_format(path: Path, fmt: str) -> str:
+    """``fmt``, or for ``auto`` the format the file name says (unknown names get jsonl)."""
+    if fmt != "auto":
+        return fmt
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return "jsonl.gz"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    return "hf" if "." not in name else "jsonl"
+
+
+def join_parts(parts: list[Path], path: Path, fmt: str) -> None:
+    """One file (or `datasets` folder) at ``path`` from ``parts`` in order, atomically: bytes
+    joined for JSON Lines (gzip members join into one valid stream), row groups copied under
+    one schema for parquet. Memory: one row group."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt in ("jsonl", "jsonl.gz"):
+        tmp = _tmp(path)
+        try:
+            with open(tmp, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 22)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = _tmp(path) if fmt == "parquet" else _tmp(path) / "rows.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    files = [pq.ParquetFile(p) for p in parts]
+    schema = pa.unify_schemas([f.schema_arrow for f in files], promote_options="permissive")
+    try:
+        with pq.ParquetWriter(target, schema) as writer:
+            for f in files:
+                for group in range(f.num_row_groups):
+                    table = f.read_row_group(group)
+                    columns = [table[x.name].cast(x.type) if x.name in table.column_names
+                               else pa.nulls(len(table), x.type) for x in schema]  # fmt: skip
+                    writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+        if fmt == "parquet":
+            os.replace(target, path)
         else:
-            fmt = "jsonl"
+            save_hf(target, path, target.parent)
+    finally:
+        if fmt == "parquet":
+            target.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(target.parent, ignore_errors=True)
+
+
+def open_writer(path: Path, fmt: str, *, schema: Any = None) -> RowWriter:
+    """A writer for ``fmt`` (``auto`` decides from the file name: :func:`resolve_format`)."""
+    fmt = resolve_format(path, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         return ParquetWriter(path, schema=schema)

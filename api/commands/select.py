@@ -10,6 +10,13 @@ import typer
 from thresher.api.cli import app
 
 Executor = Annotated[str, typer.Option(help="Where to run: local or ray.")]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        help="The Ray cluster for --executor ray: host:port of its head, or ray://host:10001 "
+        "(default: RAY_ADDRESS, else a Ray started on this machine).",
+    ),
+]
 KeepWork = Annotated[
     bool, typer.Option(help="Keep the job's .work folder (checkpoints) after it succeeds.")
 ]
@@ -22,6 +29,7 @@ def select(
         Path | None, typer.Option("--out", "-o", help="Job folder (default: next to the recipe).")
     ] = None,
     executor: Executor = "local",
+    address: Address = None,
     strict: Annotated[bool, typer.Option(help="Make unreadable rows fatal.")] = False,
     fresh: Annotated[bool, typer.Option(help="Discard an earlier run in the job folder.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -30,8 +38,8 @@ def select(
     """Run a selection recipe; running it again with the same folder resumes it."""
     folder = out if out is not None else recipe.parent / f"{recipe.stem}.out"
     run_and_report(
-        recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict,
-        keep_work=keep_work,
+        recipe, folder, executor=executor, address=address, progress=progress, fresh=fresh,
+        strict=strict, keep_work=keep_work,
     )  # fmt: skip
 
 
@@ -45,6 +53,7 @@ def dsir(
     buckets: Annotated[int, typer.Option(help="Hash buckets.", min=16)] = 10000,
     seed: Annotated[int, typer.Option(help="Random seed of the Gumbel noise.")] = 0,
     executor: Executor = "local",
+    address: Address = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
     top_k: Annotated[bool, typer.Option(help="Keep the top weights instead of sampling.")] = False,
     workers: Annotated[int, typer.Option(help="Local worker processes.", min=1)] = 1,
@@ -75,7 +84,8 @@ def dsir(
         "workers": workers,
     }
     folder = out.resolve().parent / f"{out.name}.thresher"
-    run_and_report(recipe, folder, executor=executor, progress=progress, fresh=fresh, strict=strict)
+    run_and_report(recipe, folder, executor=executor, address=address, progress=progress,
+                   fresh=fresh, strict=strict)  # fmt: skip
 
 
 def run_and_report(
@@ -83,6 +93,7 @@ def run_and_report(
     folder: Path,
     *,
     executor: str = "local",
+    address: str | None = None,
     progress: bool = True,
     fresh: bool = False,
     strict: bool = False,
@@ -95,6 +106,7 @@ def run_and_report(
         recipe,  # type: ignore[arg-type]
         folder,
         executor=executor,  # type: ignore[arg-type]
+        address=address,
         progress=progress,
         fresh=fresh,
         strict=strict or None,

@@ -1,102 +1,76 @@
-"""The local executor: streams shards through the steps, in this process or in a process pool.
+"""The local executor: tasks in this process, or in processes forked for one map.
 
-Each finished batch is checkpointed atomically, so a killed pass resumes at its first unfinished
-batch. Worker processes are forked per pass, after the driver's reductions, so they inherit the
-fitted steps and the row state without pickling models.
+Forked after the driver's reductions, worker processes inherit the fitted steps and the job
+without pickling models; results come back in the items' order, with a bounded number of
+tasks in flight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from thresher.selection.io import ReadBatch, Shard
-from thresher.selection.plan import BatchOutcome, Op, apply_ops
-from thresher.selection.state import load_outcome, save_outcome
-
 if TYPE_CHECKING:
-    from thresher.selection.engine import Job
-    from thresher.selection.state import RowState
+    from thresher.selection.job import Job
 
-_FORKED: tuple[Job, int, list[Op], RowState | None] | None = None
-
-
-def process_shard(
-    job: Job, shard: Shard, index: int, ops: list[Op], state: RowState | None
-) -> list[BatchOutcome]:
-    """Run one pass over one shard, reusing the batches a previous run already finished."""
-    from thresher.selection.engine import restore
-
-    folder = job.work.batch_dir(index)
-    outcomes = []
-    for batch in job.read(shard):
-        path = folder / f"{batch.key}.npz"
-        if path.exists():
-            outcomes.append(load_outcome(path))
-            continue
-        alive = restore(batch.records, state)
-        outcome = apply_ops(
-            batch.key, alive, ops, job.steps, batch.rejects if state is None else None
-        )
-        save_outcome(path, outcome)
-        outcomes.append(outcome)
-    return outcomes
+_FORKED: tuple[Job, Callable[..., Any]] | None = None
 
 
-def _forked_shard(shard: Shard) -> list[BatchOutcome]:
+def _forked(item: Any) -> Any:
     if _FORKED is None:
         raise RuntimeError("worker started without a job")
-    job, index, ops, state = _FORKED
-    return process_shard(job, shard, index, ops, state)
+    job, task = _FORKED
+    return task(job, job.steps, item)
 
 
 class LocalExecutor:
-    """Streams the job's shards; ``workers > 1`` maps shards in forked processes."""
+    """Runs tasks here (``workers == 1``, or ``light`` ones) or in ``workers`` forked
+    processes."""
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
 
-    def run_pass(
-        self, job: Job, index: int, ops: list[Op], state: RowState | None, progress: bool
-    ) -> Iterator[BatchOutcome]:
-        total = int(state.alive.sum()) if state is not None else None
-        names = ", ".join(f"{op.kind} {job.steps[op.step].name}" for op in ops) or "read"
-        bar = tqdm(
-            total=total,
-            unit="rows",
-            desc=f"pass {index + 1}: {names}",
-            disable=not progress,
-            leave=False,
-        )
+    def map(
+        self,
+        job: Job,
+        task: Callable[..., Any],
+        items: list[Any],
+        *,
+        desc: str,
+        progress: bool,
+        total: int | None = None,
+        rows: Callable[[Any], int] | None = None,
+        light: bool = False,
+    ) -> Iterator[Any]:
+        bar = tqdm(total=total, unit="rows" if rows else "tasks", desc=desc,
+                   disable=not progress, leave=False)  # fmt: skip
         try:
-            for outcomes in self._shards(job, index, ops, state):
-                for outcome in outcomes:
-                    bar.update(len(outcome.pos))
-                    yield outcome
+            for result in self._results(job, task, items, light):
+                bar.update(rows(result) if rows else 1)
+                yield result
         finally:
             bar.close()
 
-    def _shards(
-        self, job: Job, index: int, ops: list[Op], state: RowState | None
-    ) -> Iterator[Iterable[BatchOutcome]]:
-        if self.workers <= 1 or len(job.shards) <= 1:
-            for shard in job.shards:
-                yield process_shard(job, shard, index, ops, state)
+    def _results(
+        self, job: Job, task: Callable[..., Any], items: list[Any], light: bool
+    ) -> Iterator[Any]:
+        if self.workers <= 1 or len(items) <= 1 or light:
+            for item in items:
+                yield task(job, job.steps, item)
             return
         import multiprocessing
 
         global _FORKED
-        _FORKED = (job, index, ops, state)
+        _FORKED = (job, task)
         try:
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
-                # Keep a bounded number of shards in flight: memory stays O(workers * shard).
-                pending: list[Future[list[BatchOutcome]]] = []
-                for shard in job.shards:
-                    pending.append(pool.submit(_forked_shard, shard))
+                pending: list[Future[Any]] = []
+                for item in items:
+                    pending.append(pool.submit(_forked, item))
                     if len(pending) > 2 * self.workers:
                         yield pending.pop(0).result()
                 for future in pending:
@@ -104,17 +78,5 @@ class LocalExecutor:
         finally:
             _FORKED = None
 
-    def iter_batches(
-        self, job: Job, progress: bool, desc: str, wanted: Callable[[int], bool] | None = None
-    ) -> Iterator[ReadBatch]:
-        bar = tqdm(unit="rows", desc=desc, disable=not progress, leave=False)
-        try:
-            for shard in job.shards:
-                for batch in job.read(shard, wanted):
-                    bar.update(len(batch.records))
-                    yield batch
-        finally:
-            bar.close()
-
     def close(self) -> None:
-        """Nothing to release: pools live for one pass."""
+        """Nothing to release: processes live for one map."""

@@ -89,13 +89,12 @@ class TopK:
         self.name = name
         self.params = params
 
-    def select_indices(
-        self, ids: Sequence[str], scores: dict[str, np.ndarray], seed: int
+    def rank_quotas(self, alive: int) -> list[int]:
+        p = self.params
+        return [min(p.k if p.k is not None else round(alive * (p.fraction or 0)), alive)]
+
+    def rank_keys(
+        self, scores: dict[str, np.ndarray], column: int, start: int, alive: int, seed: int
     ) -> np.ndarray:
-        values = np.nan_to_num(
-            scores[self.params.score], nan=-np.inf if self.params.largest else np.inf
-        )
-        n = len(values)
-        k = self.params.k if self.params.k is not None else round(n * (self.params.fraction or 0))
-        order = np.argsort(-values if self.params.largest else values, kind="stable")
-        return np.sort(order[: min(k, n)])
+        values = np.asarray(scores[self.params.score], dtype=np.float64)
+        return np.nan_to_num(values if self.params.largest else -values, nan=-np.inf)

@@ -104,19 +104,21 @@ class DSIRStep:
             return weights[:, 0]
         return np.column_stack([weights.max(axis=1), weights])
 
-    def select_indices(
-        self, ids: Sequence[str], scores: dict[str, np.ndarray], seed: int
+    def _wanted(self, alive: int) -> int:
+        p = self.params
+        return p.num if p.num is not None else round(alive * (p.fraction or 0))
+
+    def rank_quotas(self, alive: int) -> list[int]:
+        """Rows each weight column takes (one column unless targets are ``separate``)."""
+        return self.model.quotas(min(self._wanted(alive), alive))
+
+    def rank_keys(
+        self, scores: dict[str, np.ndarray], column: int, start: int, alive: int, seed: int
     ) -> np.ndarray:
         names = getattr(self, "score_names", [self.name])
-        columns = names[1:] if len(names) > 1 else names
-        weights = np.column_stack([scores[c] for c in columns])
-        n = len(ids)
-        k = (
-            self.params.num
-            if self.params.num is not None
-            else round(n * (self.params.fraction or 0))
-        )
-        return self.model.resample(weights, k, method=self.params.method, seed=seed)
+        weights = scores[(names[1:] if len(names) > 1 else names)[column]]
+        return self.model.resample_keys(weights, column, start, alive,
+                                        method=self.params.method, seed=seed)  # fmt: skip
 
     def output_stats(self, records: Sequence[Record]) -> np.ndarray:
         return self.fit_stats(records)

@@ -3,7 +3,7 @@ learned classifier (see selection.quality, selection.dedup, selection.diversity)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -78,41 +78,22 @@ class DedupParams(StepParams):
     largest: bool = True
 
 
-ID_BYTES = 60  # ids are carried in fit statistics in 6-byte chunks (exact in float64)
-
-
-def encode_ids(ids: Sequence[str]) -> np.ndarray:
-    """Ids as float64 columns, so they travel in a step's fit statistics."""
-    out = np.zeros((len(ids), ID_BYTES // 6))
-    for i, rid in enumerate(ids):
-        raw = rid.encode("utf-8")[:ID_BYTES].ljust(ID_BYTES, b"\0")
-        out[i] = [int.from_bytes(raw[k : k + 6], "big") for k in range(0, ID_BYTES, 6)]
-    return out
-
-
-def decode_id(row: np.ndarray) -> str:
-    raw = b"".join(int(v).to_bytes(6, "big") for v in row)
-    return raw.rstrip(b"\0").decode("utf-8", "replace")
-
-
 @register_step("dedup", params=DedupParams, example={"method": "exact"})
 class DedupStep:
     """Drops exact, near (MinHash) or semantic duplicates, keeping one copy per cluster; each
     dropped row's reason names the id it duplicates.
 
-    Streams: every batch contributes one signature row per record (its position, id, rank cost
-    and hash, MinHash signature or embedding); the rows are concatenated and clustered once on
-    the driver, and the filter then drops all but each cluster's representative.
+    A :class:`thresher.selection.registry.Grouped` step: every row gives its signature and keys
+    (an exact hash, its LSH bands, or one key shared by all rows for semantic dedup), the keys
+    are shuffled so that equal ones meet, and the clusters their edges form keep their lowest
+    (cost, position) copy (see :mod:`thresher.selection.dedup`).
     """
-
-    fit_reduce = "concat"
 
     def __init__(self, name: str, params: DedupParams, context: StepContext) -> None:
         self.name = name
         self.params = params
         self.context = context
         self._dedup: Deduplicator | None = None
-        self.duplicate_of_: dict[int, str] = {}
 
     @property
     def dedup(self) -> Deduplicator:
@@ -126,37 +107,19 @@ class DedupStep:
             )  # fmt: skip
         return self._dedup
 
-    def fit_stats(self, records: Sequence[Record]) -> np.ndarray:
-        pos = np.array([[r.metadata.get("pos", i)] for i, r in enumerate(records)], dtype=float)
+    def group_rows(self, records: Sequence[Record]) -> np.ndarray:
+        pos = np.array([r.metadata.get("pos", i) for i, r in enumerate(records)], dtype=np.int64)
         # Costs come from each row's own scores, never from a model of the batch.
-        signatures = self.dedup.signatures(records, self.dedup.costs(records, fit_missing=False))
-        if not len(records):
-            return np.zeros((0, 1 + ID_BYTES // 6 + signatures.shape[1]))
-        return np.column_stack([pos, encode_ids([r.id for r in records]), signatures])
+        return self.dedup.rows(records, self.dedup.costs(records, fit_missing=False), pos)
 
-    def fit_from_stats(self, total: np.ndarray) -> None:
-        if not len(total):
-            self.duplicate_of_ = {}
-            return
-        if (np.diff(total[:, 0]) < 0).any():  # in position order already: no copy of it all
-            total = total[np.argsort(total[:, 0], kind="stable")]
-        width = ID_BYTES // 6
-        best = self.dedup.cluster_signatures(total[:, 1 + width :])
-        self.duplicate_of_ = {
-            int(total[i, 0]): decode_id(total[b, 1 : 1 + width])
-            for i, b in enumerate(best.tolist())
-            if b != i
-        }
+    def group_keys(self, rows: np.ndarray) -> np.ndarray:
+        return self.dedup.keys(rows)
 
-    def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
-        return self.keep_positions(np.array([r.metadata.get("pos", -1) for r in records]))
+    def group_edges(self, keys: np.ndarray, rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        return self.dedup.edges(keys, rows)
 
-    def keep_positions(self, pos: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
-        """The verdicts by row position (the driver applies them without reading rows)."""
-        found = [self.duplicate_of_.get(p) for p in np.asarray(pos, dtype=np.int64).tolist()]
-        mask = np.array([d is None for d in found], dtype=bool)
-        method = self.params.method
-        return mask, [None if d is None else f"{method} duplicate of {d}" for d in found]
+    def drop_reason(self, keeper_id: str) -> str:
+        return f"{self.params.method} duplicate of {keeper_id}"
 
 
 class DiversityParams(StepParams):

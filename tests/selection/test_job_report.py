@@ -40,12 +40,12 @@ def test_report_files_counts_histograms_and_examples(tmp_path, raw_path):
     assert result.summary() == result.report.summary_line()
     plain = json.loads(json.dumps(result.to_dict()))
     assert plain["report"]["rows_kept"] == 50 and plain["output_path"].endswith("selected.jsonl")
-    assert [p["name"] for p in plain["report"]["phases"]][-1] == "write and report"
+    assert [p["name"] for p in plain["report"]["phases"]][-1] == "join outputs and report"
     assert "threshold dropped" in result.summary() and "kept 50" in result.summary()
 
 
 def test_rule_counts_order_by_count_then_name():
-    from thresher.selection.report import rule_counts
+    from thresher.selection.summary import rule_counts
 
     reasons = ["b: x; a: y", "c: z", "c: w; b: v"]  # b 2, c 2, a 1 (one row may name several)
     assert list(rule_counts(reasons).items()) == [("b", 2), ("c", 2), ("a", 1)]

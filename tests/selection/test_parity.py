@@ -20,7 +20,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "quality" / "instructions_
 
 
 def run(tmp: Path, name: str, path: Path = DATA, executor: str = "local", keep_work=False,
-        **settings):  # fmt: skip
+        address: str | None = None, **settings):  # fmt: skip
     recipe = builtin_recipe("instruction-quality")
     recipe["inputs"] = [{"path": str(path), "shape": "auto"}]
     recipe["output"] = {"path": str(tmp / name / "kept.jsonl"), "write_dropped": True}
@@ -28,9 +28,10 @@ def run(tmp: Path, name: str, path: Path = DATA, executor: str = "local", keep_w
     return selection.run_recipe(
         recipe,
         tmp / name,
-        executor=executor,
+        executor=executor,  # type: ignore[arg-type]
+        address=address,
         progress=False,
-        keep_work=keep_work,  # type: ignore[arg-type]
+        keep_work=keep_work,
     )
 
 
@@ -65,17 +66,25 @@ def test_same_rows_for_any_batch_shard_and_worker_count(tmp_path, reference, set
 
 
 def test_same_rows_after_a_resume_mid_pass(tmp_path, reference):
-    first = run(tmp_path, "job", batch_size=20, keep_work=True)
+    first = run(tmp_path, "job", batch_size=20, shard_bytes=60_000, keep_work=True)
     assert verdicts(first) == reference[0]
     work = tmp_path / "job" / ".work"
-    # Pretend the job was killed in pass 3: its state and half of its batches are gone.
-    (work / "state-2.npz").unlink()
-    (work / "state-3.npz").unlink(missing_ok=True)
-    for path in sorted((work / "pass-2").glob("*.npz"))[::2]:
+    # Pretend the job was killed in pass 3 (near-duplicate signatures) after half its shards:
+    # the pass's end, the other half, its shuffle's results and everything after are gone.
+    (work / "pass-2" / "done.json").unlink()
+    shards = sorted((work / "pass-2").glob("shard-*.npz"))
+    assert len(shards) > 2
+    for path in shards[::2]:
         path.unlink()
-    again = run(tmp_path, "job", batch_size=20)
+    group = work / "group-2"
+    for path in [group / "done.json", *group.glob("drops-*"), *group.glob("edges-*"),
+                 *(work / "final").glob("*")]:  # fmt: skip
+        path.unlink()
+    first.output_path.unlink()
+    again = run(tmp_path, "job", batch_size=20, shard_bytes=60_000)
     assert again.resumed
     assert verdicts(again) == reference[0]
+    assert again.output_path.read_bytes() == reference[1]
     assert not work.exists()  # removed once the job succeeded (keep_work=False)
 
 
@@ -119,16 +128,8 @@ def test_same_verdicts_in_every_format(tmp_path, reference, convert):
     assert verdicts(run(tmp_path, "job", path=path)) == reference[0]
 
 
-def test_ray_keeps_the_same_rows(tmp_path, reference):
-    pytest.importorskip("ray")
-    import ray
-
-    from thresher.selection.executors.ray_data import init_local_ray
-
-    init_local_ray(num_cpus=2)
-    try:
-        result = run(tmp_path, "ray", executor="ray", batch_size=40, shard_bytes=60_000, workers=2)
-    finally:
-        ray.shutdown()
+def test_ray_keeps_the_same_rows(tmp_path, reference, ray_cluster):
+    result = run(tmp_path, "ray", executor="ray", address=ray_cluster.address, batch_size=40,
+                 shard_bytes=60_000)  # fmt: skip
     assert verdicts(result) == reference[0]
     assert result.output_path.read_bytes() == reference[1]

@@ -16,7 +16,7 @@ def test_import_selection_is_light():
 def test_selection_imports_no_sibling_package():
     code = (
         "import sys, thresher.selection, thresher.selection.engine, "
-        "thresher.selection.executors.local, thresher.selection.executors.ray_data; "
+        "thresher.selection.executors.local, thresher.selection.executors.ray_cluster; "
         "thresher.selection.registry.load_builtin_steps(); "
         "bad = [m for m in sys.modules if m.split('.')[:2] in "
         "(['thresher', 'prompting'], ['thresher', 'compression'], ['thresher', 'api'])]; "

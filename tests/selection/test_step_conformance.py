@@ -12,7 +12,14 @@ from selection_helpers import read_jsonl, write_jsonl
 
 from thresher import selection
 from thresher.core.steps import Filter, Scorer, Selector
-from thresher.selection.registry import STEP_TYPES, Fitted, ScoreSelector, load_builtin_steps
+from thresher.selection.registry import (
+    STEP_TYPES,
+    Fitted,
+    Grouped,
+    RankSelector,
+    ScoreSelector,
+    load_builtin_steps,
+)
 
 load_builtin_steps()
 EXAMPLES = {"dsir": {"target": ["{target}"], "fraction": 0.2}}
@@ -34,7 +41,8 @@ def test_step_type_conforms(tmp_path, raw_path, target_path, kind):
     }
     loaded = selection.load_recipe(recipe)
     step = spec.factory(kind, loaded.steps[1].params, selection.StepContext(seed=0))
-    assert isinstance(step, Scorer | Filter | Selector | ScoreSelector | Fitted)
+    capabilities = Scorer | Filter | Selector | ScoreSelector | RankSelector | Fitted | Grouped
+    assert isinstance(step, capabilities)
     assert spec.doc, "a step type needs a docstring (its first line is the type's help)"
 
     result = selection.run_recipe(recipe, tmp_path / "job", progress=False)
