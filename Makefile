@@ -88,7 +88,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python bench/dsir.py --smoke
 	$(BIN)/python bench/instruction_quality.py --smoke
 	$(BIN)/python bench/selection_throughput.py --smoke
-	$(BIN)/python bench/selection_throughput.py --smoke --executor ray --no-parity
+	$(BIN)/python bench/selection_throughput.py --smoke --executor ray --nodes 2
 	$(BIN)/python bench/compression.py --smoke
 	$(BIN)/python bench/icl.py --smoke
 	$(BIN)/python bench/retrieval_latency.py --smoke

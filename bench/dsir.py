@@ -24,7 +24,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from embedcache import shared_data
@@ -135,13 +134,6 @@ def child(args) -> None:
     """Run Thresher once in this process and print its timings as one JSON line."""
     from thresher import selection
 
-    startup = 0.0
-    if args.child == "ray":
-        from thresher.selection.executors.ray_data import init_local_ray
-
-        began = time.perf_counter()
-        init_local_ray(num_cpus=args.workers)
-        startup = time.perf_counter() - began
     size = Path(args.raw).stat().st_size
     recipe = {
         "inputs": [{"path": args.raw, "shape": "text"}],
@@ -169,7 +161,6 @@ def child(args) -> None:
             {
                 "phases": [[p.name, p.seconds] for p in result.report.phases],
                 "total": result.seconds,
-                "startup": startup,
                 "rss_kb": rss,
                 "ids": ids,
                 "kl_own": result.report.metrics["dsir"]["kl_reduction"],
@@ -248,10 +239,9 @@ def main() -> None:
             frac = picked[REVIEW] / max(1, len(r["ids"]))
             kl = kl_reduction(raw, target, r["ids"])
             phases = ", ".join(f"{p}: {n_docs / s:,.0f} docs/s ({s:.1f}s)" for p, s in r["phases"])
-            extra = f" (+ ray start {r['startup']:.1f}s)" if r.get("startup") else ""
             print(
                 f"\n{name}\n  phases   {phases}\n"
-                f"  total    {r['total']:.1f}s{extra} = {n_docs / r['total']:,.0f} docs/s "
+                f"  total    {r['total']:.1f}s = {n_docs / r['total']:,.0f} docs/s "
                 f"end to end, {base / r['total']:.1f}x data-selection\n"
                 f"  peak RSS {r['rss_kb'] / 1024:.0f} MiB (largest process)\n"
                 f"  selected {len(r['ids'])}, reviews {frac:.1%}, KL reduction {kl:.4f}"

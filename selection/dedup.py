@@ -187,6 +187,26 @@ class DedupResult:
         return int(sum(1 for d in self.duplicate_of if d is not None))
 
 
+def components(edges: np.ndarray, n: int) -> np.ndarray:
+    """Connected components of ``edges`` (index pairs below ``n``): each index's label is the
+    smallest index of its component. Edges hook each larger root under the smaller one and
+    pointer jumping flattens the trees, so the rounds grow with the log of a cluster's size."""
+    label = np.arange(n)
+    a, b = edges[:, 0], edges[:, 1]
+    while True:
+        ra, rb = label[a], label[b]
+        moved = ra != rb
+        if not moved.any():
+            return label
+        hi, lo = np.maximum(ra, rb)[moved], np.minimum(ra, rb)[moved]
+        np.minimum.at(label, hi, lo)
+        while True:  # point every index at its root
+            jumped = label[label]
+            if (jumped == label).all():
+                break
+            label = jumped
+
+
 def cluster_keepers(
     edges: np.ndarray, cost: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -194,19 +214,11 @@ def cluster_keepers(
     connected cluster, the lowest ``cost(rows)`` there, ties by position."""
     if not len(edges):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     nodes, inverse = np.unique(edges, return_inverse=True)
-    inverse = inverse.reshape(edges.shape)
-    graph = coo_matrix(
-        (np.ones(len(edges), dtype=np.int8), (inverse[:, 0], inverse[:, 1])),
-        shape=(len(nodes), len(nodes)),
-    )
-    _, labels = connected_components(graph, directed=False)
+    labels = components(inverse.reshape(edges.shape), len(nodes))
     order = np.lexsort((nodes, np.asarray(cost(nodes), dtype=np.float64), labels))
     first = np.r_[True, labels[order][1:] != labels[order][:-1]]
-    keeper = np.empty(labels.max() + 1, dtype=np.int64)
+    keeper = np.empty(len(nodes), dtype=np.int64)
     keeper[labels[order][first]] = nodes[order][first]
     return nodes, keeper[labels]
 

@@ -17,7 +17,7 @@ How to add a step type (the contract other packages rely on)::
 
 Put the module in :mod:`thresher.selection.steps` (every module there is imported when a recipe is
 resolved) or import it yourself before running a recipe. A registered factory is called as
-``factory(name, params, context)`` once per process (once per Ray actor) and must return an
+``factory(name, params, context)`` once per process (and Ray worker process) and must return an
 object implementing one or more capabilities, found by protocol:
 
 - :class:`thresher.core.steps.Scorer` ``score(records) -> ndarray``: a map; the executor writes
@@ -57,7 +57,7 @@ Models and backends come through :class:`StepContext`: ``context.provider`` is a
 :class:`thresher.core.models.ModelProvider` (one per process; callers that already hold one pass it
 with ``StepContext.with_models``), ``context.backend`` a
 :class:`thresher.core.backends.ChatBackend`. A step asks for its model in ``__init__`` or on first
-use and keeps it, never per batch. Contexts travel to worker processes and Ray actors without their
+use and keeps it, never per batch. Contexts travel to worker processes and Ray tasks without their
 models, which each process loads once.
 
 A step applies its operations in this order: fit, score, filter, select (see

@@ -1,6 +1,6 @@
 """The job report: counts in and out per step, score histograms, kept and dropped examples.
 
-Saved as ``report.json``, one PNG histogram per score and ``report.html``; the
+Saved as ``report.json``, one SVG histogram per score and ``report.html``; the
 :class:`JobReport` object renders itself in notebooks through ``_repr_html_``.
 """
 
@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from thresher.selection.io import atomic_path
 from thresher.selection.recipe import Recipe
 from thresher.selection.summary import ScoreSketch, ShardSummary
 
@@ -108,10 +111,10 @@ class JobReport:
             for s in self.steps
         )
         images = []
-        for score, png in self.histograms.items():
-            src = png if not embed else _data_uri(Path(png))
+        for score, image in self.histograms.items():
+            src = image if not embed else _data_uri(Path(image))
             if folder is not None and not embed:
-                src = Path(png).name
+                src = Path(image).name
             images.append(
                 f"<figure><img src='{src}' width='420'>"
                 f"<figcaption>{html.escape(score)}</figcaption></figure>"
@@ -157,28 +160,45 @@ def _data_uri(path: Path) -> str:
 
     if not path.exists():
         return ""
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    return "data:image/svg+xml;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def _histogram(name: str, sketch: ScoreSketch, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The score's histogram (kept over dropped rows) as a small SVG, drawn without a
+    plotting library: the report costs no matplotlib import."""
     edges, kept, dropped = sketch.histogram(40)
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-    for counts, label, color in ((dropped, "dropped", "#c44"), (kept, "kept", "#48c")):
-        ax.hist(edges[:-1], bins=edges, weights=counts, alpha=0.6, label=label, color=color)
-    ax.set_title(name)
-    ax.set_xlabel("score")
-    ax.set_ylabel("rows")
-    ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    width, height, left, top, plot_w, plot_h = 420, 270, 48, 28, 360, 200
+    top_count = max(1.0, float(np.maximum(kept, dropped).max()))
+    bar = plot_w / len(kept)
+    shapes = []
+    for counts, color in ((dropped, "#c44"), (kept, "#48c")):
+        for i, c in enumerate(counts.tolist()):
+            if c:
+                h = plot_h * c / top_count
+                shapes.append(f"<rect x='{left + i * bar:.1f}' y='{top + plot_h - h:.1f}' "
+                              f"width='{bar:.1f}' height='{h:.1f}' fill='{color}' "
+                              "fill-opacity='0.6'/>")  # fmt: skip
+    ticks = "".join(
+        f"<text x='{left + plot_w * f:.0f}' y='{top + plot_h + 16}' text-anchor='middle'>"
+        f"{v:.4g}</text>"
+        for f, v in ((0, edges[0]), (0.5, (edges[0] + edges[-1]) / 2), (1, edges[-1]))
+    )
+    svg = (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        "font-family='sans-serif' font-size='11'>"
+        f"<text x='{width / 2}' y='16' text-anchor='middle' font-size='13'>"
+        f"{html.escape(name)}</text>{''.join(shapes)}"
+        f"<line x1='{left}' y1='{top + plot_h}' x2='{left + plot_w}' y2='{top + plot_h}' "
+        f"stroke='#333'/><line x1='{left}' y1='{top}' x2='{left}' y2='{top + plot_h}' "
+        f"stroke='#333'/>{ticks}"
+        f"<text x='{left - 4}' y='{top + 8}' text-anchor='end'>{top_count:.0f}</text>"
+        f"<text x='{left - 4}' y='{top + plot_h}' text-anchor='end'>0</text>"
+        f"<text x='{left + plot_w / 2}' y='{height - 6}' text-anchor='middle'>score "
+        "(rows: <tspan fill='#48c'>kept</tspan>, <tspan fill='#c44'>dropped</tspan>)"
+        "</text></svg>"
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(svg, encoding="utf-8")
 
 
 def build_report(
@@ -203,7 +223,7 @@ def build_report(
     for name, sketch in summary.sketches.items():
         if not sketch.count:
             continue
-        path = folder / f"hist-{_safe(name)}.png"
+        path = folder / f"hist-{_safe(name)}.svg"
         _histogram(name, sketch, path)
         histograms[name] = str(path)
         scores[name] = {"count": sketch.count, "mean": sketch.total / sketch.count,

@@ -23,8 +23,8 @@ def test_report_files_counts_histograms_and_examples(tmp_path, raw_path):
     assert steps["threshold"]["rows_in"] == 3000
     assert set(steps["threshold"]["reasons"]) == {"length < 8", "length > 120"}
     assert steps["top_k"]["rows_out"] == 50
-    png = folder / "hist-length.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (folder / "hist-length.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") > 10 and ">length</text>" in svg
     page = (folder / "report.html").read_text()
     for group in (
         "kept",
@@ -33,8 +33,8 @@ def test_report_files_counts_histograms_and_examples(tmp_path, raw_path):
         "top_k: not selected by top_k",
     ):
         assert f"<h3>{group}</h3>" in page
-    assert "hist-length.png" in page
-    assert "data:image/png;base64," in result.report._repr_html_()
+    assert "hist-length.svg" in page
+    assert "data:image/svg+xml;base64," in result.report._repr_html_()
     dropped = read_jsonl(result.dropped_path)
     assert len(dropped) == 2950 and {d["step"] for d in dropped} == {"threshold", "top_k"}
     assert result.summary() == result.report.summary_line()
