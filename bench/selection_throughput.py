@@ -177,7 +177,9 @@ def main() -> None:
             build(path, n)
         size = path.stat().st_size
         workers = max(args.nodes or [args.workers])
-        shard = max(1 << 20, size // (4 * workers))  # enough shards for every worker
+        # Enough shards for every worker, and at most 64 MB each (a worker's memory is bounded
+        # by its shard, not by the input).
+        shard = max(1 << 20, min(64 << 20, size // (4 * workers)))
         print(f"{n} rows, {size / 1e6:.0f} MB, shards of {shard / 1e6:.1f} MB; "
               f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
         load_before = os.getloadavg()

@@ -51,7 +51,15 @@ from thresher.selection.shuffle import (
 )
 from thresher.selection.state import WorkDir, load_shard_extras, save_array
 from thresher.selection.summary import ShardSummary
-from thresher.selection.tasks import load_state, peak_mb, reset_peak, restore, run_pass, write_shard
+from thresher.selection.tasks import (
+    load_state,
+    peak_mb,
+    process_peak_mb,
+    reset_peak,
+    restore,
+    run_pass,
+    write_shard,
+)
 from thresher.selection.writers import input_schema
 
 ExecutorName = Literal["local", "ray"]
@@ -150,7 +158,7 @@ def run_recipe(
         The :class:`JobResult` with the report and output paths.
     """
     start = time.perf_counter()
-    reset_peak()
+    reset_peak(forget=True)
     recipe = load_recipe(recipe)
     if strict is not None:
         recipe = recipe.model_copy(update={"strict": strict})
@@ -185,7 +193,7 @@ def run_recipe(
     report = result.report
     report.phases, report.notes = phases, job.notes
     report.worker_peak_mb = max(report.worker_peak_mb, worker_peak)
-    report.driver_peak_mb = peak_mb()
+    report.driver_peak_mb = process_peak_mb()
     result.resumed = resumed
     result.seconds = report.seconds = time.perf_counter() - start
     report.save(result.report_dir)

@@ -76,34 +76,31 @@ def write_map_side(work: WorkDir, index: int, step: Any, shard: int, rows: np.nd
 
 
 class RowLookup:
-    """A grouped step's rows by position, from the shards' memory-mapped row files."""
+    """A grouped step's rows by position, from the shards' memory-mapped row files (one open
+    at a time: a job may have thousands)."""
 
     def __init__(self, folder: Path, shards: list[Shard]) -> None:
         self.folder = folder
         self.starts = np.array([s.file_index << POS_SHIFT | s.first_row for s in shards])
         self.indices = [s.index for s in shards]
-        self.files: dict[int, np.ndarray] = {}
-
-    def _rows(self, shard: int) -> np.ndarray:
-        if shard not in self.files:
-            self.files[shard] = np.load(self.folder / f"rows-{shard:05d}.npy", mmap_mode="r")
-        return self.files[shard]
 
     def __call__(self, pos: np.ndarray, field: str | None = None) -> np.ndarray:
         pos = np.asarray(pos, dtype=np.int64)
-        owner = np.searchsorted(self.starts, pos, side="right") - 1
-        out: np.ndarray | None = None
-        for j in np.unique(owner).tolist():
-            rows = self._rows(self.indices[j])
-            table = rows if field is None else rows[field]
-            mine = owner == j
-            at = np.searchsorted(rows["pos"], pos[mine])
-            if out is None:
-                out = np.empty(len(pos), dtype=table.dtype) if table.ndim == 1 else \
-                    np.empty((len(pos), *table.shape[1:]), dtype=table.dtype)  # fmt: skip
-            out[mine] = table[at]
-        if out is None:
+        if not len(pos):
             return np.zeros(0)
+        owner = np.searchsorted(self.starts, pos, side="right") - 1
+        order = np.argsort(owner, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, np.diff(owner[order]) != 0, True])
+        out: np.ndarray | None = None
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            mine = order[lo:hi]
+            name = f"rows-{self.indices[owner[mine[0]]]:05d}.npy"
+            rows = np.load(self.folder / name, mmap_mode="r")
+            table = rows if field is None else rows[field]
+            if out is None:
+                out = np.empty((len(pos), *table.shape[1:]), dtype=table.dtype)
+            out[mine] = table[np.searchsorted(rows["pos"], pos[mine])]
+        assert out is not None  # pos is not empty
         return out
 
 

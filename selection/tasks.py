@@ -45,9 +45,15 @@ if TYPE_CHECKING:
     from thresher.selection.job import Job
 
 
-def reset_peak() -> None:
+_EARLIER = 0.0  # this process's peak before its last reset (the driver's, when tasks run in it)
+
+
+def reset_peak(*, forget: bool = False) -> None:
     """Start measuring this process's peak resident memory afresh (Linux; elsewhere the
-    process's lifetime peak is what :func:`peak_mb` reports)."""
+    process's lifetime peak is what :func:`peak_mb` reports); the peak so far is remembered
+    for :func:`process_peak_mb` unless ``forget``."""
+    global _EARLIER
+    _EARLIER = 0.0 if forget else max(_EARLIER, peak_mb())
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -65,6 +71,11 @@ def peak_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def process_peak_mb() -> float:
+    """This process's peak since its last ``reset_peak(forget=True)``, across task resets."""
+    return max(_EARLIER, peak_mb())
 
 
 def restore(records: list[Record], state: ShardState | None) -> list[Record]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from thresher.core.errors import ThresherError, require
+from thresher.core.errors import ConfigError, ThresherError, require
 
 if TYPE_CHECKING:
     from thresher.selection.job import Job
@@ -90,6 +90,24 @@ def _unwrapped(items: Iterator[Any]) -> Iterator[Any]:
         raise
 
 
+def _check_reachable(address: str) -> None:
+    """Fail at once, naming the address, when a cluster's head does not answer (Ray itself
+    retries for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"No Ray cluster answers at {address!r} ({exc.strerror or exc}); start one "
+            "(ray start --head) or give its head's host:port with --address or RAY_ADDRESS.",
+            field="address",
+        ) from None
+
+
 class RayExecutor:
     """Runs a job's tasks on Ray (see the module docstring)."""
 
@@ -102,6 +120,7 @@ class RayExecutor:
             env = {"py_modules": [str(stage_code(self._staged))]}
             address = address or os.environ.get("RAY_ADDRESS") or None
             if address:
+                _check_reachable(address)
                 ray.init(address=address, runtime_env=env, log_to_driver=False)
             else:
                 ray.init(num_cpus=max(workers or 1, 1), include_dashboard=False,

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from selection_helpers import read_jsonl
 
 from thresher import selection
@@ -136,3 +137,22 @@ def test_filter_on_an_empty_file_is_one_line_exit_2(tmp_path):
     run = thresher("filter", "--input", str(empty), "--out", str(tmp_path / "out.jsonl"))
     assert run.returncode == 2
     assert "empty.jsonl" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_cluster_address_is_checked_before_any_work(tmp_path, raw_path):
+    """Usage errors of --address are one line and exit 2: with the local executor, and a
+    Ray cluster that does not answer (found at once, not after Ray's minutes of retries)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"inputs: ['{raw_path}']\nsteps:\n  - {{type: length}}\n")
+    local = thresher("select", str(recipe), "--address", "127.0.0.1:6379")
+    assert local.returncode == 2 and "executor 'ray'" in local.stderr
+    assert "Traceback" not in local.stderr
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = thresher("select", str(recipe), "--executor", "ray", "--address", f"127.0.0.1:{port}")
+    assert dead.returncode == 2 and f"127.0.0.1:{port}" in dead.stderr
+    assert "Traceback" not in dead.stderr
