@@ -26,7 +26,7 @@ import numpy as np
 
 from thresher.core.errors import ConfigError, InputError
 from thresher.core.steps import Selector
-from thresher.selection.io import file_format, plan_shards
+from thresher.selection.io import atomic_write_text, file_format, plan_shards
 from thresher.selection.job import Job, build_steps, produced
 from thresher.selection.outputs import EXAMPLE_CAPS, PartLayout
 from thresher.selection.plan import plan_passes
@@ -95,8 +95,7 @@ class JobResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (paths as strings), e.g. for the API's job status."""
-        paths = ("output_path", "report_dir", "rejects_path", "scores_path", "dropped_path",
-                 "manifest_path")  # fmt: skip
+        paths = ("output_path", "report_dir", "rejects_path", "scores_path", "dropped_path")
         data: dict[str, Any] = {k: str(v) if (v := getattr(self, k)) else None for k in paths}
         data.update(resumed=self.resumed, seconds=self.seconds, summary=self.summary(),
                     report=self.report.to_dict())  # fmt: skip
@@ -283,7 +282,7 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase],
                             "map", seconds))  # fmt: skip
         if index == 0 and not rows:
             _no_rows(job, rejects, first_reject)
-        began = time.perf_counter()
+        began, nested = time.perf_counter(), len(phases)
         for op in ops:
             step = job.steps[op.step]
             if op.kind == "fit":
@@ -298,13 +297,12 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase],
             elif op.kind == "select":
                 alive = _select(job, runner, index, op.step, per_shard, progress)
         del totals
-        from thresher.selection.io import atomic_write_text
-
         atomic_write_text(done, json.dumps({"alive": alive}))
         if not keep_work:
             _clean(job, index)
+        inner = sum(p.seconds for p in phases[nested:])  # the shuffles' own phases
         phases.append(Phase(f"pass {index + 1} barrier: {label}", alive or 0,
-                            time.perf_counter() - began, "serial"))  # fmt: skip
+                            time.perf_counter() - began - inner, "serial"))  # fmt: skip
     for step in job.steps:  # what a fitted step could not judge, said once, after every fit
         job.notes.extend(getattr(step, "fit_notes", list)())
     return worker_peak
@@ -325,8 +323,8 @@ def _shuffle(job: Job, runner: Executor, index: int, progress: bool, phases: lis
     if not is_done(job.work, index):
         began = time.perf_counter()
         items = [(index, p) for p in range(partitions(job.work, index))]
-        edges = sum(r["edges"] for r in runner.map(job, _reduce_task, items, progress=progress,
-                                                   desc=f"shuffle {name}"))  # fmt: skip
+        edges = sum(r["edges"] for r in runner.map(job, reduce_partition, items,
+                                                   progress=progress, desc=f"shuffle {name}"))
         phases.append(Phase(f"shuffle {name}: {len(items)} partitions, {edges} edges", 0,
                             time.perf_counter() - began, "map"))  # fmt: skip
     began = time.perf_counter()
@@ -334,10 +332,6 @@ def _shuffle(job: Job, runner: Executor, index: int, progress: bool, phases: lis
     phases.append(Phase(f"cluster {name}: {found['dropped']} duplicates in {found['clusters']} "
                         "clusters", 0, time.perf_counter() - began, "serial"))  # fmt: skip
     return float(found.get("peak_mb", 0.0))
-
-
-def _reduce_task(job: Job, steps: list[Any], item: tuple[int, int]) -> dict[str, Any]:
-    return reduce_partition(job, steps, item)
 
 
 def _cluster_task(job: Job, steps: list[Any], index: int) -> dict[str, Any]:
