@@ -5,7 +5,8 @@ as it is, then perturbed copies (about a third of the words of input and output 
 words of the pool, so copies are neither exact nor near duplicates of each other). Each job runs
 in its own process, which reports wall time, rows per second and peak memory (the driver's and
 the largest worker's, from the job's report); then a second run with other batch, shard and
-worker settings on the local executor must keep exactly the same rows (the parity check).
+settings on the local executor (batch 4000, shards of 64 MB) must keep exactly the same rows (the
+parity check).
 
     python bench/selection_throughput.py [--rows 100000] [--workers 2] [--smoke]
         [--executor local|ray] [--nodes 1 2 4] [--sharded] [--input rows.jsonl]
@@ -208,13 +209,15 @@ def main() -> None:
                   f"{[k for k, _ in runs]} (wall seconds {walls})")
         second, same = None, None
         if not args.no_parity:
-            second = run(path, Path(tmp) / "parity", 4000, 1, 64 << 20)
-            second.update(executor="local", workers=1, batch_size=4000, shard_bytes=64 << 20,
+            second = run(path, Path(tmp) / "parity", 4000, args.workers, 64 << 20)
+            second.update(executor="local", workers=args.workers, batch_size=4000,
+                          shard_bytes=64 << 20,
                           load_after=os.getloadavg(), rows_per_s=n / second["seconds"],
                           rows_per_cpu_s=n / second["cpu_seconds"])  # fmt: skip
             same = all(r["sha256"] == second["sha256"] for _, r in runs)
             verdict = "PASS" if same else "FAIL"
-            print(describe("local, workers 1, batch 4000, shards of 64 MB", second, n)
+            name = f"local, workers {args.workers}, batch 4000, shards of 64 MB"
+            print(describe(name, second, n)
                   + f"\nparity (same kept rows, byte for byte): {verdict}")
         if args.json:
             commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],

@@ -21,6 +21,7 @@ import numpy as np
 
 from thresher.core.record import Record
 from thresher.selection.io import Reject
+from thresher.selection.job import produced
 from thresher.selection.outputs import ShardSink, rows_to_read
 from thresher.selection.plan import BatchOutcome, Op, apply_ops
 from thresher.selection.ranking import RankVerdict, apply_chosen, apply_rank
@@ -212,8 +213,6 @@ def run_pass(job: Job, steps: list[Any], item: tuple[int, int]) -> dict[str, Any
 
 def write_shard(job: Job, steps: list[Any], item: tuple[int, int]) -> dict[str, Any]:
     """The last pass over shard ``item[1]`` (``item[0]``: its index), writing its parts."""
-    from thresher.selection.job import produced
-
     pass_index, index = item
     shard, marker = job.shards[index], job.work.final_path(index)
     if marker.exists():
