@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     """Port ``thresher serve`` listens on."""
     cache_dir: Path = Field(default_factory=default_cache_dir)
-    """Where models converted once (SmolLM2 from its GGUF) are kept between runs."""
+    """Where models converted once (SmolLM2 from its GGUF) are kept between runs (default
+    ``$XDG_CACHE_HOME/thresher`` when ``XDG_CACHE_HOME`` is set)."""
     data_dir: Path = Field(default_factory=lambda: Path(".thresher"))
     """Where named demonstration pools, the selection jobs' database and job folders live."""
     device: str = "auto"
