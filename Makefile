@@ -117,7 +117,7 @@ wheel: $(STAMP)
 	$(BIN)/pip wheel --quiet --no-deps -w dist .
 
 lint: $(STAMP)
-	$(BIN)/ruff check thresher core selection prompting compression api tests bench
+	$(BIN)/ruff check thresher core selection prompting compression api tests bench docs/hooks
 
 clean:
 	rm -rf $(VENV)
