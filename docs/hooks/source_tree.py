@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from mkdocs.plugins import event_priority
+
 REPO = Path(__file__).resolve().parents[2]
 TREE = REPO / "build" / "docs-src"
 
@@ -36,6 +38,7 @@ def build_source_tree(repo: Path = REPO, tree: Path = TREE) -> Path:
     return tree
 
 
+@event_priority(100)  # before mkdocstrings reads its search paths in its own on_config
 def on_config(config: Any) -> Any:
     build_source_tree()
     return config
