@@ -60,7 +60,7 @@ with ``StepContext.with_models``), ``context.backend`` a
 use and keeps it, never per batch. Contexts travel to worker processes and Ray tasks without their
 models, which each process loads once.
 
-A step applies its operations in this order: fit, score, filter, select (see
+A step applies its operations in this order: fit (or group), score, filter, select (see
 :mod:`thresher.selection.plan`); the same recipe and seed select the same rows on every executor.
 """
 
