@@ -19,7 +19,7 @@ from thresher.api.jobs.worker import JobRunner
 from thresher.api.lane import ProxyLane
 from thresher.api.metrics import Metrics
 from thresher.api.openapi import openapi
-from thresher.api.routes import chat, compress, health, jobs, models, monitoring, pools
+from thresher.api.routes import audit, chat, compress, health, jobs, models, monitoring, pools
 from thresher.api.routing import build_router
 from thresher.api.settings import ServiceSettings, service_settings
 from thresher.api.stages import default_stages
@@ -47,7 +47,29 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     state.pool_store()
     if state.compression is None:
         state.compression = CompressionService.from_settings(settings, LatencyModel())
+    fleet_state(state, settings)
     return state
+
+
+def fleet_state(state: AppState, settings: ServiceSettings) -> None:
+    """Money, the pays gate's objective, audit mode and the shared store (docs/fleet.md);
+    each stays None, and costs nothing, when its settings are off."""
+    from thresher.api.audit import Auditor
+    from thresher.api.pricing import PriceBook
+    from thresher.api.stores import MemoryStore, StoreCache, shared_store
+
+    assert state.compression is not None
+    shared = shared_store(settings)
+    if shared is not None:
+        state.store = shared
+        state.compression.cache = StoreCache(shared, "forms")
+    wants_prices = settings.money or settings.pays_objective == "money"
+    audit = Auditor.from_settings(settings, state.store or MemoryStore())
+    if wants_prices or settings.prices or audit is not None:
+        state.prices = PriceBook(settings.prices)
+    state.audit = audit
+    gate = state.compression.gate
+    gate.prices, gate.objective = state.prices, settings.pays_objective
 
 
 def check_configured_models(settings: ServiceSettings) -> None:
@@ -143,6 +165,8 @@ def create_app(
         try:
             yield
         finally:
+            if built.audit is not None:
+                await built.audit.drain(timeout=5)
             runner.stop()
             if built.router is not None:
                 await built.router.aclose()
@@ -171,6 +195,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(pools.router)
     app.include_router(compress.router)
+    app.include_router(audit.router)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from thresher.api.pays import OutputModel, PaysGate
 from thresher.compression.conversation import LRUMessageCache, MessageCache, Stopped
 
 StopCheck = Callable[[], "str | None"]
@@ -148,12 +149,14 @@ class PrefillModel:
         self.forget = forget
         self.min_samples = min_samples
         self._direct: dict[str, float] = {}
+        self._decode: dict[str, float] = {}
         self._fit: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
         self._lock = threading.Lock()
 
     def observe(self, route: str, answer: dict[str, Any], elapsed_s: float) -> None:
         timings = answer.get("timings")
         if isinstance(timings, dict):
+            self._observe_decode(route, timings)
             n, ms = timings.get("prompt_n"), timings.get("prompt_ms")
             if isinstance(n, int | float) and isinstance(ms, int | float) and n > 0 and ms > 0:
                 with self._lock:
@@ -179,25 +182,47 @@ class PrefillModel:
                 n + 1,
             )
 
+    def _observe_decode(self, route: str, timings: dict[str, Any]) -> None:
+        n, ms = timings.get("predicted_n"), timings.get("predicted_ms")
+        if isinstance(n, int | float) and isinstance(ms, int | float) and n > 0 and ms > 0:
+            with self._lock:
+                old = self._decode.get(route)
+                new = float(ms) / float(n)
+                self._decode[route] = new if old is None else old + self.alpha * (new - old)
+
+    def ms_per_output_token(self, route: str) -> float | None:
+        """Milliseconds per generated token on ``route`` (the pays gate prices extra output
+        with it): the backend's own decode timings, else the usage fit's output slope."""
+        with self._lock:
+            if route in self._decode:
+                return self._decode[route]
+        return self._slope(route, 2, min_spread=2.0)
+
     def ms_per_token(self, route: str) -> float | None:
         with self._lock:
             if route in self._direct:
                 return self._direct[route]
+        return self._slope(route, 1, min_spread=8.0)
+
+    def _slope(self, route: str, column: int, min_spread: float) -> float | None:
+        """Milliseconds per unit of the fit's ``column`` (1: uncached prompt tokens, 2: output
+        tokens), or None until enough answers of different sizes were seen."""
+        with self._lock:
             found = self._fit.get(route)
         if found is None or found[2] < self.min_samples:
             return None
         xtx, xty, _ = found
-        # The slope needs prompts of different sizes: over near-constant sizes it is noise.
-        weight, mean = xtx[0, 0], xtx[0, 1] / xtx[0, 0]
-        spread = max(xtx[1, 1] / weight - mean * mean, 0.0) ** 0.5
-        if spread < max(8.0, 0.1 * mean):
+        # The slope needs sizes that differ: over near-constant sizes it is noise.
+        weight, mean = xtx[0, 0], xtx[0, column] / xtx[0, 0]
+        spread = max(xtx[column, column] / weight - mean * mean, 0.0) ** 0.5
+        if spread < max(min_spread, 0.1 * mean):
             return None
         ridge = np.diag(1e-8 * np.diag(xtx) + 1e-12)  # relative to each column's scale
         try:
             coef = np.linalg.solve(xtx + ridge, xty)
         except np.linalg.LinAlgError:
             return None
-        return max(float(coef[1]), 0.0)
+        return max(float(coef[column]), 0.0)
 
 
 class SQLiteMessageCache:
@@ -268,6 +293,7 @@ class CompressionService:
         pool: The workers and their queue.
         latency: Compression time per new token, per method.
         prefill: Backend prefill time per token, per route.
+        gate: The pays gate and what it learned about output length.
         deadline_ms: A request's compression stops this long after the request arrived.
         max_new_tokens: At most this many not-yet-seen tokens are compressed per request.
     """
@@ -276,6 +302,8 @@ class CompressionService:
     pool: WorkerPool = field(default_factory=WorkerPool)
     latency: LatencyModel = field(default_factory=LatencyModel)
     prefill: PrefillModel = field(default_factory=PrefillModel)
+    # Whether compressing pays, output included (api/pays.py); the app sets its prices.
+    gate: PaysGate = field(default_factory=lambda: PaysGate(OutputModel()))
     deadline_ms: float = 10_000.0
     max_new_tokens: int = 32_768
     min_message_tokens: int = 48

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from thresher.api.pricing import PriceSpec
 from thresher.core.errors import ConfigError
 from thresher.core.settings import Settings, check_backend_url
 
@@ -75,6 +76,85 @@ class ServiceSettings(Settings):
     rate_limit_per_minute: int | None = Field(None, gt=0)
     # Wrong API keys per minute per client address before it is refused for a while (0: off).
     auth_failures_per_minute: int = Field(10, ge=0)
+    # -- fleet (docs/fleet.md): money, the output-aware pays gate, audit mode, shared stores --
+    money: bool = Field(
+        False,
+        description="Price every proxied request (api/pricing.py): the x-thresher-saved-usd "
+        "header and the thresher_saved_usd counter, money in the audit report.",
+    )
+    prices: dict[str, PriceSpec] = Field(
+        default_factory=dict,
+        description="USD per 1M input, cached input and output tokens by model name, e.g. "
+        '{"my-model": {"input": 0.5, "output": 1.5}}; models not listed are priced by the '
+        "genai-prices package.",
+    )
+    pays_objective: Literal["time", "money"] = Field(
+        "time",
+        description="What the 'pays' gate predicts and compares: the request's time (prefill, "
+        "decode, compression) or its price (input and output tokens).",
+    )
+    audit_sample: float = Field(
+        0.0, ge=0, le=1,
+        description="Audit mode for every route: the share of requests audited. Requests of a "
+        "route in audit mode go to the backend unchanged; a sampled one is also compressed, "
+        "and (within audit_send_per_minute) sent compressed, off the request path.",
+    )  # fmt: skip
+    audit_routes: dict[str, float] = Field(
+        default_factory=dict,
+        description="Audit mode per route: model name -> share audited (overrides "
+        "audit_sample for that route; 0 takes the route out of audit mode).",
+    )
+    audit_rates: list[float] = Field(
+        default_factory=lambda: [0.33, 0.5, 0.7],
+        description="Rates an audited request is compressed at, one per sample in turn.",
+    )
+    audit_compression: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Compression options the audit applies (as thresher.compression); "
+        "default: the request's or the deployment's, else the default method.",
+    )
+    audit_send_per_minute: int = Field(
+        0, ge=0,
+        description="Compressed requests the audit may send to the backend per minute (its "
+        "budget; 0: compute the compressed form and the input saving only).",
+    )  # fmt: skip
+    audit_judge_route: str | None = Field(
+        None,
+        description="A route whose model judges whether two long answers agree; default: "
+        "the cosine similarity of their embeddings (embedder_model).",
+    )
+    audit_short_words: int = Field(
+        12, ge=1,
+        description="Answers of at most this many words agree only when they are equal "
+        "(case, spacing and end punctuation aside).",
+    )  # fmt: skip
+    audit_similarity: float = Field(
+        0.85, gt=0, le=1,
+        description="Long answers agree when their embeddings' cosine similarity is at least "
+        "this.",
+    )  # fmt: skip
+    audit_min_agreement: float = Field(
+        0.9, ge=0, le=1,
+        description="A rate pays in the audit report only where at least this share of its "
+        "judged answers agree (and the total saving is positive).",
+    )  # fmt: skip
+    audit_queue: int = Field(
+        16, ge=1,
+        description="Audits waiting to run at most; a sample past this is dropped (counted), "
+        "never waited for.",
+    )  # fmt: skip
+    redis_url: str | None = Field(
+        None,
+        description="A Redis server every replica shares (redis://host:port/db): forwarded "
+        "message forms live there, with a local copy for when it is away.",
+    )
+    redis_prefix: str = Field("thresher", description="The first part of every Redis key.")
+    redis_timeout_ms: float = Field(
+        250, gt=0, description="Connect and read timeout of each Redis call."
+    )
+    redis_ttl_s: float | None = Field(
+        7 * 24 * 3600, gt=0, description="Expiry of a value stored in Redis (None: none)."
+    )
     jobs_db: Path | None = None
     jobs_dir: Path | None = None
     # Folders a job's recipe may read (inputs, DSIR targets, classifier and model folders;
@@ -88,6 +168,21 @@ class ServiceSettings(Settings):
         # A bare string is shorthand for {"url": string}.
         if isinstance(value, dict):
             return {k: {"url": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("audit_rates")
+    @classmethod
+    def _check_rates(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 < r < 1 for r in value):
+            raise ValueError(f"give rates between 0 and 1 (exclusive), e.g. [0.33, 0.5]: {value}")
+        return value
+
+    @field_validator("audit_routes")
+    @classmethod
+    def _check_shares(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"audited shares are between 0 and 1; got {bad}")
         return value
 
     def jobs_db_path(self) -> Path:

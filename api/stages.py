@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thresher.api.pipeline import (
     CompressionOptions,
@@ -20,6 +20,9 @@ from thresher.api.pipeline import (
 from thresher.core.errors import InputError, NotFoundError
 from thresher.core.record import message_text
 from thresher.core.tokens import uncached
+
+if TYPE_CHECKING:
+    from thresher.api.pays import Verdict
 
 
 def query_text(ctx: RequestContext) -> str:
@@ -238,17 +241,26 @@ class CompressionStage:
         targeted = self.options.target_tokens is not None or (
             ctx.text_budget is not None and ctx.prompt_tokens() > ctx.text_budget
         )
-        earlier: tuple[Any, float] | None = None
-        for attempt in range(3):
-            conversation = ConversationCompressor(
+        def conversation_at(rate: float) -> ConversationCompressor:
+            return ConversationCompressor(
                 compressor, counter, cache=service.cache, target=ctx.route or counter.name,
                 rate=rate, min_message_tokens=service.min_message_tokens,
                 options_key=json.dumps(sorted(self.options.protect)),
             )  # fmt: skip
+
+        earlier: tuple[Any, float] | None = None
+        why = ""
+        for attempt in range(3):
+            conversation = conversation_at(rate)
             plan = conversation.plan(messages, keep, sticky=targeted and attempt == 0)
-            skip = self._decide(ctx, plan.new_tokens, rate)
+            verdict = self._decide(ctx, plan.new_tokens, rate)
+            if verdict.rate != rate:  # a milder rate pays more: its forms have their own keys
+                rate, why = verdict.rate, verdict.why
+                conversation = conversation_at(rate)
+                plan = conversation.plan(messages, keep, sticky=targeted and attempt == 0)
+            skip = verdict.skip
             if skip is not None:
-                if skip.startswith("predicted saving"):
+                if verdict.does_not_pay:
                     conversation.remember_verbatim(plan)
                 result = conversation.run(plan, should_stop=lambda why=skip: why)
             else:
@@ -281,7 +293,7 @@ class CompressionStage:
         elif result.stopped:
             decision = f"partial: {result.stopped}"
         else:
-            decision = "compress"
+            decision = f"compress at a {why}" if why else "compress"
         counts = (
             f"compressed={result.count('compressed')}; cached={result.count('cached')}; "
             f"verbatim={result.count('verbatim')}; skipped={result.count('skipped')}; "
@@ -291,26 +303,40 @@ class CompressionStage:
         ctx.headers["x-thresher-compression"] = header_value(counts)
         ctx.headers["x-thresher-compression-decision"] = header_value(decision)
 
-    def _decide(self, ctx: RequestContext, new_tokens: int, rate: float) -> str | None:
-        """Why the new messages are not worth compressing now, or None to compress them."""
+    def _decide(self, ctx: RequestContext, new_tokens: int, rate: float) -> Verdict:
+        """The rate to compress the new messages at, or why they are not worth compressing now
+        (the pays gate of api/pays.py: input and output, time or money)."""
+        from thresher.api.pays import Inputs, Verdict
+
         if new_tokens == 0:
-            return None
-        cost = self.service.latency.predict_ms(self.options.method, new_tokens)
-        prefill = self.service.prefill.ms_per_token(ctx.route)
+            return Verdict(rate)
+        service = self.service
+        cost = service.latency.predict_ms(self.options.method, new_tokens)
+        prefill = service.prefill.ms_per_token(ctx.route)
         saving = None if prefill is None else new_tokens * (1 - rate) * prefill
-        ctx.headers["x-thresher-compression-estimate"] = (
+        estimate = (
             f"new_tokens={new_tokens}; cost_ms={_ms(cost)}; saving_ms={_ms(saving)}; "
             f"prefill_ms_per_token={'unknown' if prefill is None else f'{prefill:.4f}'}"
         )
+        verdict = Verdict(rate)
         # A token target is a requirement (a context window), not a saving to weigh.
         required = self.options.target_tokens is not None or ctx.text_budget is not None
-        if self.options.when == "pays" and not required and cost is not None and saving is not None:
-            if saving < cost and not self.service.explore(ctx.route):
-                return f"predicted saving {saving:.0f} ms < predicted cost {cost:.0f} ms"
+        if self.options.when == "pays" and not required:
+            route = self.state.router.resolve(ctx.route) if ctx.route else None
+            names = (ctx.route, route.upstream_model) if route is not None else (ctx.route,)
+            verdict = service.gate.decide(Inputs(
+                ctx.route, names, new_tokens, ctx.prompt_tokens(), rate, cost, prefill,
+                service.prefill.ms_per_output_token(ctx.route),
+            ))  # fmt: skip
+            estimate = f"{estimate}; {verdict.estimate}"
+            if verdict.skip is not None and service.explore(ctx.route):
+                verdict = Verdict(rate)  # measured again, not trusted forever
+        ctx.headers["x-thresher-compression-estimate"] = header_value(estimate)
         limit = self.options.max_latency_ms or self.settings.compress_latency_budget_ms
-        if limit is not None and cost is not None and cost > limit:
-            return f"predicted {cost:.0f} ms, over the latency budget of {limit:.0f} ms"
-        return None
+        if verdict.skip is None and limit is not None and cost is not None and cost > limit:
+            why = f"predicted {cost:.0f} ms, over the latency budget of {limit:.0f} ms"
+            return Verdict(rate, skip=why)
+        return verdict
 
     # -- a completion prompt: one text -------------------------------------------------------
 
@@ -327,7 +353,10 @@ class CompressionStage:
         rate = self.options.rate if target is None else None
         if target is None and rate is None:
             rate = 0.5
-        skip = self._decide(ctx, tokens, rate or target / max(tokens, 1))  # type: ignore[operator]
+        verdict = self._decide(ctx, tokens, rate or target / max(tokens, 1))  # type: ignore[operator]
+        skip = verdict.skip
+        if rate is not None:
+            rate = verdict.rate
         start = time.perf_counter()
         try:
             if skip is not None:
@@ -342,7 +371,8 @@ class CompressionStage:
             return
         ctx.body["prompt"] = result.text
         self.service.latency.observe(self.options.method, tokens, time.perf_counter() - start)
-        ctx.headers["x-thresher-compression-decision"] = "compress"
+        decision = f"compress at a {verdict.why}" if verdict.why else "compress"
+        ctx.headers["x-thresher-compression-decision"] = header_value(decision)
 
 
 def _ms(value: float | None) -> str:

@@ -16,12 +16,15 @@ from thresher.core.settings import Settings
 from thresher.core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
 
 if TYPE_CHECKING:
+    from thresher.api.audit import Auditor
     from thresher.api.compression_service import CompressionService
     from thresher.api.jobs.store import JobStore
     from thresher.api.jobs.worker import JobRunner
     from thresher.api.metrics import Metrics
     from thresher.api.pipeline import StageRegistry
+    from thresher.api.pricing import PriceBook
     from thresher.api.routing import BackendRouter
+    from thresher.api.stores import Store
     from thresher.compression import Compressor
     from thresher.prompting import PoolStore
 
@@ -45,6 +48,11 @@ class AppState:
     # The compression stage's cache, worker pool and cost models (api/compression_service.py).
     compression: CompressionService | None = None
     counters: dict[str, TokenCounter] = field(default_factory=dict)
+    # The fleet's parts (docs/fleet.md), each None when off: prices (money, the gate's money
+    # objective, audit costs), audit mode, and the store replicas share (Redis).
+    prices: PriceBook | None = None
+    audit: Auditor | None = None
+    store: Store | None = None
 
     def pool_store(self) -> PoolStore:
         """The demonstration pools (built on first use when a test's state has none)."""
