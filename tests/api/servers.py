@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 
 HERE = Path(__file__).parent
@@ -68,6 +70,57 @@ def fault_backend() -> Iterator[tuple[str, subprocess.Popen]]:
     try:
         wait_until_up(f"http://127.0.0.1:{port}/v1/models", process=proc)
         yield f"http://127.0.0.1:{port}/v1", proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+REDIS = shutil.which("redis-server")
+needs_redis = pytest.mark.skipif(
+    REDIS is None,
+    reason="redis-server is not installed (apt-get install -y redis-server; .ci/run does it)",
+)
+
+
+@contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real Redis on a free loopback port, nothing saved to disk; yields (url, process)."""
+    assert REDIS is not None
+    port = free_port()
+    proc = subprocess.Popen(
+        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--protected-mode", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def verbose_backend() -> Iterator[str]:
+    """tests/api/verbose_backend.py as its own process; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "verbose_backend.py"), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/v1/models", process=proc)
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.kill()
         proc.wait(timeout=10)
