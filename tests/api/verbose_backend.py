@@ -1,18 +1,20 @@
 """An OpenAI-shaped backend whose answers grow when its prompt has been cut hard, as a model
-that hedges and restates when it reads telegraphic text.
+that hedges, restates and asks when the facts it needs are gone.
 
-How cut a prompt is shows in its function words: English prose is about two fifths "the",
-"of", "and", "to", ...; token compressors drop those first. Below ``FLUENT`` of the words, the
-answer grows by ``GROWTH`` words per point of function-word share lost. The answer's first
-sentence is the same either way, so a mildly cut prompt gets the very same answer. Usage
-counts words, and llama.cpp-style ``timings`` report 0.5 ms per prompt word and 20 ms per
-answer word (nothing sleeps: the proxy learns the times from the timings).
+The client states how long its prompt was: a line ``[words=N]`` in the user's last message (a
+question line, which compression keeps verbatim). The backend counts the words it received
+(the marker aside): below ``ENOUGH`` of the stated words, the answer grows by ``GROWTH`` words
+per point of share lost. The answer's first sentence is the same either way, so a mildly cut
+prompt gets the very same answer. Usage counts words, and llama.cpp-style ``timings`` report
+0.5 ms per prompt word and 20 ms per answer word (nothing sleeps: the proxy learns the times
+from the timings).
 
 Run: ``python verbose_backend.py PORT``.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -22,26 +24,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-FUNCTION_WORDS = frozenset(
-    "a an the of and or but to in on at by for with from as is was were be been are it its "
-    "he she they his her their him them this that these those which who whom what there "
-    "had has have do did not no so than then if into out up about over after before".split()
-)
-FLUENT = 0.33
-GROWTH = 6.0  # extra answer words per point (0.01) of function-word share lost
+MARKER = re.compile(r"\[words=(\d+)\]")
+ENOUGH = 0.6
+GROWTH = 3.0  # extra answer words per point (0.01) of the prompt's share lost
 ANSWER = "The answer is in the second paragraph."
 HEDGE = "I am not certain I read the question correctly, so here is more context:"
 
 
-def function_share(text: str) -> float:
-    words = [w.strip(".,;:!?\"'()").lower() for w in text.split()]
-    words = [w for w in words if w]
-    return sum(w in FUNCTION_WORDS for w in words) / max(len(words), 1)
+def kept_share(prompt: str) -> float:
+    """Words received over the words the client says it sent (1.0 without a marker)."""
+    found = MARKER.search(prompt)
+    if found is None:
+        return 1.0
+    received = len(MARKER.sub(" ", prompt).split())
+    return received / max(int(found.group(1)), 1)
 
 
 def reply_text(prompt: str) -> str:
-    lost = max(0.0, FLUENT - function_share(prompt)) * 100
-    extra = round(lost * GROWTH)
+    extra = round(max(0.0, ENOUGH - kept_share(prompt)) * 100 * GROWTH)
     if extra == 0:
         return ANSWER
     filler = " ".join(f"point{i}" for i in range(extra))
