@@ -14,6 +14,7 @@ Run: ``python verbose_backend.py PORT``.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -21,7 +22,7 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 MARKER = re.compile(r"\[words=(\d+)\]")
@@ -55,13 +56,27 @@ async def chat(request: Request) -> JSONResponse:
     text = reply_text(prompt)
     prompt_n = sum(len(str(m.get("content", "")).split()) for m in messages)
     out_n = len(text.split())
+    usage = {"prompt_tokens": prompt_n, "completion_tokens": out_n,
+             "total_tokens": prompt_n + out_n}  # fmt: skip
+    if body.get("stream"):  # the answer in pieces of 8 words, then a chunk with the usage
+        words = text.split(" ")
+        pieces = [" ".join(words[i : i + 8]) + " " for i in range(0, len(words), 8)]
+        pieces[-1] = pieces[-1].rstrip()
+
+        async def events():
+            for piece in pieces:
+                delta = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                yield f"data: {json.dumps(delta)}\n\n"
+            yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
     return JSONResponse({
         "id": "chatcmpl-verbose", "object": "chat.completion", "created": int(time.time()),
         "model": body.get("model", ""),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_n, "completion_tokens": out_n,
-                  "total_tokens": prompt_n + out_n},
+        "usage": usage,
         "timings": {"prompt_n": prompt_n, "prompt_ms": 0.5 * prompt_n,
                     "predicted_n": out_n, "predicted_ms": 20.0 * out_n},
     })  # fmt: skip
