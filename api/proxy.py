@@ -99,6 +99,7 @@ async def forward(
     learn = Learner(state.compression, request.model, report, built) if built else None
     audit = None
     if audit_rate is not None:
+        headers["x-thresher-audit"] = f"sampled; rate={audit_rate:g}"
 
         def audit(answer: Body) -> None:
             job = AuditJob(tenant, kind, request.model, body, options, audit_rate, answer)

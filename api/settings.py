@@ -150,8 +150,10 @@ class ServiceSettings(Settings):
     )
     redis_prefix: str = Field("thresher", description="The first part of every Redis key.")
     redis_timeout_ms: float = Field(
-        250, gt=0, description="Connect and read timeout of each Redis call."
-    )
+        500, gt=0,
+        description="Connect and read timeout of each Redis call; past it the replica goes on "
+        "from its local copy and tries Redis again 5 s later.",
+    )  # fmt: skip
     redis_ttl_s: float | None = Field(
         7 * 24 * 3600, gt=0, description="Expiry of a value stored in Redis (None: none)."
     )

@@ -121,7 +121,7 @@ class RedisStore:
         url: str,
         *,
         prefix: str = "thresher",
-        timeout_s: float = 0.25,
+        timeout_s: float = 0.5,
         default_ttl_s: float | None = 7 * 24 * 3600,
     ) -> None:
         try:

@@ -105,6 +105,7 @@ def test_audit_mode_forwards_unchanged_and_reports_per_rate(provider, local_lm, 
             assert answer.json()["usage"]["prompt_tokens"] == words
             assert answer.json()["choices"][0]["message"]["content"].count(" ") < 8
             assert "x-thresher-compression" not in answer.headers
+            assert answer.headers["x-thresher-audit"] in ("sampled; rate=0.3", "sampled; rate=0.7")
         stream = httpx.post(url, json=body(story[4], stream=True), headers=k1, timeout=60)
         assert stream.status_code == 200 and stream.text.endswith("data: [DONE]\n\n")
         report = wait_for(base, "k1", samples=5)
