@@ -250,14 +250,18 @@ class CompressionStage:
 
         earlier: tuple[Any, float] | None = None
         why = ""
+        # The pays gate may choose another rate on each turn: earlier messages keep the form
+        # they were forwarded in, whatever rate chose it (the backend's prefix cache holds it).
+        gated = self.options.when == "pays" and not targeted
         for attempt in range(3):
+            sticky = (targeted and attempt == 0) or gated
             conversation = conversation_at(rate)
-            plan = conversation.plan(messages, keep, sticky=targeted and attempt == 0)
+            plan = conversation.plan(messages, keep, sticky=sticky)
             verdict = self._decide(ctx, plan.new_tokens, rate)
             if verdict.rate != rate:  # a milder rate pays more: its forms have their own keys
                 rate, why = verdict.rate, verdict.why
                 conversation = conversation_at(rate)
-                plan = conversation.plan(messages, keep, sticky=targeted and attempt == 0)
+                plan = conversation.plan(messages, keep, sticky=sticky)
             skip = verdict.skip
             if skip is not None:
                 if verdict.does_not_pay:

@@ -107,6 +107,14 @@ def test_the_proxy_chooses_a_milder_rate_or_skips_when_answers_grow(
                 for text in (story[2:4] if objective == "money" else [])]  # fmt: skip
         ask(client, "Short.", rate=0.3)  # under compress_min_tokens: an uncut answer
         headers, answer = ask(client, story[4], rate=0.3)
+        # The next turn forwards that message as it was, whatever rate the gate chose for it.
+        first = f"{story[4]}\nWhat happened? [words={len(story[4].split()) + 2}]"
+        follow = client.chat.completions.with_raw_response.create(model="verbose", messages=[
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": answer.choices[0].message.content},
+            {"role": "user", "content": "Who did it? [words=4]"},
+        ], extra_body={"thresher": {"compression": {"rate": 0.3}}})  # fmt: skip
+        assert "cached=1" in follow.headers["x-thresher-compression"]
     decision = headers["x-thresher-compression-decision"]
     assert min(grown) > 5 * max([7, *mild])  # the backend answered at length to hard cuts
     assert "extra_output_tokens=" in headers["x-thresher-compression-estimate"]
