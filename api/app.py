@@ -24,7 +24,7 @@ from thresher.api.routing import build_router
 from thresher.api.settings import ServiceSettings, service_settings
 from thresher.api.stages import default_stages
 from thresher.api.state import AppState
-from thresher.core.errors import ConfigError, ModelUnavailableError
+from thresher.core.errors import ConfigError, ModelUnavailableError, NotFoundError
 from thresher.core.models import ModelProvider
 from thresher.core.settings import Settings
 
@@ -68,6 +68,15 @@ def fleet_state(state: AppState, settings: ServiceSettings) -> None:
     if wants_prices or settings.prices or audit is not None:
         state.prices = PriceBook(settings.prices)
     state.audit = audit
+    judge = settings.audit_judge_route
+    if audit is not None and judge is not None and state.router is not None:
+        try:
+            state.router.resolve(judge)
+        except NotFoundError as exc:
+            raise ConfigError(
+                f"Setting audit_judge_route (THRESHER_AUDIT_JUDGE_ROUTE): {exc}",
+                field="audit_judge_route",
+            ) from None
     gate = state.compression.gate
     gate.prices, gate.objective = state.prices, settings.pays_objective
 

@@ -131,6 +131,21 @@ def test_audit_mode_forwards_unchanged_and_reports_per_rate(provider, local_lm, 
     assert output.ratio("verbose", 0.3) > 3 and output.ratio("verbose", 0.75) < 1.5
 
 
+def test_a_judge_route_decides_for_long_answers(provider, local_lm, backend, story):
+    app = make_app(
+        provider, local_lm, routes={"verbose": backend, "judge": backend},
+        audit_routes={"verbose": 1.0}, audit_rates=[0.3], audit_send_per_minute=10,
+        audit_judge_route="judge", audit_short_words=3, compress_min_tokens=50,
+    )  # fmt: skip
+    with serve_app(app) as base:
+        httpx.post(f"{base}/v1/chat/completions", json=body(story[6]), timeout=60)
+        report = wait_for(base, "", samples=1)
+        metrics = httpx.get(f"{base}/metrics").text
+    (row,) = report["rows"]
+    assert row["judged"] == 1 and row["agreed"] == 0 and row["mean_similarity"] is None
+    assert 'outcome="disagreed_judge"' in metrics
+
+
 def test_audit_without_budget_computes_savings_only(provider, local_lm, backend, story):
     app = make_app(
         provider, local_lm, routes={"verbose": backend}, audit_sample=1.0,
@@ -151,3 +166,18 @@ def test_audit_off_reports_disabled(provider, local_lm):
     with serve_app(make_app(provider, local_lm)) as base:
         report = httpx.get(f"{base}/v1/audit").json()
     assert report == {"enabled": False, "routes": {}, "rows": [], "paid_at": {}, "pending": 0}
+
+
+def test_bad_audit_settings_name_the_setting(provider, local_lm):
+    from fastapi.testclient import TestClient
+
+    from thresher.api.settings import service_settings
+    from thresher.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="audit_rates"):
+        service_settings(audit_rates=[0.0, 2.0])
+    with pytest.raises(ConfigError, match="audit_routes"):
+        service_settings(audit_routes={"m": 1.5})
+    app = make_app(provider, local_lm, audit_sample=0.5, audit_judge_route="no-such-judge")
+    with pytest.raises(ConfigError, match="audit_judge_route"), TestClient(app):
+        pass

@@ -9,6 +9,8 @@ prompt gets the very same answer. Usage counts words, and llama.cpp-style ``timi
 0.5 ms per prompt word and 20 ms per answer word (nothing sleeps: the proxy learns the times
 from the timings).
 
+The model ``judge`` compares two answers as the audit's judge route asks it to.
+
 Run: ``python verbose_backend.py PORT``.
 """
 
@@ -49,11 +51,18 @@ def reply_text(prompt: str) -> str:
     return f"{ANSWER} {HEDGE} {filler}"
 
 
+def judge(prompt: str) -> str:
+    """As the model ``judge``: SAME when answers A and B are equally long (a judge that reads
+    hedging as a different answer), else DIFFERENT."""
+    a, _, b = prompt.partition("\n\nAnswer B:\n")
+    return "SAME" if len(a.removeprefix("Answer A:\n").split()) == len(b.split()) else "DIFFERENT"
+
+
 async def chat(request: Request) -> JSONResponse:
     body = await request.json()
     messages = body.get("messages", [])
     prompt = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
-    text = reply_text(prompt)
+    text = judge(prompt) if body.get("model") == "judge" else reply_text(prompt)
     prompt_n = sum(len(str(m.get("content", "")).split()) for m in messages)
     out_n = len(text.split())
     usage = {"prompt_tokens": prompt_n, "completion_tokens": out_n,
