@@ -155,6 +155,8 @@ def test_audit_without_budget_computes_savings_only(provider, local_lm, backend,
     with serve_app(app) as base:
         answer = httpx.post(f"{base}/v1/chat/completions", json=body(story[5]), timeout=60)
         assert answer.status_code == 200
+        # The client has its answer while its audit (seconds of compression) still runs.
+        assert httpx.get(f"{base}/v1/audit").json()["pending"] == 1
         report = wait_for(base, "", samples=1)
     (row,) = report["rows"]
     assert row["sent"] == 0 and row["saved_tokens"] > 0 and row["output_change"] is None
