@@ -38,131 +38,118 @@ class RouteSpec(BaseModel):
 class ServiceSettings(Settings):
     """Settings of the REST service and the proxy (defaults: local, open, no rate limit)."""
 
-    # Model name -> backend. The key "*" routes every model name not listed. The default
-    # backend (``backend``) always serves ``backend_model`` or, when local, ``local_model``.
     routes: dict[str, RouteSpec] = Field(default_factory=dict)
+    """Model name -> backend, JSON: ``{"gpt-4o-mini": {"url": "https://api.openai.com/v1",
+    "api_key": "sk-..."}, "llama": "http://127.0.0.1:8080/v1"}`` (a bare string is the URL;
+    other keys: ``upstream_model``, ``tokenizer``, ``timeout``). The key ``*`` routes every name
+    not listed. The default ``backend`` always serves ``backend_model`` or, when local,
+    ``local_model``."""
     tokenizer: str = "cl100k_base"
-    # Deployment defaults of the per-request ``thresher`` object (same shape, JSON).
+    """Token counter for budgets and reports where a route names none: a tiktoken encoding or a
+    local model name."""
     pipeline: dict[str, Any] = Field(default_factory=dict)
-    # Compress only when it pays: skip prompts shorter than this many tokens ...
+    """Deployment defaults of the per-request ``thresher`` object (same shape, JSON), e.g.
+    ``{"compression": {"method": "llmlingua2", "rate": 0.5}}``."""
     compress_min_tokens: int = Field(200, ge=0)
-    # ... and skip when the predicted compression time (learned per method) exceeds this.
+    """Prompts shorter than this many tokens are forwarded uncompressed."""
     compress_latency_budget_ms: float | None = Field(None, gt=0)
-    # Bounded work (api/compression_service.py): compressions at a time, requests waiting for
-    # one (more are forwarded uncompressed at once), a request's deadline, and a size cap on
-    # the not-yet-seen tokens one request may compress.
+    """Skip compression when its predicted time (learned per method) exceeds this."""
     compress_workers: int = Field(1, ge=1, le=64)
+    """Compressions that run at once (api/compression_service.py)."""
     compress_queue: int = Field(8, ge=0)
+    """Requests that may wait for a compression worker; when full, a request is forwarded
+    uncompressed at once."""
     compress_deadline_ms: float = Field(10_000, gt=0)
+    """A request's compression deadline (a request's ``deadline_ms`` may set its own)."""
     compress_max_new_tokens: int = Field(32_768, ge=1)
-    # Messages remembered in their forwarded form (the prefix a backend caches stays the same).
+    """Most not-yet-seen tokens one request may compress."""
     compress_cache_entries: int = Field(20_000, ge=1)
-    # A SQLite file to remember them in instead, shared by the workers of one machine.
+    """Messages remembered in their forwarded form, so a backend's prefix cache keeps working on
+    later turns."""
     compress_cache_path: Path | None = None
-    # Message texts shorter than this are forwarded verbatim.
+    """A SQLite file to remember them in instead of memory, shared by the workers of one
+    machine."""
     compress_min_message_tokens: int = Field(48, ge=0)
-    # Retries of what is safe to resend (core/retry.py), all within backend_deadline seconds
-    # (default: the route's timeout); connections open to each backend at once.
+    """Message texts shorter than this are forwarded verbatim."""
     backend_retries: int = Field(2, ge=0, le=10)
+    """Retries of what is safe to resend: a request that never reached the backend, or one the
+    backend answered with 429 or 5xx (core/retry.py)."""
     backend_max_connections: int = Field(256, ge=1)
+    """Connections open to each backend at once."""
     backend_backoff: float = Field(0.25, ge=0)
+    """Seconds before the first retry; later retries wait longer."""
     backend_deadline: float | None = Field(None, gt=0)
-    # httpx for every backend, or (auto) the lean HTTP/1.1 client for JSON to http:// ones.
+    """Seconds a request and all its retries may take (unset: the route's timeout)."""
     backend_transport: Literal["auto", "httpx", "http1"] = "auto"
-    # Freeze what startup loaded and collect the young generation every N allocations (0: leave
-    # Python's collector as it is, for an app embedded in a larger process); see api/app.py.
+    """``auto``: the lean HTTP/1.1 client for JSON to ``http://`` backends and httpx for the
+    rest; ``httpx``: httpx for every backend."""
     gc_young_threshold: int = Field(50_000, ge=0)
-    # Requests per minute per API key (or per client address when no keys are set).
+    """``thresher serve`` freezes what startup loaded out of Python's garbage collector and
+    collects the young generation every this many allocations (0: leave the collector as it is);
+    see api/app.py."""
     rate_limit_per_minute: int | None = Field(None, gt=0)
-    # Wrong API keys per minute per client address before it is refused for a while (0: off).
+    """Requests per minute per API key, or per client address when no keys are set (unset: no
+    limit)."""
     auth_failures_per_minute: int = Field(10, ge=0)
+    """Wrong API keys per minute per client address before it is refused for a while (0: no
+    limit)."""
     # -- fleet (docs/fleet.md): money, the output-aware pays gate, audit mode, shared stores --
-    money: bool = Field(
-        False,
-        description="Price every proxied request (api/pricing.py): the x-thresher-saved-usd "
-        "header and the thresher_saved_usd counter, money in the audit report.",
-    )
-    prices: dict[str, PriceSpec] = Field(
-        default_factory=dict,
-        description="USD per 1M input, cached input and output tokens by model name, e.g. "
-        '{"my-model": {"input": 0.5, "output": 1.5}}; models not listed are priced by the '
-        "genai-prices package.",
-    )
-    pays_objective: Literal["time", "money"] = Field(
-        "time",
-        description="What the 'pays' gate predicts and compares: the request's time (prefill, "
-        "decode, compression) or its price (input and output tokens).",
-    )
-    audit_sample: float = Field(
-        0.0, ge=0, le=1,
-        description="Audit mode for every route: the share of requests audited. Requests of a "
-        "route in audit mode go to the backend unchanged; a sampled one is also compressed, "
-        "and (within audit_send_per_minute) sent compressed, off the request path.",
-    )  # fmt: skip
-    audit_routes: dict[str, float] = Field(
-        default_factory=dict,
-        description="Audit mode per route: model name -> share audited (overrides "
-        "audit_sample for that route; 0 takes the route out of audit mode).",
-    )
-    audit_rates: list[float] = Field(
-        default_factory=lambda: [0.33, 0.5, 0.7],
-        description="Rates an audited request is compressed at, one per sample in turn.",
-    )
-    audit_compression: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Compression options the audit applies (as thresher.compression); "
-        "default: the request's or the deployment's, else the default method.",
-    )
-    audit_send_per_minute: int = Field(
-        0, ge=0,
-        description="Compressed requests the audit may send to the backend per minute (its "
-        "budget; 0: compute the compressed form and the input saving only).",
-    )  # fmt: skip
-    audit_judge_route: str | None = Field(
-        None,
-        description="A route whose model judges whether two long answers agree; default: "
-        "the cosine similarity of their embeddings (embedder_model).",
-    )
-    audit_short_words: int = Field(
-        12, ge=1,
-        description="Answers of at most this many words agree only when they are equal "
-        "(case, spacing and end punctuation aside).",
-    )  # fmt: skip
-    audit_similarity: float = Field(
-        0.85, gt=0, le=1,
-        description="Long answers agree when their embeddings' cosine similarity is at least "
-        "this.",
-    )  # fmt: skip
-    audit_min_agreement: float = Field(
-        0.9, ge=0, le=1,
-        description="A rate pays in the audit report only where at least this share of its "
-        "judged answers agree (and the total saving is positive).",
-    )  # fmt: skip
-    audit_queue: int = Field(
-        16, ge=1,
-        description="Audits waiting to run at most; a sample past this is dropped (counted), "
-        "never waited for.",
-    )  # fmt: skip
-    redis_url: str | None = Field(
-        None,
-        description="A Redis server every replica shares (redis://host:port/db): forwarded "
-        "message forms live there, with a local copy for when it is away.",
-    )
-    redis_prefix: str = Field("thresher", description="The first part of every Redis key.")
-    redis_timeout_ms: float = Field(
-        500, gt=0,
-        description="Connect and read timeout of each Redis call; past it the replica goes on "
-        "from its local copy and tries Redis again 5 s later.",
-    )  # fmt: skip
-    redis_ttl_s: float | None = Field(
-        7 * 24 * 3600, gt=0, description="Expiry of a value stored in Redis (None: none)."
-    )
+    money: bool = False
+    """Price every proxied request (api/pricing.py): the ``x-thresher-saved-usd`` header and the
+    ``thresher_saved_usd`` counter."""
+    prices: dict[str, PriceSpec] = Field(default_factory=dict)
+    """USD per 1M input, cached input and output tokens by model name, JSON, e.g.
+    ``{"my-model": {"input": 0.5, "cached_input": 0.25, "output": 1.5}}``; models not listed are
+    priced by the genai-prices package."""
+    pays_objective: Literal["time", "money"] = "time"
+    """What the ``pays`` gate predicts and compares, output included: the request's time
+    (prefill, decode, compression) or its price (input and output tokens)."""
+    audit_sample: float = Field(0.0, ge=0, le=1)
+    """Audit mode for every route: the share of requests audited. A route in audit mode is
+    forwarded unchanged; a sampled request is also compressed, and (within
+    ``audit_send_per_minute``) sent compressed, off the request path."""
+    audit_routes: dict[str, float] = Field(default_factory=dict)
+    """Audit mode per route, JSON: model name -> share audited (overrides ``audit_sample``; 0
+    takes the route out of audit mode)."""
+    audit_rates: list[float] = Field(default_factory=lambda: [0.33, 0.5, 0.7])
+    """Rates an audited request is compressed at, one per sample in turn."""
+    audit_compression: dict[str, Any] = Field(default_factory=dict)
+    """Compression options the audit applies (as ``thresher.compression``), over the request's
+    or the deployment's."""
+    audit_send_per_minute: int = Field(0, ge=0)
+    """Compressed requests the audit may send to the backend per minute (0: compute the
+    compressed form and the input saving only)."""
+    audit_judge_route: str | None = None
+    """A route whose model judges whether two long answers agree (unset: the cosine similarity
+    of their embeddings, ``embedder_model``)."""
+    audit_short_words: int = Field(12, ge=1)
+    """Answers of at most this many words agree only when equal (case, spacing and end
+    punctuation aside)."""
+    audit_similarity: float = Field(0.85, gt=0, le=1)
+    """Long answers agree when their embeddings' cosine similarity is at least this."""
+    audit_min_agreement: float = Field(0.9, ge=0, le=1)
+    """A rate pays in the audit report only where at least this share of its judged answers
+    agree (and the total saving is positive)."""
+    audit_queue: int = Field(16, ge=1)
+    """Audits running at most; a sample past this is dropped (and counted), never waited for."""
+    redis_url: str | None = None
+    """A Redis every replica shares (``redis://host:port/db``): forwarded message forms live
+    there, with a local copy for when it is away."""
+    redis_prefix: str = "thresher"
+    """The first part of every Redis key."""
+    redis_timeout_ms: float = Field(500, gt=0)
+    """Connect and read timeout of each Redis call; past it the replica goes on from its local
+    copy and tries Redis again 5 s later."""
+    redis_ttl_s: float | None = Field(7 * 24 * 3600, gt=0)
+    """Expiry of a value stored in Redis (unset: none)."""
     jobs_db: Path | None = None
+    """The selection jobs' SQLite database (unset: ``jobs.sqlite`` under ``data_dir``)."""
     jobs_dir: Path | None = None
-    # Folders a job's recipe may read (inputs, DSIR targets, classifier and model folders;
-    # default: data_dir); relative paths resolve under the first. A job always reads its upload
-    # and writes only inside its own folder (api/jobs/paths.py).
+    """Where each selection job gets its folder (unset: ``jobs/`` under ``data_dir``)."""
     jobs_input_roots: list[Path] = Field(default_factory=list)
+    """Folders a job's recipe may read (inputs, DSIR targets, classifier and model folders;
+    unset: ``data_dir``), JSON list; relative paths resolve under the first. A job always reads
+    its upload and writes only inside its own folder (api/jobs/paths.py)."""
 
     @field_validator("routes", mode="before")
     @classmethod
