@@ -94,7 +94,8 @@ def serve(
     """Serve the REST API and the OpenAI-compatible proxy."""
     import uvicorn
 
-    from thresher.api.app import check_configured_models, create_app
+    from thresher.api.app import check_configured_models, check_stores, create_app
+    from thresher.api.guard import UVICORN_OPTIONS
     from thresher.api.settings import service_settings
 
     remote = backend is not None and backend != "local"
@@ -110,7 +111,9 @@ def serve(
     }
     settings = service_settings(**overrides)  # checked here: a bad value fails before forking
     check_configured_models(settings)
-    run = {"host": settings.host, "port": settings.port, "log_level": "info"}
+    check_stores(settings)
+    # The guard reads client addresses itself (THRESHER_TRUSTED_PROXIES): uvicorn must not.
+    run = {"host": settings.host, "port": settings.port, "log_level": "info", **UVICORN_OPTIONS}
     if workers == 1:
         app = create_app(settings, gc_tuning=True)
         uvicorn.run(app, access_log=access_log, **run)  # type: ignore[arg-type]

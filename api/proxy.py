@@ -7,7 +7,8 @@ after the first event ends with an error event: the headers and part of the answ
 
 from __future__ import annotations
 
-import asyncio
+import copy
+import dataclasses
 import json
 import logging
 import time
@@ -18,7 +19,15 @@ import orjson
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from thresher.api.metrics import Metrics
-from thresher.api.pipeline import Kind, Pipeline, PipelineReport, RequestContext, merge_options
+from thresher.api.pipeline import (
+    Kind,
+    Pipeline,
+    PipelineReport,
+    RequestContext,
+    ThresherOptions,
+    merge_options,
+)
+from thresher.api.work import Busy
 from thresher.core.errors import BackendError
 from thresher.core.record import validate_messages
 from thresher.core.retry import error_kind
@@ -53,11 +62,13 @@ async def forward(
     request: Any,
     cancelled: Callable[[], bool] | None = None,
     arrived: float | None = None,
+    tenant: str = "anonymous",
 ) -> AnswerResponse | StreamingResponse:
     """One proxied request (a validated ``thresher.api.routes.chat.ProxyRequest``) end to end.
 
     ``cancelled`` (the client is gone) stops the stages' work and nothing is forwarded;
-    deadlines count from ``arrived`` (``time.monotonic()``, default now)."""
+    deadlines count from ``arrived`` (``time.monotonic()``, default now); what the stages store
+    belongs to ``tenant``."""
     router, metrics, stages = state.router, state.metrics, state.stages
     if router is None or metrics is None or stages is None:
         raise RuntimeError("the service is not started (its lifespan builds router and stages)")
@@ -70,14 +81,15 @@ async def forward(
     options = merge_options(state.settings.pipeline, raw)  # type: ignore[attr-defined]
     ctx = RequestContext(
         kind, body, options, state.prompt_counter(route.tokenizer), route=request.model,
-        cancelled=cancelled, arrived=arrived or time.monotonic(),
+        cancelled=cancelled, arrived=arrived or time.monotonic(), tenant=tenant,
     )  # fmt: skip
     built = stages.build(options, state)
     pipeline = Pipeline(built, metrics.observe_stage)
-    # Counting alone is fast; stages may load or run models, so they go to a thread.
-    report: PipelineReport = (
-        await asyncio.to_thread(pipeline.run, ctx) if built else pipeline.run(ctx)
-    )
+    # Counting alone is fast; stages may load or run models, so they go to Thresher's pool.
+    if built:
+        report, ctx = await _run_stages(state, pipeline, ctx)
+    else:
+        report = pipeline.run(ctx)
     metrics.observe_report(report)
     if cancelled is not None and cancelled():
         return AnswerResponse(GONE, status_code=499)
@@ -102,6 +114,37 @@ async def forward(
         prefill.observe(request.model, answer, time.monotonic() - sent)
     answer["thresher"] = report.as_dict()
     return AnswerResponse(answer, headers=headers)
+
+
+def stages_deadline_ms(options: ThresherOptions, default_ms: float) -> float:
+    """How long after its arrival a request's stages may run: the compression options'
+    ``deadline_ms``, else the deployment's (``compress_deadline_ms``)."""
+    asked = options.compression.deadline_ms if options.compression is not None else None
+    return asked or default_ms
+
+
+async def _run_stages(
+    state: AppState, pipeline: Pipeline, ctx: RequestContext
+) -> tuple[PipelineReport, RequestContext]:
+    """The stages on Thresher's pool, in ``ctx.tenant``'s line, under the request's deadline.
+
+    The work changes a copy of the request (made on the worker, not on the event loop), so
+    when the deadline passes (or the client leaves) first, ``ctx`` itself is still the request
+    to forward unchanged, whatever the abandoned work is doing (it stops at its own check)."""
+    work, service = state.work, state.compression
+    if work is None or service is None:
+        raise RuntimeError("the service is not started (its lifespan builds the work pool)")
+    pipeline.check(ctx)  # a caller's mistake is a 4xx even when no worker is free in time
+    deadline = ctx.arrived + stages_deadline_ms(ctx.options, service.deadline_ms) / 1000
+
+    def run(queued: float) -> tuple[PipelineReport, RequestContext]:
+        mine = dataclasses.replace(ctx, body=copy.deepcopy(ctx.body), headers={})
+        return pipeline.run(mine, queued_s=queued, original=ctx.body), mine
+
+    try:
+        return await work.run(ctx.tenant, run, deadline=deadline, cancelled=ctx.cancelled)
+    except Busy as exc:
+        return pipeline.skipped(ctx, f"skipped: {exc}", exc.waited), ctx
 
 
 async def _observed(

@@ -6,6 +6,8 @@ Read from ``THRESHER_*`` variables like the core settings; dict and list fields 
 
 from __future__ import annotations
 
+import re
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from thresher.core.errors import ConfigError
 from thresher.core.settings import Settings, check_backend_url
+
+TENANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+# What an unmapped key's tenant looks like (api/guard.py): a named tenant must not pass for one.
+DIGEST = re.compile(r"^[0-9a-f]{24}$")
 
 
 class RouteSpec(BaseModel):
@@ -81,6 +87,66 @@ class ServiceSettings(Settings):
     # default: data_dir); relative paths resolve under the first. A job always reads its upload
     # and writes only inside its own folder (api/jobs/paths.py).
     jobs_input_roots: list[Path] = Field(default_factory=list)
+    # Tenants (docs/security.md): a name -> the API keys that act for it, as JSON, e.g.
+    # '{"team-a": ["key-1", "key-2"]}'. Everything a request stores (pools, jobs, uploads,
+    # cached forms) belongs to its tenant. A key listed here needs no entry in api_keys; a key
+    # of api_keys in no tenant is a tenant of its own.
+    tenants: dict[str, list[str]] = Field(default_factory=dict)
+    # Pools (built by the operator under data_dir with ``thresher pool build``) that every
+    # tenant may read and none may change through the API.
+    shared_pools: list[str] = Field(default_factory=list)
+    # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed; from
+    # any other peer the client address is the socket's.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Callers the rate limiters remember at most (the oldest idle are forgotten first, never
+    # one that is blocked).
+    limiter_max_callers: int = Field(100_000, ge=1)
+    # JSON bodies (and JSON text in form fields) nested deeper than this are a 400.
+    max_json_depth: int = Field(64, ge=2, le=512)
+    # Demonstrations one request may ask for (DPP and MMR grow with its square).
+    max_demonstrations: int = Field(256, ge=1)
+    # Token classifiers /v1/compress may name in ``model`` (llmlingua2): a name -> its folder ...
+    compress_models: dict[str, Path] = Field(default_factory=dict)
+    # ... or a folder under this root, named relative to it (none by default).
+    models_root: Path | None = None
+    # Thresher's own pool for request work (pipeline stages, /v1/compress): threads, and the
+    # requests of one tenant that may wait for one (more are answered at once).
+    work_threads: int = Field(8, ge=1, le=256)
+    work_queue: int = Field(64, ge=0)
+    # How long a request waits for a locked SQLite message cache before going on without it.
+    compress_cache_busy_ms: float = Field(50, ge=0, le=60_000)
+
+    @field_validator("tenants")
+    @classmethod
+    def _check_tenants(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        seen: dict[str, str] = {}
+        for name, keys in value.items():
+            if not TENANT_NAME.match(name) or DIGEST.match(name) or name == "anonymous":
+                raise ValueError(
+                    f"tenant name {name!r} is not allowed; use 1-64 letters, digits, '_', '-' "
+                    "or '.', starting with a letter, not 'anonymous' nor 24 hex digits"
+                )
+            if not keys:
+                raise ValueError(f"tenant {name!r} has no keys; give it at least one")
+            for key in keys:
+                if not key:
+                    raise ValueError(f"tenant {name!r} has an empty key")
+                if seen.setdefault(key, name) != name:
+                    raise ValueError(f"a key of tenant {name!r} is also a key of {seen[key]!r}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network; give e.g. 10.0.0.5 or "
+                    "10.0.0.0/8"
+                ) from None
+        return value
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -95,6 +161,10 @@ class ServiceSettings(Settings):
 
     def jobs_dir_path(self) -> Path:
         return self.jobs_dir or self.data_dir / "jobs"
+
+    def tenants_dir(self) -> Path:
+        """Where each keyed tenant's own pools live (``<tenants_dir>/<tenant>/pools``)."""
+        return self.data_dir / "tenants"
 
 
 def service_settings(settings: Settings | None = None, **overrides: object) -> ServiceSettings:

@@ -40,13 +40,24 @@ class DemonstrationStage:
         self.options = options
         self.state = state
 
+    def check(self, ctx: RequestContext) -> None:
+        """The pool must be one the request's tenant sees (its own, or a shared one)."""
+        pools = self.state.pool_store(ctx.tenant)
+        if not pools.exists(self.options.pool):
+            known = ", ".join(pools.names()) or "none yet"
+            raise NotFoundError(
+                f"No pool named {self.options.pool!r} (pools: {known}); create it with "
+                "POST /v1/pools.",
+                field="thresher.demonstrations.pool",
+            )
+
     def skip_reason(self, ctx: RequestContext) -> str | None:
         return None if query_text(ctx).strip() else "no user text to retrieve demonstrations for"
 
     def run(self, ctx: RequestContext) -> None:
         from thresher.prompting import demonstrate
 
-        pools = self.state.pool_store()
+        pools = self.state.pool_store(ctx.tenant)
         pool = pools.get(self.options.pool)
         found = demonstrate(
             pool,
@@ -195,6 +206,15 @@ class CompressionStage:
             protect=ProtectOptions(force_tokens=tuple(self.options.protect)),
         )
 
+    def _mode(self, ctx: RequestContext) -> str:
+        """How the per-message rate is set (part of the cache key): ``target_tokens``,
+        ``budget`` (the shared budget does not hold), or ``rate``."""
+        if self.options.target_tokens is not None:
+            return "target_tokens"
+        if ctx.text_budget is not None and ctx.prompt_tokens() > ctx.text_budget:
+            return "budget"
+        return "rate"
+
     def run(self, ctx: RequestContext) -> None:
         if ctx.kind == "chat":
             self._run_chat(ctx)
@@ -218,13 +238,16 @@ class CompressionStage:
         return min(1.0, max(0.05, math.floor(share * 20) / 20))
 
     def _run_chat(self, ctx: RequestContext) -> None:
-        from thresher.api.compression_service import Busy
+        from thresher.api.compression_service import RequestCache
+        from thresher.api.work import Busy
         from thresher.compression.conversation import ConversationCompressor
 
         service = self.service
         stop = self._stop(ctx)
         compressor = self._compressor(ctx, stop)
         counter = uncached(ctx.counter)
+        cache = RequestCache(service.cache)
+        mode = self._mode(ctx)
         messages = ctx.body["messages"]
         keep = {i for i, m in enumerate(messages) if id(m) in self._kept}
         fixed = sum(
@@ -235,15 +258,15 @@ class CompressionStage:
         rate = self._rate(ctx, fixed)
         # Under a token target the fitting rate moves as the chat grows: earlier messages keep
         # the form they were forwarded in (sticky) unless the target cannot hold that way.
-        targeted = self.options.target_tokens is not None or (
-            ctx.text_budget is not None and ctx.prompt_tokens() > ctx.text_budget
-        )
+        targeted = mode != "rate"
         earlier: tuple[Any, float] | None = None
+        waited = 0.0
         for attempt in range(3):
             conversation = ConversationCompressor(
-                compressor, counter, cache=service.cache, target=ctx.route or counter.name,
+                compressor, counter, cache=cache, target=ctx.route or counter.name,
                 rate=rate, min_message_tokens=service.min_message_tokens,
-                options_key=json.dumps(sorted(self.options.protect)),
+                options_key=json.dumps(sorted(self.options.protect)), tenant=ctx.tenant,
+                mode=mode,
             )  # fmt: skip
             plan = conversation.plan(messages, keep, sticky=targeted and attempt == 0)
             skip = self._decide(ctx, plan.new_tokens, rate)
@@ -253,12 +276,14 @@ class CompressionStage:
                 result = conversation.run(plan, should_stop=lambda why=skip: why)
             else:
                 try:
-                    with service.pool.slot(stop):
+                    with service.pool.slot(stop, ctx.tenant) as slot_wait:
+                        waited += slot_wait
                         result = conversation.run(
                             plan, should_stop=stop, max_new_tokens=service.max_new_tokens
                         )
                 except Busy as exc:
                     skip = str(exc)
+                    waited += exc.waited
                     result = conversation.run(plan, should_stop=lambda why=skip: why)
                 else:
                     if result.new_tokens and result.stopped is None:
@@ -287,7 +312,9 @@ class CompressionStage:
             f"verbatim={result.count('verbatim')}; skipped={result.count('skipped')}; "
             f"new_tokens={result.new_tokens}; rate={rate}"
         )
-        self.detail = f"{decision}; {counts}"
+        if cache.failed is not None:
+            decision += "; message cache unavailable"
+        self.detail = f"{decision}; {counts}; queued_ms={waited * 1000:.0f}"
         ctx.headers["x-thresher-compression"] = header_value(counts)
         ctx.headers["x-thresher-compression-decision"] = header_value(decision)
 
@@ -315,7 +342,7 @@ class CompressionStage:
     # -- a completion prompt: one text -------------------------------------------------------
 
     def _run_prompt(self, ctx: RequestContext) -> None:
-        from thresher.api.compression_service import Busy
+        from thresher.api.work import Busy
         from thresher.compression.conversation import Stopped
 
         stop = self._stop(ctx)
@@ -332,7 +359,7 @@ class CompressionStage:
         try:
             if skip is not None:
                 raise Busy(skip)
-            with self.service.pool.slot(stop):
+            with self.service.pool.slot(stop, ctx.tenant):
                 if ctx.cancelled is not None and ctx.cancelled():
                     raise Stopped("client disconnected")
                 result = compressor.compress(ctx.body["prompt"], rate=rate, target_tokens=target)
@@ -357,13 +384,6 @@ def _demonstrations(options: ThresherOptions, state: Any) -> DemonstrationStage 
 
     _check_name(found.method, RETRIEVER_NAMES, "thresher.demonstrations.method")
     _check_name(found.order or "similarity", ORDER_NAMES, "thresher.demonstrations.order")
-    pools = state.pool_store()
-    if not pools.exists(found.pool):
-        known = ", ".join(pools.names()) or "none yet"
-        raise NotFoundError(
-            f"No pool named {found.pool!r} (pools: {known}); create it with POST /v1/pools.",
-            field="thresher.demonstrations.pool",
-        )
     return DemonstrationStage(found, state)
 
 

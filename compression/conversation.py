@@ -15,9 +15,15 @@ Many short prose pieces are scored together in one batched pass of the scoring L
 
 Question-aware methods (``llmlingua2``, ``longllmlingua``) rank a message's sentences by the
 question of the next user message (its last line or sentence; for the last user message, its
-own), the first time the message is compressed. The cache key stays the message's own, so that
-form is its forwarded form for good: a later turn never recompresses it for a new question (the
-prefix stays byte-identical), and the same text in another conversation reuses it too.
+own), the first time the message is compressed.
+
+The cache key holds everything that decides a form (:meth:`ConversationCompressor.key`): the
+tenant (a form never crosses tenants, nor says to one what another sent), the method, how the
+rate was set (a rate, a token target or a budget) and the rate, the target model and its
+tokenizer, the question that ranked it, and the message. A message forwarded as the latest turn
+was ranked by its own question; on later turns that form is looked up first, so it goes out in
+the same bytes for good (the prefix stays byte-identical) rather than being ranked again by the
+question that now follows it.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from thresher.compression.units import split_units, unit_of_chars
 from thresher.core.record import Message
 from thresher.core.tokens import TokenCounter
 
-VERSION = 1  # part of every cache key: bump it when the per-message rules change
+VERSION = 2  # part of every cache key: bump it when the per-message rules or the key change
 KEPT_ROLES = frozenset({"system", "developer"})
 # Methods whose token rule on a text of one segment is its tokens' self-information under the
 # scoring LM: their short pieces can be scored in one batch with the same result.
@@ -146,6 +152,7 @@ class Pending:
     tokens: int
     build: Callable[[], Any] | None = None
     jobs: list[Job] = field(default_factory=list)
+    any_key: str = ""  # its key at any rate (what a token target reuses)
 
 
 @dataclass
@@ -191,6 +198,9 @@ class ConversationCompressor:
         floor_tokens: No compressed prose piece keeps fewer tokens than this (or all of it).
         batch_tokens: Prose pieces up to this many tokens are scored together in one batch.
         options_key: Anything else the compressor's output depends on (protected strings).
+        tenant: Whose forms these are (the cache never serves one tenant another's).
+        mode: How ``rate`` was set: ``rate`` (asked for), ``target_tokens`` or ``budget``
+            (fitted to a token target); forms made one way never serve another.
     """
 
     def __init__(
@@ -205,6 +215,8 @@ class ConversationCompressor:
         floor_tokens: int = 24,
         batch_tokens: int = 384,
         options_key: str = "",
+        tenant: str = "anonymous",
+        mode: str = "rate",
     ) -> None:
         self.compressor = compressor
         self.counter = counter
@@ -215,19 +227,35 @@ class ConversationCompressor:
         self.floor_tokens = floor_tokens
         self.batch_tokens = batch_tokens
         self.options_key = options_key
+        self.tenant = tenant
+        self.mode = mode
 
     # -- planning ----------------------------------------------------------------------------
 
-    def key(self, message: Message, *, any_rate: bool = False) -> str:
-        """The cache key of a message's forwarded form; ``any_rate``: the key of its latest
-        form at whatever rate (what a token target reuses, see :meth:`plan`)."""
+    def key(self, message: Message, *, any_rate: bool = False, question: str = "") -> str:
+        """The cache key of a message's forwarded form when ranked by ``question``;
+        ``any_rate``: the key of its latest form at whatever rate (what a token target reuses,
+        see :meth:`plan`). Everything that decides the form is in it (see the module)."""
         spec = [
-            VERSION, self.compressor.name, "any" if any_rate else round(self.rate, 4), self.target,
-            self.min_message_tokens, self.floor_tokens, self.options_key,
+            VERSION, self.tenant, self.compressor.name, self.mode,
+            "any" if any_rate else round(self.rate, 4), self.target,
+            getattr(self.counter, "name", type(self.counter).__name__),
+            self.min_message_tokens, self.floor_tokens, self.options_key, question,
             message.get("role"), message.get("content"),
         ]  # fmt: skip
         raw = json.dumps(spec, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _lookup(self, message: Message, questions: list[str], sticky: bool) -> Any | None:
+        """The remembered form of ``message`` under the first key that has one: any rate's
+        first when ``sticky``, and for each the questions in order."""
+        rates = (True, False) if sticky else (False,)
+        for any_rate in rates:
+            for question in questions:
+                found = self.cache.get(self.key(message, any_rate=any_rate, question=question))
+                if found is not None:
+                    return found
+        return None
 
     def plan(
         self, messages: Sequence[Message], keep: Iterable[int] = (), *, sticky: bool = False
@@ -244,14 +272,21 @@ class ConversationCompressor:
             if i in kept or m.get("role") in KEPT_ROLES or not _has_text(m.get("content")):
                 out.fixed.add(i)
                 continue
-            key = self.key(m)
-            found = self.cache.get(self.key(m, any_rate=True)) if sticky else None
-            if found is None:
-                found = self.cache.get(key)
+            query = _question_after(out.messages, i)
+            ranking = query or _own_question(m)
+            # Its form as the latest turn (ranked by its own question) first: see the module.
+            questions = list(dict.fromkeys([_own_question(m), ranking]))
+            found = self._lookup(m, questions, sticky)
             if found is not None:
                 out.cached[i] = found
                 continue
-            out.pending.append(self._pending(i, key, m, _question_after(out.messages, i)))
+            try:
+                pending = self._pending(i, self.key(m, question=ranking), m, query)
+            except RecursionError:
+                out.fixed.add(i)  # JSON too deep to walk: this message goes as it is
+                continue
+            pending.any_key = self.key(m, any_rate=True, question=ranking)
+            out.pending.append(pending)
         return out
 
     def _pending(self, index: int, key: str, message: Message, query: str) -> Pending:
@@ -308,11 +343,11 @@ class ConversationCompressor:
         """Record the pending messages as forwarded unchanged (compression did not pay): on
         later turns they go out in the same bytes instead of changing under the cache."""
         for p in plan.pending:
-            self._remember(p.key, plan.messages[p.index], plan.messages[p.index]["content"])
+            self._remember(p, plan.messages[p.index]["content"])
 
-    def _remember(self, key: str, original: Message, content: Any) -> None:
-        self.cache.put(key, content)
-        self.cache.put(self.key(original, any_rate=True), content)
+    def _remember(self, pending: Pending, content: Any) -> None:
+        self.cache.put(pending.key, content)
+        self.cache.put(pending.any_key, content)
 
     def run(
         self,
@@ -356,7 +391,7 @@ class ConversationCompressor:
                 original = plan.messages[p.index]["content"]
                 if _text_tokens(content, self.counter) >= p.tokens:
                     content = original  # nothing gained: forward (and remember) the original
-                self._remember(p.key, plan.messages[p.index], content)
+                self._remember(p, content)
                 plan.messages[p.index] = {**plan.messages[p.index], "content": content}
                 compressed = content != original
                 result.outcomes[p.index] = "compressed" if compressed else "verbatim"
@@ -436,6 +471,14 @@ class ConversationCompressor:
             if not keep.any() and len(keep):
                 keep[int(np.argmax(si[: len(u)]))] = True
             job.out = join_kept(u.pieces, keep)
+
+
+def _own_question(message: Message) -> str:
+    """The question a user message is ranked by as the latest turn ("" for other roles)."""
+    if message.get("role") != "user":
+        return ""
+    texts = _texts(message.get("content"))
+    return split_question(texts[-1])[1].strip() if texts else ""
 
 
 def _question_after(messages: Sequence[Message], index: int) -> str:

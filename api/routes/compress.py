@@ -1,25 +1,38 @@
 """``POST /v1/compress``: LLMLingua-family prompt compression over the loaded scorer (or, for
-``llmlingua2``, the loaded token classifier and embedder)."""
+``llmlingua2``, the loaded token classifier and embedder).
+
+A request gets what a proxied one gets: it runs on Thresher's pool in its tenant's line and takes
+a compression slot (api/work.py, api/compression_service.py), under a deadline counted from its
+arrival (``deadline_ms``, default ``THRESHER_COMPRESS_DEADLINE_MS``: 504 when it passes) and the
+size cap of one request (``THRESHER_COMPRESS_MAX_NEW_TOKENS``: 422); a client that leaves stops
+the work at the next model call. ``model`` names a classifier this deployment offers, never a
+path of the server's choosing, and an answer about it names no path and lists no folder.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from thresher.api.errors import error_responses
-from thresher.api.state import AppState, State, client_counter
+from thresher.api.state import AppState, State, Tenant, client_counter
 from thresher.compression import (
     CLASSIFIER_METHODS,
     DEFAULT_METHOD,
+    CompressionResult,
     Compressor,
     get_compressor,
     method_names,
 )
 from thresher.core.errors import InputError
 from thresher.core.models import ModelProvider
+from thresher.core.record import message_text
 from thresher.core.settings import Settings
 
 router = APIRouter(tags=["compression"])
@@ -28,7 +41,7 @@ DEFAULT_TARGET_MODEL = "cl100k_base"
 
 def compression_scorer(provider: ModelProvider, settings: Settings) -> Any:
     """The scoring LM for compression
-    (:meth:`thresher.core.models.ModelProvider.compression_scorer`: one dtype policy for the proxy,
+    (:meth:`thresher.core.models.ModelProvider.compression_scorer`: one policy for the proxy,
     this route and the CLI)."""
     return provider.compression_scorer(settings.scorer_model)
 
@@ -39,49 +52,81 @@ def build_compressor(
     provider: ModelProvider,
     counter: Any = None,
     model: str | None = None,
+    stop: Any = None,
 ) -> Compressor:
     """The compressor ``method`` over the model it needs: the scoring LM, or for ``llmlingua2``
-    the token classifier ``model`` (the embedded one by default) and the embedder."""
+    the token classifier ``model`` (the embedded one by default) and the embedder. With
+    ``stop`` (a :data:`thresher.api.compression_service.StopCheck`) every forward pass of the
+    model first asks it (the same passes, so the same output)."""
+    from thresher.api.compression_service import stoppable_model
+
     counter = counter or provider.token_counter(DEFAULT_TARGET_MODEL)
+
+    def guarded(wrapper: Any) -> Any:
+        return wrapper if stop is None else stoppable_model(wrapper, stop)
+
     if method in CLASSIFIER_METHODS:
         from thresher.core.registry import DEFAULT_CLASSIFIER
 
         dtype = provider.compression_dtype()
         return get_compressor(
             method,
-            scorer=provider.token_classifier(
-                model or DEFAULT_CLASSIFIER, dtype=dtype, field="model"
+            scorer=guarded(
+                provider.token_classifier(model or DEFAULT_CLASSIFIER, dtype=dtype, field="model")
             ),
             counter=counter,
             embedder=provider.embedder(settings.embedder_model, dtype=dtype),
         )
     if model is not None:
         raise InputError(
-            f"model names a token-classification folder and applies to llmlingua2 only; "
-            f"method {method!r} uses the scoring LM {settings.scorer_model!r}.",
+            f"model names a token classifier and applies to llmlingua2 only; method {method!r} "
+            "uses the deployment's scoring LM. Drop model.",
             field="model",
         )
-    return get_compressor(method, scorer=compression_scorer(provider, settings), counter=counter)
+    return get_compressor(
+        method, scorer=guarded(compression_scorer(provider, settings)), counter=counter
+    )
 
 
-_BUILD = threading.Lock()
+def preload_compressors(state: AppState) -> None:
+    """Load every method's models now (the provider keeps them), so no request waits for it."""
+    for method in method_names():
+        build_compressor(method, state.settings, state.provider)
 
 
-def compressors(state: AppState) -> dict[str, Compressor]:
-    """The state's compressors, built once on first use (or by the lifespan when preloading)."""
-    return {n: compressor_for(state, n) for n in method_names()}
+def classifier_folder(settings: Any, name: str) -> str:
+    """The folder of the token classifier ``model`` names: the embedded one, a name from
+    ``compress_models``, or a folder under ``models_root`` named relative to it. Anything else,
+    and a folder there that is not a two-label token classifier, is one 422 that names what is
+    allowed and nothing of the disk (no path, listing or config value: nothing to probe)."""
+    from thresher.core.registry import DEFAULT_CLASSIFIER, token_classifier_folder
 
-
-def compressor_for(state: AppState, method: str) -> Compressor:
-    """One method's compressor, built on first use: a request for ``llmlingua2`` loads the
-    classifier without the scoring LM."""
-    with _BUILD:
-        if state.compressors is None:
-            state.compressors = {}
-        built = state.compressors
-        if method not in built:
-            built[method] = build_compressor(method, state.settings, state.provider)
-    return built[method]
+    if name == DEFAULT_CLASSIFIER:
+        return name
+    offered = sorted({DEFAULT_CLASSIFIER, *settings.compress_models})
+    root = settings.models_root
+    refusal = InputError(
+        f"model {name!r} is not a token classifier of this deployment; use one of {offered}"
+        + (" or a folder under the models root (THRESHER_MODELS_ROOT), named relative to it"
+           if root is not None else "")  # fmt: skip
+        + ".",
+        field="model",
+    )
+    folder: Path
+    if name in settings.compress_models:
+        folder = Path(settings.compress_models[name])
+    else:
+        relative = PurePosixPath(name)
+        if root is None or relative.is_absolute() or ".." in relative.parts or "\x00" in name:
+            raise refusal
+        top = Path(root).resolve()
+        folder = (top / relative).resolve()
+        if not folder.is_relative_to(top):  # a link out of the root
+            raise refusal
+    try:
+        return str(token_classifier_folder(str(folder), "model"))
+    except InputError:
+        raise refusal from None
 
 
 class CompressRequest(BaseModel):
@@ -102,8 +147,15 @@ class CompressRequest(BaseModel):
     policy: dict[str, str] | None = None
     model: str | None = Field(
         None,
-        description="llmlingua2 only: a Hugging Face token-classification folder (label 1 = "
-        "keep), e.g. a downloaded llmlingua-2 checkpoint; default Thresher's embedded one.",
+        description="llmlingua2 only: a token classifier this deployment offers (label 1 = "
+        "keep): a name from THRESHER_COMPRESS_MODELS, or a folder under THRESHER_MODELS_ROOT "
+        "named relative to it; default Thresher's embedded one.",
+    )
+    deadline_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Answer 504 if not done this long after the request arrived "
+        "(default THRESHER_COMPRESS_DEADLINE_MS).",
     )
 
 
@@ -126,36 +178,96 @@ class CompressResponse(BaseModel):
     "/v1/compress",
     response_model=CompressResponse,
     response_model_exclude_none=True,
-    responses=error_responses(503),  # the scoring LM or the target tokenizer is missing
+    # 429: this tenant's line is full; 503: a model or tokenizer is missing; 504: the deadline.
+    responses=error_responses(429, 503, 504),
 )
-def compress(request: CompressRequest, state: State) -> CompressResponse:
+async def compress(
+    request: CompressRequest, state: State, tenant: Tenant, http: Request
+) -> CompressResponse:
+    from thresher.api.compression_service import deadline_check
+    from thresher.api.lane import watch_disconnect
+
     if request.method not in method_names():
         raise InputError(
             f"Unknown compression method {request.method!r}; use one of {list(method_names())}.",
             field="method",
         )
-    if request.model is not None or request.target_model:
-        counter = (
-            client_counter(state.provider, request.target_model, "target_model")
-            if request.target_model
-            else None
-        )
-        compressor = build_compressor(
-            request.method, state.settings, state.provider, counter, request.model
-        )
-    else:
-        compressor = compressor_for(state, request.method)
     if request.context is None and request.messages is None:
         raise InputError(
             "Give context (a string or a list of strings) or messages.", field="context"
         )
-    result = compressor.compress(
-        request.context,
-        instruction=request.instruction,
-        question=request.question,
-        messages=request.messages,
-        rate=request.rate,
-        target_tokens=request.target_tokens,
-        policy=request.policy,  # type: ignore[arg-type]
-    )
+    service, work = state.compression, state.work
+    if service is None or work is None:
+        raise RuntimeError("the service is not started (its lifespan builds the work pool)")
+    arrived = http.scope.get("thresher.arrived") or time.monotonic()
+    deadline_ms = request.deadline_ms or service.deadline_ms
+    gone = threading.Event()
+    stop = deadline_check(arrived, deadline_ms, gone.is_set)
+    watcher = asyncio.create_task(watch_disconnect(http.receive, gone))
+    try:
+        result = await work.run(
+            tenant,
+            lambda _queued: _compress(state, request, tenant, stop),
+            deadline=arrived + deadline_ms / 1000,
+            cancelled=gone.is_set,
+        )
+    finally:
+        watcher.cancel()
     return CompressResponse(**result.to_dict(), kept=result.kept_spans())
+
+
+def _compress(state: AppState, request: CompressRequest, tenant: str, stop: Any) -> Any:
+    """The work of one request, on a worker of Thresher's pool."""
+    from thresher.api.compression_service import CLIENT_GONE
+    from thresher.api.work import Busy
+    from thresher.compression.conversation import Stopped
+
+    settings, provider, service = state.settings, state.provider, state.compression
+    assert service is not None  # checked by the route
+    counter = (
+        client_counter(provider, request.target_model, "target_model")
+        if request.target_model
+        else None
+    )
+    classifier = request.model is not None and request.method in CLASSIFIER_METHODS
+    model = classifier_folder(settings, request.model) if classifier else request.model
+    compressor = build_compressor(request.method, settings, provider, counter, model, stop)
+    _check_size(request, counter or provider.token_counter(DEFAULT_TARGET_MODEL), service)
+    try:
+        with service.pool.slot(stop, tenant):
+            result: CompressionResult = compressor.compress(
+                request.context,
+                instruction=request.instruction,
+                question=request.question,
+                messages=request.messages,
+                rate=request.rate,
+                target_tokens=request.target_tokens,
+                policy=request.policy,  # type: ignore[arg-type]
+            )
+    except Stopped as exc:
+        reason = "gone" if str(exc) == CLIENT_GONE else "deadline"
+        raise Busy(f"{exc} before the work finished", reason=reason, started=True) from None
+    return result
+
+
+def _check_size(request: CompressRequest, counter: Any, service: Any) -> None:
+    """One request compresses at most ``max_new_tokens`` tokens (the proxy's cap): past it a
+    422 naming the field, before any model runs."""
+    if request.messages is not None:
+        field = "messages"
+        texts = [message_text(m) for m in request.messages if isinstance(m, dict)]
+    else:
+        field = "context"
+        context = request.context
+        texts = [context] if isinstance(context, str) else list(context or [])
+    texts += [t for t in (request.question, request.instruction) if t]
+    limit = service.max_new_tokens
+    total = 0
+    for text in texts:
+        total += counter.count(text) if isinstance(text, str) else 0
+        if total > limit:
+            raise InputError(
+                f"{field} holds more than {limit} tokens, the most one request may compress "
+                "(THRESHER_COMPRESS_MAX_NEW_TOKENS); send less text or split it.",
+                field=field,
+            )

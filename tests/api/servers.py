@@ -38,9 +38,14 @@ def wait_until_up(url: str, timeout: float = 60.0, process: subprocess.Popen | N
 
 @contextmanager
 def serve_app(app, port: int | None = None) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread; yields its base URL."""
+    """Run an ASGI app under uvicorn in a thread, configured as ``thresher serve`` runs it;
+    yields its base URL."""
+    from thresher.api.guard import UVICORN_OPTIONS
+
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **UVICORN_OPTIONS
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
