@@ -51,34 +51,38 @@ def too_deep(limit: int, field: str | None = None) -> TooDeep:
 
 
 def parse_json(raw: bytes | str, limit: int, field: str | None = None) -> Any:
-    """``raw`` parsed as Python's ``json`` would (lone surrogates survive, for
+    """``raw`` parsed by Python's ``json`` (so lone surrogates and huge integers survive for
     :func:`check_sendable` to name), refusing nesting deeper than ``limit`` with
     :class:`TooDeep`; ``ValueError`` when it is not JSON."""
     try:
-        value = orjson.loads(raw)  # iterative, and it stops at 1,024 levels by itself
-    except orjson.JSONDecodeError as exc:
-        if "depth" in str(exc) or "recursion" in str(exc):
-            raise too_deep(limit, field) from None
-        try:
-            value = json.loads(raw)  # what orjson refuses and json takes: lone surrogates
-        except RecursionError:
-            raise too_deep(limit, field) from None
+        value = json.loads(raw)
+    except RecursionError:  # the C scanner's own guard: raised cleanly, nothing half-built
+        raise too_deep(limit, field) from None
     if depth(value) > limit:
         raise too_deep(limit, field)
     return value
 
 
 def check_depth(body: bytes, limit: int) -> None:
-    """Raise :class:`TooDeep` when ``body`` nests deeper than ``limit``. A body with fewer
-    brackets than the limit cannot (two counts at C speed); others are parsed to tell."""
+    """Raise :class:`TooDeep` when ``body`` nests deeper than ``limit`` (the proxy lane's check,
+    before its own parse). A body with fewer brackets than the limit cannot: two counts at C
+    speed. Others are parsed by orjson, which is quick and stops at 1,024 levels by itself."""
     if body.count(b"[") + body.count(b"{") <= limit:
         return
     try:
-        parse_json(body, limit)
-    except TooDeep:
-        raise
-    except ValueError:
-        pass  # not JSON: whoever parses it next answers that
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc):
+            raise too_deep(limit) from None
+        try:
+            parse_json(body, limit)  # what orjson refuses and json takes (lone surrogates)
+        except TooDeep:
+            raise
+        except ValueError:
+            pass  # not JSON: whoever parses it next answers that
+        return
+    if depth(value) > limit:
+        raise too_deep(limit)
 
 
 def load_json_text(text: str, field: str, limit: int) -> Any:

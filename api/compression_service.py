@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from thresher.api.work import Busy, FairQueue
-from thresher.compression.conversation import LRUMessageCache, MessageCache, Stopped
+from thresher.compression.conversation import Stopped
+from thresher.compression.message_cache import LRUMessageCache, MessageCache
 from thresher.core.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ ERROR_TEXT = {
     "Retry-After.",
     502: "The backend failed after retries.",
     503: "A model this request needs is not available here.",
-    504: "The backend timed out after retries, or the request's deadline passed.",
+    504: "The backend timed out after retries.",
 }
 
 
@@ -173,22 +173,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Busy)
     async def _busy(_: Request, exc: Busy) -> JSONResponse:
-        # Work that did not run in time (api/work.py): the caller's own load or deadline.
+        # Work that did not run (api/work.py): the tenant's own load, its client gone, or the
+        # service stopping (a route answers a passed deadline itself, as the proxy does).
         if exc.reason == "full":
             return error_response(
                 429, f"Too many requests of this tenant in progress: {exc}. Retry shortly.",
                 "rate_limit_error", None, "too_many_requests_waiting", headers={"retry-after": "1"},
             )  # fmt: skip
-        if exc.reason == "deadline":
-            return error_response(
-                504, f"The request's deadline passed: {exc}; give a longer deadline_ms or "
-                "less text.", "api_error", "deadline_ms", "deadline_exceeded",
-            )  # fmt: skip
         if exc.reason == "gone":  # nobody reads it; the metrics count the client's close
             return error_response(
                 499, str(exc), "client_closed_request", None, "client_disconnected"
             )
-        return error_response(503, f"{exc}; retry shortly.", "server_error", None, "shutting_down")
+        return error_response(503, f"{exc}; retry shortly.", "server_error", None, "busy")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

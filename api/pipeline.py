@@ -303,17 +303,20 @@ class Pipeline:
         report.extra_headers = dict(ctx.headers)
         return report
 
-    def skipped(self, ctx: RequestContext, reason: str, waited_s: float) -> PipelineReport:
-        """The report of a request whose stages did not run (no worker in time, the client
-        gone): every stage skipped for ``reason``, the wait counted in the first one's time;
-        ``ctx`` holds the body to forward unchanged. Its tokens are not counted (0): counting
-        a large body would hold the event loop, which is what the pool keeps it from."""
+    def skipped(
+        self, ctx: RequestContext, reason: str, waited_s: float, spent_s: float
+    ) -> PipelineReport:
+        """The report of a request whose stages did not finish in time (no worker free, the
+        deadline or the client gone first): every stage skipped for ``reason``, the first one's
+        time ``spent_s`` (the wait for a worker, ``waited_s``, and any work dropped); ``ctx``
+        holds the body to forward unchanged. Its tokens are not counted (0): counting a large
+        body would hold the event loop, which is what the pool keeps it from."""
         report = PipelineReport(counter=getattr(ctx.counter, "name", type(ctx.counter).__name__))
         report.queue_ms = waited_s * 1000
-        waited = report.queue_ms
+        spent = spent_s * 1000
         for stage in self.stages:
-            self._record(report, StageReport(stage.name, "skipped", waited, reason))
-            waited = 0.0
+            self._record(report, StageReport(stage.name, "skipped", spent, reason))
+            spent = 0.0
         return report
 
     def _record(self, report: PipelineReport, stage: StageReport) -> None:

@@ -141,10 +141,12 @@ async def _run_stages(
         mine = dataclasses.replace(ctx, body=copy.deepcopy(ctx.body), headers={})
         return pipeline.run(mine, queued_s=queued, original=ctx.body), mine
 
+    queued = time.monotonic()
     try:
         return await work.run(ctx.tenant, run, deadline=deadline, cancelled=ctx.cancelled)
     except Busy as exc:
-        return pipeline.skipped(ctx, f"skipped: {exc}", exc.waited), ctx
+        spent = time.monotonic() - queued
+        return pipeline.skipped(ctx, f"skipped: {exc}", exc.waited, spent), ctx
 
 
 async def _observed(

@@ -87,34 +87,71 @@ class ServiceSettings(Settings):
     # default: data_dir); relative paths resolve under the first. A job always reads its upload
     # and writes only inside its own folder (api/jobs/paths.py).
     jobs_input_roots: list[Path] = Field(default_factory=list)
-    # Tenants (docs/security.md): a name -> the API keys that act for it, as JSON, e.g.
-    # '{"team-a": ["key-1", "key-2"]}'. Everything a request stores (pools, jobs, uploads,
-    # cached forms) belongs to its tenant. A key listed here needs no entry in api_keys; a key
-    # of api_keys in no tenant is a tenant of its own.
-    tenants: dict[str, list[str]] = Field(default_factory=dict)
-    # Pools (built by the operator under data_dir with ``thresher pool build``) that every
-    # tenant may read and none may change through the API.
-    shared_pools: list[str] = Field(default_factory=list)
-    # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed; from
-    # any other peer the client address is the socket's.
-    trusted_proxies: list[str] = Field(default_factory=list)
-    # Callers the rate limiters remember at most (the oldest idle are forgotten first, never
-    # one that is blocked).
-    limiter_max_callers: int = Field(100_000, ge=1)
-    # JSON bodies (and JSON text in form fields) nested deeper than this are a 400.
-    max_json_depth: int = Field(64, ge=2, le=512)
-    # Demonstrations one request may ask for (DPP and MMR grow with its square).
-    max_demonstrations: int = Field(256, ge=1)
-    # Token classifiers /v1/compress may name in ``model`` (llmlingua2): a name -> its folder ...
-    compress_models: dict[str, Path] = Field(default_factory=dict)
-    # ... or a folder under this root, named relative to it (none by default).
-    models_root: Path | None = None
-    # Thresher's own pool for request work (pipeline stages, /v1/compress): threads, and the
-    # requests of one tenant that may wait for one (more are answered at once).
-    work_threads: int = Field(8, ge=1, le=256)
-    work_queue: int = Field(64, ge=0)
-    # How long a request waits for a locked SQLite message cache before going on without it.
-    compress_cache_busy_ms: float = Field(50, ge=0, le=60_000)
+    tenants: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Tenant name -> the API keys that act for it, e.g. "
+        '{"team-a": ["key-1", "key-2"]}. Everything a request stores (pools, jobs, uploads, '
+        "cached forms) belongs to its tenant. A key listed here needs no entry in api_keys; a "
+        "key of api_keys in no tenant is a tenant of its own (docs/security.md).",
+    )
+    shared_pools: list[str] = Field(
+        default_factory=list,
+        description="Pools in the data folder (built with `thresher pool build`) that every "
+        "tenant may read and none may change through the API.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For is "
+        "believed; from any other peer the client address is the socket's.",
+    )
+    limiter_max_callers: int = Field(
+        100_000,
+        ge=1,
+        description="Callers the rate limiters remember at most (the least recently seen idle "
+        "one is forgotten first, never one that is blocked).",
+    )
+    max_json_depth: int = Field(
+        64,
+        ge=2,
+        le=512,
+        description="JSON bodies (and JSON text in form fields) nested deeper are a 400.",
+    )
+    max_demonstrations: int = Field(
+        256,
+        ge=1,
+        description="Demonstrations one /v1/demonstrations request may ask for (k); DPP's and "
+        "MMR's memory grows with its square.",
+    )
+    compress_models: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Token classifiers /v1/compress may name in `model` (llmlingua2): a name "
+        "-> its folder.",
+    )
+    models_root: Path | None = Field(
+        None,
+        description="A folder whose subfolders /v1/compress may name in `model`, relative to "
+        "it (none by default).",
+    )
+    work_threads: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Threads of Thresher's own pool for request work (pipeline stages, "
+        "/v1/compress); one tenant holds at most all but one.",
+    )
+    work_queue: int = Field(
+        64,
+        ge=0,
+        description="Requests of one tenant that may wait for a worker; more are answered at "
+        "once (forwarded unchanged by the proxy, 429 from /v1/compress).",
+    )
+    compress_cache_busy_ms: float = Field(
+        50,
+        ge=0,
+        le=60_000,
+        description="How long a request waits for a SQLite message cache another process holds "
+        "locked before going on without it.",
+    )
 
     @field_validator("tenants")
     @classmethod

@@ -194,6 +194,7 @@ class WorkPool:
             if not task.future.done():
                 with self._cond:
                     self._queue.remove(tenant, task)  # not started: it never will be
+                task.future.cancel()  # a late result or error is dropped, not left unread
 
     async def _wait(
         self, task: _Task, deadline: float, cancelled: Callable[[], bool] | None

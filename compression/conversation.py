@@ -31,17 +31,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import numpy as np
 
 from thresher.compression.base import BaseCompressor, Compressor, join_kept
 from thresher.compression.budget import check_rate, greedy_keep
+from thresher.compression.message_cache import LRUMessageCache as LRUMessageCache
+from thresher.compression.message_cache import MessageCache as MessageCache
 from thresher.compression.structured import compress_json, split_segments
 from thresher.compression.units import split_units, unit_of_chars
 from thresher.core.record import Message
@@ -60,62 +60,6 @@ Outcome = Literal["cached", "compressed", "verbatim", "skipped"]
 class Stopped(Exception):
     """Raised from inside the work (a model call) when the request's deadline has passed or
     its client is gone; what was done so far is kept."""
-
-
-@runtime_checkable
-class MessageCache(Protocol):
-    """Forwarded message contents by key. In process by default (:class:`LRUMessageCache`);
-    a shared store (Redis, memcached) fits the same two methods when several workers or
-    replicas serve one conversation. Values are JSON: a string or a list of content parts."""
-
-    def get(self, key: str) -> Any | None: ...
-
-    def put(self, key: str, value: Any) -> None: ...
-
-
-class LRUMessageCache:
-    """A bounded, thread-safe in-process :class:`MessageCache` (least recently used out).
-
-    Args:
-        max_entries: Entries kept at most.
-        max_chars: Characters of stored contents kept at most.
-    """
-
-    def __init__(self, max_entries: int = 20_000, max_chars: int = 64_000_000) -> None:
-        self.max_entries = max_entries
-        self.max_chars = max_chars
-        self.hits = 0
-        self.misses = 0
-        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
-        self._chars = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Any | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return found[0]
-
-    def put(self, key: str, value: Any) -> None:
-        size = len(value) if isinstance(value, str) else len(json.dumps(value))
-        if size > self.max_chars // 8:
-            return  # one huge message must not push out the rest
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._chars -= old[1]
-            self._items[key] = (value, size)
-            self._chars += size
-            while len(self._items) > self.max_entries or self._chars > self.max_chars:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self._chars -= dropped
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 def split_question(text: str) -> tuple[str, str]:

@@ -3,10 +3,13 @@
 
 A request gets what a proxied one gets: it runs on Thresher's pool in its tenant's line and takes
 a compression slot (api/work.py, api/compression_service.py), under a deadline counted from its
-arrival (``deadline_ms``, default ``THRESHER_COMPRESS_DEADLINE_MS``: 504 when it passes) and the
-size cap of one request (``THRESHER_COMPRESS_MAX_NEW_TOKENS``: 422); a client that leaves stops
-the work at the next model call. ``model`` names a classifier this deployment offers, never a
-path of the server's choosing, and an answer about it names no path and lists no folder.
+arrival (``deadline_ms``, default ``THRESHER_COMPRESS_DEADLINE_MS``) and the size cap of one
+request (``THRESHER_COMPRESS_MAX_NEW_TOKENS``: 422); a client that leaves stops the work at the
+next model call. When the deadline passes first the answer is the prompt unchanged, with a note
+saying so, as the proxy forwards a request unchanged: the client gets a usable answer on time.
+
+``model`` names a classifier this deployment offers, never a path of the server's choosing, and
+an answer about it names no path and lists no folder.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from thresher.core.settings import Settings
 
 router = APIRouter(tags=["compression"])
 DEFAULT_TARGET_MODEL = "cl100k_base"
+# Characters counted at a time when checking a request's size against the cap.
+COUNT_PIECE = 65_536
 
 
 def compression_scorer(provider: ModelProvider, settings: Settings) -> Any:
@@ -154,8 +159,8 @@ class CompressRequest(BaseModel):
     deadline_ms: float | None = Field(
         None,
         gt=0,
-        description="Answer 504 if not done this long after the request arrived "
-        "(default THRESHER_COMPRESS_DEADLINE_MS).",
+        description="If not done this long after the request arrived, the prompt comes back "
+        "unchanged with a note (default THRESHER_COMPRESS_DEADLINE_MS).",
     )
 
 
@@ -178,8 +183,8 @@ class CompressResponse(BaseModel):
     "/v1/compress",
     response_model=CompressResponse,
     response_model_exclude_none=True,
-    # 429: this tenant's line is full; 503: a model or tokenizer is missing; 504: the deadline.
-    responses=error_responses(429, 503, 504),
+    # 429: this tenant's line is full; 503: a model or tokenizer is missing.
+    responses=error_responses(429, 503),
 )
 async def compress(
     request: CompressRequest, state: State, tenant: Tenant, http: Request
@@ -204,6 +209,8 @@ async def compress(
     gone = threading.Event()
     stop = deadline_check(arrived, deadline_ms, gone.is_set)
     watcher = asyncio.create_task(watch_disconnect(http.receive, gone))
+    from thresher.api.work import Busy
+
     try:
         result = await work.run(
             tenant,
@@ -211,9 +218,37 @@ async def compress(
             deadline=arrived + deadline_ms / 1000,
             cancelled=gone.is_set,
         )
+    except Busy as exc:
+        if exc.reason != "deadline":
+            raise  # its line full (429), its client gone (499), the service stopping (503)
+        result = _unchanged(request, f"the deadline of {deadline_ms:.0f} ms passed ({exc})")
     finally:
         watcher.cancel()
     return CompressResponse(**result.to_dict(), kept=result.kept_spans())
+
+
+def _unchanged(request: CompressRequest, why: str) -> CompressionResult:
+    """The prompt as it came, when no compression finished in time: assembled as a compressor
+    would assemble it, its tokens not counted (0: counting a large prompt would hold the event
+    loop)."""
+    from thresher.compression.prompt import build_prompt
+
+    prompt = build_prompt(
+        request.context, instruction=request.instruction, question=request.question,
+        messages=request.messages, policy=request.policy,  # type: ignore[arg-type]
+        count=len,  # which messages a policy compresses does not change the text
+    )  # fmt: skip
+    return CompressionResult(
+        text=prompt.text,
+        origin_tokens=0,
+        compressed_tokens=0,
+        ratio=1.0,
+        tokens=[p.text for p in prompt.parts],
+        kept_mask=[True] * len(prompt.parts),
+        messages=[dict(m) for m in prompt.messages] if prompt.messages is not None else None,
+        method=request.method,
+        note=f"returned unchanged: {why}; tokens not counted",
+    )
 
 
 def _compress(state: AppState, request: CompressRequest, tenant: str, stop: Any) -> Any:
@@ -232,7 +267,7 @@ def _compress(state: AppState, request: CompressRequest, tenant: str, stop: Any)
     classifier = request.model is not None and request.method in CLASSIFIER_METHODS
     model = classifier_folder(settings, request.model) if classifier else request.model
     compressor = build_compressor(request.method, settings, provider, counter, model, stop)
-    _check_size(request, counter or provider.token_counter(DEFAULT_TARGET_MODEL), service)
+    _check_size(request, counter or provider.token_counter(DEFAULT_TARGET_MODEL), service, stop)
     try:
         with service.pool.slot(stop, tenant):
             result: CompressionResult = compressor.compress(
@@ -250,9 +285,11 @@ def _compress(state: AppState, request: CompressRequest, tenant: str, stop: Any)
     return result
 
 
-def _check_size(request: CompressRequest, counter: Any, service: Any) -> None:
+def _check_size(request: CompressRequest, counter: Any, service: Any, stop: Any) -> None:
     """One request compresses at most ``max_new_tokens`` tokens (the proxy's cap): past it a
-    422 naming the field, before any model runs."""
+    422 naming the field, before any model runs. Counted in pieces, so a huge text is refused
+    as soon as the cap is passed (a piece's tokens may run one past the text's at each cut,
+    which only errs toward the cap) and the count stops with the request."""
     if request.messages is not None:
         field = "messages"
         texts = [message_text(m) for m in request.messages if isinstance(m, dict)]
@@ -264,10 +301,13 @@ def _check_size(request: CompressRequest, counter: Any, service: Any) -> None:
     limit = service.max_new_tokens
     total = 0
     for text in texts:
-        total += counter.count(text) if isinstance(text, str) else 0
-        if total > limit:
-            raise InputError(
-                f"{field} holds more than {limit} tokens, the most one request may compress "
-                "(THRESHER_COMPRESS_MAX_NEW_TOKENS); send less text or split it.",
-                field=field,
-            )
+        for start in range(0, len(text), COUNT_PIECE):
+            total += counter.count(text[start : start + COUNT_PIECE])
+            if total > limit:
+                raise InputError(
+                    f"{field} holds more than {limit} tokens, the most one request may "
+                    "compress (THRESHER_COMPRESS_MAX_NEW_TOKENS); send less text or split it.",
+                    field=field,
+                )
+            if stop() is not None:
+                return  # the deadline or the client: the caller hears of it from the slot

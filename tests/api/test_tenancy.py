@@ -99,7 +99,8 @@ def test_shared_pools_are_read_by_all_and_changed_by_none(server):
     client, _ = server
     for headers in (A1, B):
         found = search(client, headers, "catalog")
-        assert found.status_code == 200 and texts(found) and all("catalog" in t for t in texts(found))
+        assert found.status_code == 200 and texts(found)
+        assert all("catalog" in t for t in texts(found))
         overwrite = client.post(
             "/v1/pools", json={"name": "catalog", "records": records("mine"), "replace": True},
             headers=headers,
@@ -145,7 +146,7 @@ def test_a_job_cannot_read_another_tenants_upload_or_output(server, home):
         f"jobs/{job}/output/kept.jsonl",
         f"jobs/../jobs/{job}/input/rows.jsonl",
         "jobs.sqlite",
-        f"tenants/team-a/pools/notes/records.jsonl",
+        "tenants/team-a/pools/notes/records.jsonl",
         "pools/catalog/records.jsonl",
     ]
     answers = set()
