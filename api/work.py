@@ -108,10 +108,8 @@ class FairQueue(Generic[T]):
             self._turns.remove(tenant)
         return True
 
-    def waiting(self, tenant: str | None = None) -> int:
-        """Items waiting: ``tenant``'s, or everyone's."""
-        if tenant is not None:
-            return len(self._lines.get(tenant, ()))
+    def waiting(self) -> int:
+        """Items waiting, all tenants together."""
         return sum(len(line) for line in self._lines.values())
 
 

@@ -32,7 +32,8 @@ def test_a_tenant_at_its_share_is_passed_over():
     line.push("a", "a0")
     line.push("b", "b0")
     assert line.pop(lambda tenant: tenant != "a") == "b0"
-    assert line.pop(lambda tenant: tenant != "a") is None and line.waiting("a") == 1
+    assert line.pop(lambda tenant: tenant != "a") is None and line.waiting() == 1
+    assert line.pop() == "a0"
 
 
 def run(coro):
