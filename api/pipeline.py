@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from thresher.api.state import ANONYMOUS_TENANT
 from thresher.compression import DEFAULT_METHOD
 from thresher.core.errors import ConfigError, InputError, ThresherError
 from thresher.core.record import message_text
@@ -202,8 +203,8 @@ class RequestContext:
     cancelled: Callable[[], bool] | None = None
     # When the request arrived (time.monotonic()): deadlines count from here.
     arrived: float = field(default_factory=time.monotonic)
-    # Whom what the stages store (cached forms) belongs to (api/state.py tenant_of).
-    tenant: str = "anonymous"
+    # Whom what the request stores belongs to (api/state.py tenant_of).
+    tenant: str = ANONYMOUS_TENANT
     # x-thresher-* headers a stage adds to the answer.
     headers: dict[str, str] = field(default_factory=dict)
 

@@ -27,6 +27,7 @@ from thresher.api.pipeline import (
     ThresherOptions,
     merge_options,
 )
+from thresher.api.state import ANONYMOUS_TENANT
 from thresher.api.work import Busy
 from thresher.core.errors import BackendError
 from thresher.core.record import validate_messages
@@ -62,13 +63,13 @@ async def forward(
     request: Any,
     cancelled: Callable[[], bool] | None = None,
     arrived: float | None = None,
-    tenant: str = "anonymous",
+    tenant: str = ANONYMOUS_TENANT,
 ) -> AnswerResponse | StreamingResponse:
     """One proxied request (a validated ``thresher.api.routes.chat.ProxyRequest``) end to end.
 
     ``cancelled`` (the client is gone) stops the stages' work and nothing is forwarded;
-    deadlines count from ``arrived`` (``time.monotonic()``, default now); what the stages store
-    belongs to ``tenant``."""
+    deadlines count from ``arrived`` (``time.monotonic()``, default now); what the request
+    stores belongs to ``tenant``."""
     router, metrics, stages = state.router, state.metrics, state.stages
     if router is None or metrics is None or stages is None:
         raise RuntimeError("the service is not started (its lifespan builds router and stages)")

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from thresher.prompting import PoolStore
 
 
+# The one tenant of a deployment without API keys (api/state.py tenant_of).
+ANONYMOUS_TENANT = "anonymous"
+
+
 @dataclass
 class AppState:
     """The service's parts, built once per app (models, pools, backends, job runner, caches),
@@ -48,7 +52,7 @@ class AppState:
     counters: dict[str, TokenCounter] = field(default_factory=dict)
     tenant_pools: dict[str, PoolStore] = field(default_factory=dict)
 
-    def pool_store(self, tenant: str = "anonymous") -> PoolStore:
+    def pool_store(self, tenant: str = ANONYMOUS_TENANT) -> PoolStore:
         """The demonstration pools ``tenant`` sees (built on first use).
 
         The anonymous tenant (no API keys) keeps its pools in the data folder, as the CLI does;
@@ -112,8 +116,6 @@ async def get_state(request: Request) -> AppState:
 
 State = Annotated[AppState, Depends(get_state)]
 
-
-ANONYMOUS_TENANT = "anonymous"
 
 
 def tenant_of(scope: Mapping[str, Any]) -> str:
