@@ -283,7 +283,6 @@ class CompressionService:
     # inflated by one slow run (a cold model, a busy host) is measured again, not kept forever.
     explore_every: int = 16
     _skips: dict[str, int] = field(default_factory=dict, repr=False)
-    _scorer: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def explore(self, route: str) -> bool:
@@ -291,14 +290,6 @@ class CompressionService:
         with self._lock:
             n = self._skips[route] = self._skips.get(route, 0) + 1
         return self.explore_every > 0 and n % self.explore_every == 0
-
-    def scorer(self, build: Callable[[], Any]) -> Any:
-        """The scoring LM's wrapper, built once (building reads the 49k-entry vocabulary: about
-        150 ms a request here when it was built per request)."""
-        with self._lock:
-            if self._scorer is None:
-                self._scorer = build()
-            return self._scorer
 
     @classmethod
     def from_settings(

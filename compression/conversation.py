@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -38,15 +37,12 @@ from thresher.compression.base import BaseCompressor, Compressor, join_kept
 from thresher.compression.budget import check_rate, greedy_keep
 from thresher.compression.structured import compress_json, split_segments
 from thresher.compression.units import split_units, unit_of_chars
-from thresher.core.record import Message
+from thresher.core.record import Message, content_texts, is_text_part
+from thresher.core.text import sentence_ends
 from thresher.core.tokens import TokenCounter
 
 VERSION = 1  # part of every cache key: bump it when the per-message rules change
 KEPT_ROLES = frozenset({"system", "developer"})
-# Methods whose token rule on a text of one segment is its tokens' self-information under the
-# scoring LM: their short pieces can be scored in one batch with the same result.
-SELF_INFORMATION = frozenset({"llmlingua", "longllmlingua", "selective-context"})
-_SENTENCE_END = re.compile(r"[.!?。？！](?=\s)")
 
 Outcome = Literal["cached", "compressed", "verbatim", "skipped"]
 
@@ -119,9 +115,9 @@ def split_question(text: str) -> tuple[str, str]:
     body = text.rstrip()
     cut = body.rfind("\n") + 1
     if cut == 0 or len(body) - cut > 300:
-        ends = list(_SENTENCE_END.finditer(body, cut))
+        ends = [end for end in sentence_ends(body, cut) if end < len(body)]
         if ends:
-            cut = ends[-1].end()
+            cut = ends[-1]
     return text[:cut], text[cut:]
 
 
@@ -258,7 +254,7 @@ class ConversationCompressor:
         content = message["content"]
         role = message.get("role")
         pending = Pending(index, key, 0)
-        texts = _texts(content)
+        texts = content_texts(content)
         last = len(texts) - 1
         built: list[list[Any]] = []
         for n, text in enumerate(texts):
@@ -293,7 +289,7 @@ class ConversationCompressor:
                 return joined[0]
             parts, it = [], iter(joined)
             for p in content:
-                parts.append({**p, "text": next(it)} if _is_text_part(p) else p)
+                parts.append({**p, "text": next(it)} if is_text_part(p) else p)
             return parts
 
         pending.build = build
@@ -385,8 +381,9 @@ class ConversationCompressor:
         return group
 
     def _compress_jobs(self, jobs: list[Job]) -> None:
+        # A method whose rule on one segment is self-information scores short pieces together.
         batchable = isinstance(self.compressor, BaseCompressor) and (
-            self.compressor.name in SELF_INFORMATION
+            self.compressor.self_information
         )
         short = [j for j in jobs if batchable and j.tokens <= self.batch_tokens]
         if short:
@@ -443,7 +440,7 @@ def _question_after(messages: Sequence[Message], index: int) -> str:
     message (its last line or sentence), or "" for the last one (then its own question)."""
     for m in messages[index + 1 :]:
         if m.get("role") == "user":
-            texts = _texts(m.get("content"))
+            texts = content_texts(m.get("content"))
             if texts and texts[-1].strip():
                 return split_question(texts[-1])[1].strip() or texts[-1].strip()
     return ""
@@ -458,28 +455,9 @@ def _edged(job: Job) -> str:
     return lead + out + trail if out else lead or trail
 
 
-def _is_text_part(part: Any) -> bool:
-    return (
-        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-    )
-
-
-def _texts(content: Any) -> list[str]:
-    """A message content's texts: the string, or its text parts in order."""
-    if isinstance(content, str):
-        return [content]
-    return [p["text"] for p in content or [] if _is_text_part(p)]
-
-
 def _has_text(content: Any) -> bool:
-    if isinstance(content, str):
-        return bool(content.strip())
-    if isinstance(content, list):
-        return any(_is_text_part(p) and p["text"].strip() for p in content)
-    return False
+    return any(text.strip() for text in content_texts(content))
 
 
 def _text_tokens(content: Any, counter: TokenCounter) -> int:
-    if isinstance(content, str):
-        return counter.count(content)
-    return sum(counter.count(p["text"]) for p in content if _is_text_part(p))
+    return sum(counter.count(text) for text in content_texts(content))

@@ -11,26 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from thresher.api.errors import error_responses
 from thresher.api.state import AppState, State, client_counter
-from thresher.compression import (
-    CLASSIFIER_METHODS,
-    DEFAULT_METHOD,
-    Compressor,
-    get_compressor,
-    method_names,
-)
+from thresher.compression import DEFAULT_METHOD, Compressor, load_compressor, method_names
 from thresher.core.errors import InputError
 from thresher.core.models import ModelProvider
 from thresher.core.settings import Settings
 
 router = APIRouter(tags=["compression"])
 DEFAULT_TARGET_MODEL = "cl100k_base"
-
-
-def compression_scorer(provider: ModelProvider, settings: Settings) -> Any:
-    """The scoring LM for compression
-    (:meth:`thresher.core.models.ModelProvider.compression_scorer`: one dtype policy for the proxy,
-    this route and the CLI)."""
-    return provider.compression_scorer(settings.scorer_model)
 
 
 def build_compressor(
@@ -40,28 +27,17 @@ def build_compressor(
     counter: Any = None,
     model: str | None = None,
 ) -> Compressor:
-    """The compressor ``method`` over the model it needs: the scoring LM, or for ``llmlingua2``
-    the token classifier ``model`` (the embedded one by default) and the embedder."""
-    counter = counter or provider.token_counter(DEFAULT_TARGET_MODEL)
-    if method in CLASSIFIER_METHODS:
-        from thresher.core.registry import DEFAULT_CLASSIFIER
-
-        dtype = provider.compression_dtype()
-        return get_compressor(
-            method,
-            scorer=provider.token_classifier(
-                model or DEFAULT_CLASSIFIER, dtype=dtype, field="model"
-            ),
-            counter=counter,
-            embedder=provider.embedder(settings.embedder_model, dtype=dtype),
-        )
-    if model is not None:
-        raise InputError(
-            f"model names a token-classification folder and applies to llmlingua2 only; "
-            f"method {method!r} uses the scoring LM {settings.scorer_model!r}.",
-            field="model",
-        )
-    return get_compressor(method, scorer=compression_scorer(provider, settings), counter=counter)
+    """The compressor ``method`` over the models the settings name
+    (:func:`thresher.compression.load_compressor`), ``model`` being a token-classification
+    folder for ``llmlingua2``."""
+    return load_compressor(
+        method,
+        provider,
+        counter=counter or provider.token_counter(DEFAULT_TARGET_MODEL),
+        scorer_model=settings.scorer_model,
+        embedder_model=settings.embedder_model,
+        classifier=model,
+    )
 
 
 _BUILD = threading.Lock()
