@@ -103,10 +103,10 @@ def load_compressor(
     if cls.model == "token-classifier":
         scorer = provider.token_classifier(classifier or DEFAULT_CLASSIFIER, dtype=dtype)
     elif classifier is not None:
+        takers = " and ".join(n for n, c in METHODS.items() if c.model == "token-classifier")
         raise InputError(
-            f"model names a token-classification folder and applies to token-classifier "
-            f"methods only; method {name!r} uses the scoring LM "
-            f"{scorer_model or DEFAULT_SCORER!r}.",
+            f"model names a token-classification folder and applies to {takers} only; method "
+            f"{name!r} uses the scoring LM {scorer_model or DEFAULT_SCORER!r}.",
             field="model",
         )
     else:

@@ -35,9 +35,13 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     data_dir: Path = Field(default_factory=lambda: Path(".thresher"))
     device: str = "auto"
+    # The models' dtype. "auto": float32 on the CPU and bf16 on CUDA for general use, and for
+    # compression's models the dtype measured fastest on this CPU (bf16 only where native; see
+    # docs/performance.md). Any other value is used for every model, nothing measured.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    # Intra-op threads for torch on the CPU (None keeps torch's default, one per core). On a
-    # crowded machine one thread per process is often several times faster than contending.
+    # Intra-op threads for torch on the CPU (None: torch's default, one per physical core,
+    # capped by this process's CPU affinity and cgroup CPU quota). On a crowded machine one
+    # thread per process is often several times faster than contending.
     torch_threads: int | None = Field(None, ge=1)
     embedder_model: str = DEFAULT_EMBEDDER
     scorer_model: str = DEFAULT_SCORER
