@@ -90,6 +90,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python bench/selection_throughput.py --smoke
 	$(BIN)/python bench/selection_throughput.py --smoke --executor ray --no-parity
 	$(BIN)/python bench/compression.py --smoke
+	$(BIN)/python bench/compression.py --smoke --speed --threads 2
 	$(BIN)/python bench/icl.py --smoke
 	$(BIN)/python bench/retrieval_latency.py --smoke
 	$(BIN)/python bench/proxy.py --smoke

@@ -133,6 +133,10 @@ def test_built_with_no_arguments_it_compresses_on_its_first_call(story):
     out = post.postprocess_nodes(nodes, query_str=story["question"])
     report = out[0].node.metadata["thresher"]
     stage = report["stages"][0]
+    # None left to a deadline; the passages whose text before their last sentence (taken as a
+    # question) is short go verbatim, the rest compressed.
     assert stage["status"] == "ran" and stage["detail"].startswith("compress;"), stage
-    assert report["tokens_after"] < 0.7 * report["tokens_before"]
+    counts = dict(kv.split("=") for kv in stage["detail"].split("; ")[1:])
+    assert counts["skipped"] == "0" and int(counts["compressed"]) >= 8, stage
+    assert report["tokens_after"] < 0.8 * report["tokens_before"]
     assert len(provider.events) == loads
