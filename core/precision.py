@@ -77,14 +77,14 @@ def choose_cpu_dtype(probe: CpuProbe, speedup: float = SPEEDUP) -> Choice:
     else float32; the reason gives the measured ratio and what the CPU lists."""
     fp32, bf16 = probe.seconds["float32"], probe.seconds["bfloat16"]
     listed = sorted(probe.flags & NATIVE_BF16_FLAGS)
-    hardware = (
-        f"{'/'.join(listed)} listed" if listed else "no avx512_bf16/amx_bf16 listed: emulated"
-    )
+    hardware = f"{'/'.join(listed)} listed" if listed else "no avx512_bf16/amx_bf16 listed"
     where = f"{hardware}; torch kernels {probe.capability}; {probe.threads} threads"
     if bf16 * speedup <= fp32:
         return Choice("bfloat16", f"bf16 matmul {fp32 / bf16:.1f}x faster than fp32 here ({where})")
     if bf16 >= fp32:
-        return Choice("float32", f"bf16 matmul {bf16 / fp32:.1f}x slower than fp32 here ({where})")
+        return Choice(
+            "float32", f"bf16 matmul {bf16 / fp32:.1f}x slower than fp32 here, emulated ({where})"
+        )
     return Choice(
         "float32",
         f"bf16 matmul only {fp32 / bf16:.2f}x faster than fp32 here, under the {speedup}x "
