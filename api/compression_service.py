@@ -313,7 +313,8 @@ def deadline_check(
 ) -> StopCheck:
     """A stop check for a deadline ``deadline_ms`` after ``arrived`` (``time.monotonic()``)
     and a client-gone flag. The work stops a tenth early (at most 500 ms), which is left for
-    putting the request together and forwarding it (2,000 messages: about 0.4 s here)."""
+    putting the request together and forwarding it (long conversations take a noticeable part
+    of a second)."""
     reserve = min(deadline_ms / 10, 500.0)
     deadline = arrived + (deadline_ms - reserve) / 1000
 
