@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from thresher.compression.scan import fences, json_values
+
 SegmentKind = Literal["prose", "code", "json"]
 
-_FENCE = re.compile(r"(?ms)^[ \t]*(```|~~~)([^\n]*)\n(.*?)^[ \t]*\1[ \t]*$")
 _ERROR_WORD = re.compile(r"(?i)\b(error|errors|exception|traceback|fail(ed|ure)?|fatal|panic)\b")
 _ERROR_KEYS = ("error", "errors", "exception", "traceback", "stderr")
 _ERROR_STATUS = re.compile(r"(?i)^(error|failed|failure|fatal|critical|exception|ko)$")
@@ -48,7 +49,7 @@ def parse_json(text: str) -> Any | None:
         return None
     try:
         value = json.loads(stripped)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting past the parser's depth is not JSON to us
         return None
     return value if isinstance(value, dict | list) else None
 
@@ -56,22 +57,24 @@ def parse_json(text: str) -> Any | None:
 def split_segments(text: str) -> list[Segment]:
     """Cut a text into prose, fenced code and JSON (a whole-text JSON value, a fence whose body
     parses as JSON, or an object or array of at least :data:`MIN_INLINE_JSON` characters
-    inside prose); the segments join back to ``text`` exactly."""
+    inside prose); the segments join back to ``text`` exactly. Linear in the text."""
     if parse_json(text) is not None:
         return [Segment("json", text)]
     out: list[Segment] = []
     pos = 0
-    for m in _FENCE.finditer(text):
-        if m.start() > pos:
-            out += _inline_json(text[pos : m.start()])
-        body = m.group(3)
-        if parse_json(body) is not None and m.group(2).strip().lower() in ("", "json"):
-            head = text[m.start() : m.start(3)]
-            tail = text[m.end(3) : m.end()]
-            out += [Segment("code", head), Segment("json", body), Segment("code", tail)]
+    for f in fences(text):
+        if f.start > pos:
+            out += _inline_json(text[pos : f.start])
+        body = text[f.body_start : f.body_end]
+        if parse_json(body) is not None and f.info.lower() in ("", "json"):
+            out += [
+                Segment("code", text[f.start : f.body_start]),
+                Segment("json", body),
+                Segment("code", text[f.body_end : f.end]),
+            ]
         else:
-            out.append(Segment("code", m.group()))
-        pos = m.end()
+            out.append(Segment("code", text[f.start : f.end]))
+        pos = f.end
     if pos < len(text):
         out += _inline_json(text[pos:])
     return out
@@ -82,28 +85,20 @@ MIN_INLINE_JSON = 200
 
 def _inline_json(text: str) -> list[Segment]:
     """Prose with the long JSON values inside it cut out as their own segments."""
-    decoder = json.JSONDecoder()
     out: list[Segment] = []
-    pos = i = 0
-    while True:
-        starts = [p for p in (text.find("{", i), text.find("[", i)) if p >= 0]
-        if not starts:
-            break
-        i = min(starts)
-        try:
-            value, end = decoder.raw_decode(text, i)
-        except ValueError:
-            i += 1
-            continue
-        if end - i >= MIN_INLINE_JSON and isinstance(value, dict | list):
-            if i > pos:
-                out.append(Segment("prose", text[pos:i]))
-            out.append(Segment("json", text[i:end]))
-            pos = end
-        i = end
+    pos = 0
+    for start, end, _ in json_values(text, _long_enough):
+        if start > pos:
+            out.append(Segment("prose", text[pos:start]))
+        out.append(Segment("json", text[start:end]))
+        pos = end
     if pos < len(text):
         out.append(Segment("prose", text[pos:]))
     return out
+
+
+def _long_enough(value: Any, start: int, end: int) -> bool:
+    return end - start >= MIN_INLINE_JSON
 
 
 def dumps(value: Any) -> str:
