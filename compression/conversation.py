@@ -9,13 +9,17 @@ not seen before cost compression time.
 
 Per message: system and developer prompts, messages the request marks as kept and short texts
 stay verbatim; a user message's question (its last line, or the last sentence of a long last
-line) is never compressed; JSON is compressed by structure (:mod:`thresher.compression.structured`),
-fenced code is kept, prose goes to the token compressor at the message's own rate with a floor.
-Many short prose pieces are scored together in one batched pass of the scoring LM.
+line) is never compressed; JSON is compressed by structure and code by whole lines
+(:mod:`thresher.compression.structured`, :mod:`thresher.compression.code`), what they elide
+named by handles (:attr:`ConversationResult.elided`); prose goes to the token compressor at the
+message's own rate with a floor. Many short prose pieces are scored together in one batched
+pass of the scoring LM. A message is cut into segments only when the work reaches it, under
+the request's deadline and size cap, never while planning.
 
-Question-aware methods (``llmlingua2``, ``longllmlingua``) rank a message's sentences by the
-question of the next user message (its last line or sentence; for the last user message, its
-own), the first time the message is compressed. The cache key stays the message's own, so that
+Question-aware compression (``llmlingua2``, ``longllmlingua``, JSON and code) ranks a message's
+content by the question of the next user message (its last line or sentence; for the last
+user message, its own; for tool results and assistant turns after it, the last user
+message's), the first time the message is compressed. The cache key stays the message's own, so that
 form is its forwarded form for good: a later turn never recompresses it for a new question (the
 prefix stays byte-identical), and the same text in another conversation reuses it too.
 """
@@ -36,6 +40,8 @@ import numpy as np
 
 from thresher.compression.base import BaseCompressor, Compressor, join_kept
 from thresher.compression.budget import check_rate, greedy_keep
+from thresher.compression.code import compress_code
+from thresher.compression.elision import Elided
 from thresher.compression.structured import compress_json, split_segments
 from thresher.compression.units import split_units, unit_of_chars
 from thresher.core.record import Message
@@ -139,13 +145,18 @@ class Job:
 
 @dataclass(slots=True)
 class Pending:
-    """A message not in the cache: its key, its tokens and how to put it back together."""
+    """A message not in the cache: its key, its tokens, the question that ranks it, and (once
+    :meth:`ConversationCompressor.run` reaches it) its prose jobs, the spans its structure
+    compression elided and how to put it back together."""
 
     index: int
     key: str
     tokens: int
+    question: str = ""
+    text_tokens: list[int] = field(default_factory=list)
     build: Callable[[], Any] | None = None
     jobs: list[Job] = field(default_factory=list)
+    elided: list[Elided] = field(default_factory=list)
 
 
 @dataclass
@@ -173,6 +184,8 @@ class ConversationResult:
     compressed_new_tokens: int = 0
     seconds: float = 0.0
     stopped: str | None = None
+    # The spans structure compression elided from the forwarded messages (their originals).
+    elided: list[Elided] = field(default_factory=list)
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for o in self.outcomes.values() if o == outcome)
@@ -240,6 +253,7 @@ class ConversationCompressor:
         """
         kept = set(keep)
         out = ConversationPlan([dict(m) for m in messages], {}, [], set())
+        questions = _questions(out.messages)
         for i, m in enumerate(out.messages):
             if i in kept or m.get("role") in KEPT_ROLES or not _has_text(m.get("content")):
                 out.fixed.add(i)
@@ -251,37 +265,42 @@ class ConversationCompressor:
             if found is not None:
                 out.cached[i] = found
                 continue
-            out.pending.append(self._pending(i, key, m, _question_after(out.messages, i)))
+            texts = _texts(m.get("content"))
+            counts = [self.counter.count(t) for t in texts]
+            out.pending.append(Pending(i, key, sum(counts), questions[i], counts))
         return out
 
-    def _pending(self, index: int, key: str, message: Message, query: str) -> Pending:
+    def _prepare(self, pending: Pending, message: Message) -> None:
+        """Cut a pending message into segments: its prose becomes jobs for the compressor,
+        its JSON and code are compressed by structure now. Done when the work reaches the
+        message (under its deadline and size cap), never while planning."""
         content = message["content"]
         role = message.get("role")
-        pending = Pending(index, key, 0)
         texts = _texts(content)
         last = len(texts) - 1
         built: list[list[Any]] = []
-        for n, text in enumerate(texts):
-            tokens = self.counter.count(text)
-            pending.tokens += tokens
+        for n, (text, tokens) in enumerate(zip(texts, pending.text_tokens, strict=True)):
             if tokens < self.min_message_tokens:
                 built.append([text])
                 continue
             body, question = split_question(text) if role == "user" and n == last else (text, "")
-            ask = query or question.strip()
+            ask = pending.question or question.strip()
             pieces: list[Any] = []
             for seg in split_segments(body):
-                if seg.kind == "code" or not seg.text.strip():
+                if not seg.text.strip():
                     pieces.append(seg.text)
                     continue
                 seg_tokens = self.counter.count(seg.text)
                 goal = self._goal(seg_tokens)
-                if seg.kind == "json":
-                    pieces.append(compress_json(seg.text, goal, self.counter.count))
+                if seg.kind in ("json", "code"):
+                    shrink = compress_json if seg.kind == "json" else compress_code
+                    shrunk = shrink(seg.text, goal, self.counter.count, ask, seg_tokens)
+                    pieces.append(shrunk.text)
+                    pending.elided += shrunk.elided
                 elif seg_tokens < self.min_message_tokens:
                     pieces.append(seg.text)
                 else:
-                    job = Job(index, seg.text, seg_tokens, goal, ask)
+                    job = Job(pending.index, seg.text, seg_tokens, goal, ask)
                     pending.jobs.append(job)
                     pieces.append(job)
             pieces.append(question)
@@ -297,7 +316,6 @@ class ConversationCompressor:
             return parts
 
         pending.build = build
-        return pending
 
     def _goal(self, tokens: int) -> int:
         return max(round(self.rate * tokens), min(tokens, self.floor_tokens))
@@ -345,6 +363,8 @@ class ConversationCompressor:
                 result.stopped = f"size cap of {max_new_tokens} new tokens reached"
                 break
             try:
+                for p in group:
+                    self._prepare(p, plan.messages[p.index])
                 self._compress_jobs([j for p in group for j in p.jobs])
             except Stopped as exc:
                 result.stopped = str(exc) or "stopped"
@@ -360,6 +380,8 @@ class ConversationCompressor:
                 plan.messages[p.index] = {**plan.messages[p.index], "content": content}
                 compressed = content != original
                 result.outcomes[p.index] = "compressed" if compressed else "verbatim"
+                if compressed:
+                    result.elided += p.elided
                 result.new_tokens += p.tokens
                 if budget is not None:
                     budget -= p.tokens
@@ -438,15 +460,31 @@ class ConversationCompressor:
             job.out = join_kept(u.pieces, keep)
 
 
-def _question_after(messages: Sequence[Message], index: int) -> str:
-    """What question-aware methods rank a message's sentences by: the question of the next user
-    message (its last line or sentence), or "" for the last one (then its own question)."""
-    for m in messages[index + 1 :]:
-        if m.get("role") == "user":
-            texts = _texts(m.get("content"))
-            if texts and texts[-1].strip():
-                return split_question(texts[-1])[1].strip() or texts[-1].strip()
-    return ""
+def _questions(messages: Sequence[Message]) -> list[str]:
+    """What question-aware compression ranks each message's content by: the question of the
+    next user message (its last line or sentence); for the last user message "" (it asks its
+    own); for the messages after it (tool results and assistant turns of the current agent
+    step), the last user message's question. One pass each way."""
+    out = [""] * len(messages)
+    upcoming = ""
+    last_user = -1
+    for i in range(len(messages) - 1, -1, -1):
+        out[i] = upcoming
+        if messages[i].get("role") == "user":
+            upcoming = _question_of(messages[i])
+            last_user = max(last_user, i)
+    if last_user >= 0:
+        asked = _question_of(messages[last_user])
+        for i in range(last_user + 1, len(messages)):
+            out[i] = asked
+    return out
+
+
+def _question_of(message: Message) -> str:
+    texts = _texts(message.get("content"))
+    if not texts or not texts[-1].strip():
+        return ""
+    return split_question(texts[-1])[1].strip() or texts[-1].strip()
 
 
 def _edged(job: Job) -> str:

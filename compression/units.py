@@ -2,8 +2,9 @@
 
 A unit is a word, a run of punctuation, or a single CJK character, each carrying the whitespace
 before it, so that joining any subsequence of units gives text whose kept parts are byte-for-byte
-slices of the original. A protected span (fenced code, a JSON value, a URL, a number or date, a
-user-forced string or regex match) becomes one forced unit that is never dropped or altered.
+slices of the original. A protected span (code, a JSON value, a URL, a number or date, Markdown
+structure, a speaker label, a user-forced string or regex match) becomes one forced unit that is
+never dropped or altered.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from thresher.compression.markup import code_blocks, markdown_spans, speaker_labels
 from thresher.compression.scan import emails, fences, json_values, urls
 from thresher.core.errors import InputError
 
@@ -39,13 +41,18 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?\$?\d[\d,./:-]*")
 
 @dataclass(frozen=True, slots=True)
 class ProtectOptions:
-    """Which spans are kept verbatim. ``force_tokens`` are literal strings, ``force_patterns``
-    regular expressions; both are user additions to the built-in kinds."""
+    """Which spans are kept verbatim: fenced and unfenced code, JSON values, URLs and emails,
+    numbers and dates, Markdown structure (headings, list markers, table pipes, link targets,
+    images) and transcripts' speaker labels (:mod:`thresher.compression.markup`).
+    ``force_tokens`` are literal strings, ``force_patterns`` regular expressions; both are user
+    additions to the built-in kinds."""
 
     code: bool = True
     json: bool = True
     urls: bool = True
     numbers: bool = True
+    markdown: bool = True
+    speakers: bool = True
     force_tokens: tuple[str, ...] = ()
     force_patterns: tuple[str, ...] = ()
 
@@ -83,6 +90,11 @@ def protected_spans(text: str, options: ProtectOptions) -> list[tuple[int, int]]
     spans: list[tuple[int, int]] = []
     if options.code:
         spans += [(f.start, f.end) for f in fences(text)]
+        spans += code_blocks(text)
+    if options.markdown:
+        spans += markdown_spans(text)
+    if options.speakers:
+        spans += speaker_labels(text)
     if options.json:
         spans += [(a, b) for a, b, _ in json_values(text, _worth_protecting)]
     if options.urls:
