@@ -60,6 +60,13 @@ class ServiceSettings(Settings):
     compress_cache_path: Path | None = None
     # Message texts shorter than this are forwarded verbatim.
     compress_min_message_tokens: int = Field(48, ge=0)
+    # Originals of elided spans kept for GET /v1/compress/originals/{handle} and the
+    # thresher_expand tool (least recently used out; beside the message cache, in its SQLite
+    # file's sibling "<name>.originals" when compress_cache_path is set).
+    compress_originals_entries: int = Field(20_000, ge=1)
+    # Rounds of thresher_expand calls the proxy answers itself per request before it asks the
+    # backend to answer without the tool (see docs/content.md).
+    compress_expand_rounds: int = Field(3, ge=1, le=16)
     # Retries of what is safe to resend (core/retry.py), all within backend_deadline seconds
     # (default: the route's timeout); connections open to each backend at once.
     backend_retries: int = Field(2, ge=0, le=10)

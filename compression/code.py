@@ -7,7 +7,7 @@ first, then long literal lines (a data string or array on one line), longest fir
 line that stays is byte-identical to the original's. A run of dropped comments or literals is
 replaced by one comment line in the code's own syntax naming the count and a handle
 (``# … 12 lines elided [thr:ab12cd34] …``); blank lines go without one. A run shorter than
-its marker is kept.
+two markers is kept (dropping it would save little).
 
 Code whose identifiers the question names stays verbatim (the question is about it), as do
 the fence lines of a fenced block.
@@ -60,8 +60,7 @@ def compress_code(
     if tokens_now <= target_tokens or names_identifier(text, question):
         return Shrunk(text)
     lines = text.split("\n")
-    head, tail, lang = _fence(lines)
-    comment = _comment_syntax(lang, lines[head:tail])
+    head, tail, comment = _layout(lines)
     drop = [False] * len(lines)
     per_char = tokens_now / max(len(text), 1)
     excess = (tokens_now - target_tokens) / per_char  # characters to lose
@@ -74,8 +73,8 @@ def compress_code(
     for run in runs:
         if excess <= 0:
             break
-        if run.chars <= MARKER_LINE:
-            continue
+        if run.chars < 2 * MARKER_LINE:
+            continue  # a marker would cost about what it saves
         chosen.append(run)
         excess -= run.chars - MARKER_LINE
     return _render(lines, drop, chosen, comment)
@@ -91,19 +90,26 @@ def names_identifier(code: str, question: str) -> bool:
     wanted |= {p for p in terms.phrases() if " " not in p and len(p) >= 2}
     if not wanted:
         return False
-    for m in _IDENT.finditer(code):
-        word = m.group().lower()
-        if word in wanted or any(part in wanted for part in tokens(word.replace("_", " "))):
-            return True
+    lines = code.split("\n")
+    head, tail, comment = _layout(lines)
+    for line in lines[head:tail]:
+        if line.lstrip().startswith((comment, '"""', "'''", "/*", "*")):
+            continue  # words in comments and docstrings name nothing
+        for m in _IDENT.finditer(line):
+            word = m.group().lower()
+            if word in wanted or any(part in wanted for part in tokens(word.replace("_", " "))):
+                return True
     return False
 
 
-def _fence(lines: list[str]) -> tuple[int, int, str]:
-    """The body's line range and the language of a fenced block (the whole text otherwise)."""
+def _layout(lines: list[str]) -> tuple[int, int, str]:
+    """The body's line range (inside the fence of a fenced block) and the comment syntax."""
     first = lines[0].lstrip(" \t")
     if len(lines) >= 2 and first[:3] in FENCE_MARKERS:
-        return 1, len(lines) - 1, first[3:].strip().lower()
-    return 0, len(lines), ""
+        head, tail, lang = 1, len(lines) - 1, first[3:].strip().lower()
+    else:
+        head, tail, lang = 0, len(lines), ""
+    return head, tail, _comment_syntax(lang, lines[head:tail])
 
 
 def _comment_syntax(lang: str, lines: list[str]) -> str:

@@ -59,9 +59,12 @@ def elide(kind: ElisionKind, where: str, content: str) -> Elided:
     return Elided(HANDLE_PREFIX + digest.hexdigest()[:HANDLE_HEX], kind, where, content)
 
 
+_ONE = {"items": "item", "entries": "entry", "chars": "char", "lines": "line"}
+
+
 def marker(count: int, noun: str, handle: str) -> str:
     """The text that stands for an elided span: ``… 37 items elided [thr:ab12cd34] …``."""
-    return f"… {count} {noun} elided [{handle}] …"
+    return f"… {count} {_ONE.get(noun, noun) if count == 1 else noun} elided [{handle}] …"
 
 
 def handles_in(text: str) -> list[str]:

@@ -89,10 +89,10 @@ def protected_spans(text: str, options: ProtectOptions) -> list[tuple[int, int]]
     built-in kind is found in time linear in the text (:mod:`thresher.compression.scan`)."""
     spans: list[tuple[int, int]] = []
     if options.code:
-        spans += [(f.start, f.end) for f in fences(text)]
-        spans += code_blocks(text)
+        spans += _through_line_end(text, [(f.start, f.end) for f in fences(text)])
+        spans += _through_line_end(text, code_blocks(text))
     if options.markdown:
-        spans += markdown_spans(text)
+        spans += _through_line_end(text, markdown_spans(text))
     if options.speakers:
         spans += speaker_labels(text)
     if options.json:
@@ -113,6 +113,12 @@ def protected_spans(text: str, options: ProtectOptions) -> list[tuple[int, int]]
         else:
             merged.append((a, b))
     return merged
+
+
+def _through_line_end(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans that end a line take its line break along, so that what follows a heading, a
+    table row or a code block starts a line of its own even when the words after it go."""
+    return [(a, b + 1) if text.startswith("\n", b) else (a, b) for a, b in spans]
 
 
 def _worth_protecting(value: object, start: int, end: int) -> bool:
