@@ -34,8 +34,8 @@ def _names(rng: random.Random, n: int) -> list[str]:
     return pairs[:n]
 
 
-def customers(rng: random.Random) -> dict[str, Any]:
-    names = _names(rng, 120)
+def customers(rng: random.Random, n: int = 120) -> dict[str, Any]:
+    names = _names(rng, n)
     rows = [
         {
             "id": 4000 + i,
@@ -47,7 +47,7 @@ def customers(rng: random.Random) -> dict[str, Any]:
             "signup": f"2023-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
             "status": "active",
         }
-        for i in range(120)
+        for i in range(n)
     ]
     return {"rows": rows, "content": json.dumps(rows)}
 
@@ -76,9 +76,9 @@ def case_customers_by_name(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def case_orders_nested(rng: random.Random) -> dict[str, Any]:
-    orders = []
-    for i in range(50):
+def orders(rng: random.Random, n: int = 50) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
         lines = [
             {
                 "sku": f"SKU-{rng.randint(100, 999)}",
@@ -88,7 +88,7 @@ def case_orders_nested(rng: random.Random) -> dict[str, Any]:
             }
             for _ in range(rng.randint(2, 5))
         ]
-        orders.append(
+        out.append(
             {
                 "order_id": f"ORD-{1000 + i}",
                 "date": f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
@@ -101,12 +101,16 @@ def case_orders_nested(rng: random.Random) -> dict[str, Any]:
                 },
             }
         )
-    value = {"customer": {"id": 77, "name": "Ivo Varga"}, "orders": orders, "page": 1}
-    a, b = orders[17], orders[42]
+    return out
+
+
+def case_orders_nested(rng: random.Random) -> dict[str, Any]:
+    rows = orders(rng)
+    value = {"customer": {"id": 77, "name": "Ivo Varga"}, "orders": rows, "page": 1}
+    a, b = rows[17], rows[42]
     return {
         "name": "orders_nested",
-        "question": f"What are the tracking numbers of orders {a['order_id']} and "
-        f"{b['order_id']}?",
+        "question": f"What are the tracking numbers of orders {a['order_id']} and {b['order_id']}?",
         "content": json.dumps(value),
         "asked": [a, b],
         "answers": [a["shipping"]["tracking"], b["shipping"]["tracking"]],
@@ -187,12 +191,12 @@ def case_ci_runs(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def case_inventory_pretty(rng: random.Random) -> dict[str, Any]:
+def inventory(rng: random.Random, n: int = 90) -> list[dict[str, Any]]:
     colours = "Blue Red Green Amber Violet Grey Black White Teal".split()
     things = "Widget Gasket Bracket Hinge Spring Valve Flange Sprocket Bolt Washer".split()
     pairs = [f"{c} {t}" for c in colours for t in things]
     rng.shuffle(pairs)
-    items = [
+    return [
         {
             "sku": f"{p.split()[0][0]}{p.split()[1][0]}-{200 + i}",
             "name": p,
@@ -200,8 +204,12 @@ def case_inventory_pretty(rng: random.Random) -> dict[str, Any]:
             "warehouse": rng.choice(CITIES),
             "price": round(rng.uniform(1, 40), 2),
         }
-        for i, p in enumerate(pairs[:90])
+        for i, p in enumerate(pairs[:n])
     ]
+
+
+def case_inventory_pretty(rng: random.Random) -> dict[str, Any]:
+    items = inventory(rng)
     a, b = items[30], items[71]
     return {
         "name": "inventory_pretty",
@@ -237,6 +245,46 @@ CASES = (
     case_inventory_pretty,
     case_no_names,
 )
+
+
+def reader_items(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """``n`` tool-output questions small enough for a small reader's window (about 2k
+    tokens each): one field of one record, asked by the record's id or name; ``answers``
+    holds the field's value."""
+    out = []
+    for i in range(n):
+        rng = random.Random(seed * 1000 + i)
+        kind = i % 4
+        if kind in (0, 1):
+            rows = customers(rng, 36)["rows"]
+            row = rows[rng.randrange(4, 32)]
+            if kind == 0:
+                question = f"What is the email address of customer {row['id']}?"
+                gold = row["email"]
+            else:
+                question = f"In which city does {row['name']} live?"
+                gold = row["city"]
+            content: Any = rows
+        elif kind == 2:
+            content = orders(rng, 14)
+            row = content[rng.randrange(2, 12)]
+            question = f"What is the tracking number of order {row['order_id']}?"
+            gold = row["shipping"]["tracking"]
+        else:
+            content = inventory(rng, 40)
+            row = content[rng.randrange(4, 36)]
+            question = f"How many {row['name']} units are in stock?"
+            gold = str(row["in_stock"])
+        out.append(
+            {
+                "name": f"reader-{i}",
+                "question": question,
+                "content": json.dumps(content),
+                "asked": [row],
+                "answers": [gold],
+            }
+        )
+    return out
 
 
 def build(seed: int = 25) -> list[dict[str, Any]]:

@@ -33,8 +33,8 @@ _CODE_START = frozenset(
     insert update delete create""".split()
 )
 _CODE_ENDS = ("{", "}", ";", "):", "=>", "->", "[", "(", "];", "});", "},", "),")
-_CODE_MARKS = ("==", "!=", "+=", "-=", "->", "=>", "::", "&&", "||")
-_CALL = re.compile(r"[A-Za-z_]\w*\(")
+# An operator or a call (a name right before a bracket): literal alternatives, no backtracking.
+_CODE_MARK = re.compile(r"==|!=|\+=|-=|->|=>|::|&&|\|\||\b[A-Za-z_]\w*\(| = ")
 
 
 def _lines(text: str) -> list[tuple[int, int]]:
@@ -278,6 +278,6 @@ def _line_kind(line: str) -> str:
         return "code"
     if body[-1:] in ".?!" and " " in body:
         return "prose"
-    if _CALL.search(body) or " = " in body or any(mark in body for mark in _CODE_MARKS):
+    if _CODE_MARK.search(body):
         return "code"
     return "prose"

@@ -53,6 +53,10 @@ SHAPES = [
     "[10:02] ",
     "    x\n",
     "# c\n",
+    "a",  # one long word: a pattern that backtracks inside a word would be quadratic
+    "a(",
+    "x1",
+    "`",
 ]
 
 
