@@ -47,7 +47,7 @@ from thresher.compression.units import split_units, unit_of_chars
 from thresher.core.record import Message
 from thresher.core.tokens import TokenCounter
 
-VERSION = 1  # part of every cache key: bump it when the per-message rules change
+VERSION = 2  # part of every cache key: bump it when the per-message rules change
 KEPT_ROLES = frozenset({"system", "developer"})
 # Methods whose token rule on a text of one segment is its tokens' self-information under the
 # scoring LM: their short pieces can be scored in one batch with the same result.

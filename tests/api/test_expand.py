@@ -200,3 +200,20 @@ def test_originals_route_answers_only_the_tenant_that_elided(proxy, backend, cus
     )
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "handle"
     assert httpx.get(url).status_code == 401  # the same auth as every route
+
+
+def test_originals_share_the_sqlite_file_of_the_message_cache(tmp_path):
+    from thresher.api.compression_service import CompressionService, SQLiteMessageCache
+    from thresher.api.settings import ServiceSettings
+    from thresher.api.stages import keep_originals
+    from thresher.compression.elision import elide, originals_key
+
+    settings = ServiceSettings(compress_cache_path=tmp_path / "cache.sqlite")
+    service = CompressionService.from_settings(settings)
+    assert isinstance(service.originals, SQLiteMessageCache)
+    span = elide("items", "$[1:3]", "[1,2]")
+    keep_originals(service.originals, "tenant-a", [span])
+    again = CompressionService.from_settings(settings)  # another worker process's view
+    assert again.originals.get(originals_key("tenant-a", span.handle)) == span.record()
+    assert again.originals.get(originals_key("tenant-b", span.handle)) is None
+    assert (tmp_path / "cache.sqlite.originals").exists()

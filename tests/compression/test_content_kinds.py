@@ -192,3 +192,32 @@ def test_unfenced_code_is_a_segment_of_its_own():
     )
     assert [s.kind for s in split_segments(text)] == ["prose", "code", "prose"]
     assert code_blocks("Dear Ann,\nthe meeting moved (again) to Friday.\nBest, Bo\n") == []
+
+
+def test_a_tool_result_is_ranked_by_the_question_before_it(compressors, counter, data_dir):
+    """A tool result after the last user turn keeps the record that turn asks about, and the
+    result lists the spans elided from it (their handles are in the forwarded text)."""
+    import json
+
+    from thresher.compression.elision import handles_in
+
+    case = next(
+        json.loads(line)
+        for line in (data_dir / "content" / "tool_cases.jsonl").open()
+        if '"customers_by_id"' in line
+    )
+    call = {"id": "c1", "type": "function", "function": {"name": "find", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": case["question"]},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": case["content"]},
+    ]
+    conv = ConversationCompressor(
+        compressors["llmlingua2"], counter, cache=LRUMessageCache(), target="gpt-4o", rate=0.33
+    )
+    plan = conv.plan(messages)
+    assert all(p.build is None for p in plan.pending)  # nothing is cut while planning
+    result = conv.run(plan)
+    sent = result.messages[2]["content"]
+    assert case["answers"][0] in sent and len(sent) <= 0.35 * len(case["content"])
+    assert sorted(e.handle for e in result.elided) == sorted(handles_in(sent))
