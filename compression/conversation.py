@@ -9,19 +9,17 @@ not seen before cost compression time.
 
 Per message: system and developer prompts, messages the request marks as kept and short texts
 stay verbatim; a user message's question (its last line, or the last sentence of a long last
-line) is never compressed; JSON is compressed by structure and code by whole lines
-(:mod:`thresher.compression.structured`, :mod:`thresher.compression.code`), what they elide
-named by handles (:attr:`ConversationResult.elided`); prose goes to the token compressor at the
-message's own rate with a floor. Many short prose pieces are scored together in one batched
-pass of the scoring LM. A message is cut into segments only when the work reaches it, under
-the request's deadline and size cap, never while planning.
+line) is never compressed; JSON and code are compressed by structure
+(:func:`thresher.compression.structured.shrink_segments`; what they elide is listed in
+:attr:`ConversationResult.elided`), prose by the token compressor at the message's own rate with
+a floor, many short pieces in one batched pass. A message is cut into segments only when the
+work reaches it, under the request's deadline and size cap, never while planning.
 
-Question-aware compression (``llmlingua2``, ``longllmlingua``, JSON and code) ranks a message's
-content by the question of the next user message (its last line or sentence; for the last
-user message, its own; for tool results and assistant turns after it, the last user
-message's), the first time the message is compressed. The cache key stays the message's own, so that
-form is its forwarded form for good: a later turn never recompresses it for a new question (the
-prefix stays byte-identical), and the same text in another conversation reuses it too.
+Question-aware compression ranks a message's content by the question of the next user message
+(for the last user message its own; for tool results after it, that message's), the first time
+the message is compressed. The cache key stays the message's own, so that form is its forwarded
+form for good: a later turn never recompresses it for a new question (the prefix stays
+byte-identical), and the same text in another conversation reuses it too.
 """
 
 from __future__ import annotations
@@ -40,9 +38,8 @@ import numpy as np
 
 from thresher.compression.base import BaseCompressor, Compressor, join_kept
 from thresher.compression.budget import check_rate, greedy_keep
-from thresher.compression.code import compress_code
 from thresher.compression.elision import Elided
-from thresher.compression.structured import compress_json, split_segments
+from thresher.compression.structured import Prose, shrink_segments
 from thresher.compression.units import split_units, unit_of_chars
 from thresher.core.record import Message
 from thresher.core.tokens import TokenCounter
@@ -145,9 +142,8 @@ class Job:
 
 @dataclass(slots=True)
 class Pending:
-    """A message not in the cache: its key, its tokens, the question that ranks it, and (once
-    :meth:`ConversationCompressor.run` reaches it) its prose jobs, the spans its structure
-    compression elided and how to put it back together."""
+    """A message not in the cache: its key, tokens and question; once the work reaches it, its
+    prose jobs, the spans structure compression elided and how to put it back together."""
 
     index: int
     key: str
@@ -184,8 +180,7 @@ class ConversationResult:
     compressed_new_tokens: int = 0
     seconds: float = 0.0
     stopped: str | None = None
-    # The spans structure compression elided from the forwarded messages (their originals).
-    elided: list[Elided] = field(default_factory=list)
+    elided: list[Elided] = field(default_factory=list)  # spans left out of what is forwarded
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for o in self.outcomes.values() if o == outcome)
@@ -271,11 +266,9 @@ class ConversationCompressor:
         return out
 
     def _prepare(self, pending: Pending, message: Message) -> None:
-        """Cut a pending message into segments: its prose becomes jobs for the compressor,
-        its JSON and code are compressed by structure now. Done when the work reaches the
-        message (under its deadline and size cap), never while planning."""
-        content = message["content"]
-        role = message.get("role")
+        """Cut a message into segments when the work reaches it (under its deadline and size
+        cap): prose becomes jobs for the compressor, JSON and code are compressed now."""
+        content, role = message["content"], message.get("role")
         texts = _texts(content)
         last = len(texts) - 1
         built: list[list[Any]] = []
@@ -285,26 +278,15 @@ class ConversationCompressor:
                 continue
             body, question = split_question(text) if role == "user" and n == last else (text, "")
             ask = pending.question or question.strip()
-            pieces: list[Any] = []
-            for seg in split_segments(body):
-                if not seg.text.strip():
-                    pieces.append(seg.text)
-                    continue
-                seg_tokens = self.counter.count(seg.text)
-                goal = self._goal(seg_tokens)
-                if seg.kind in ("json", "code"):
-                    shrink = compress_json if seg.kind == "json" else compress_code
-                    shrunk = shrink(seg.text, goal, self.counter.count, ask, seg_tokens)
-                    pieces.append(shrunk.text)
-                    pending.elided += shrunk.elided
-                elif seg_tokens < self.min_message_tokens:
-                    pieces.append(seg.text)
-                else:
-                    job = Job(pending.index, seg.text, seg_tokens, goal, ask)
-                    pending.jobs.append(job)
-                    pieces.append(job)
-            pieces.append(question)
-            built.append(pieces)
+            count, least = self.counter.count, self.min_message_tokens
+            segments, elided = shrink_segments(body, ask, count, self._goal, least)
+            pending.elided += elided
+            pieces: list[Any] = [
+                Job(pending.index, s.text, s.tokens, s.target, ask) if isinstance(s, Prose) else s
+                for s in segments
+            ]
+            pending.jobs += [p for p in pieces if isinstance(p, Job)]
+            built.append([*pieces, question])
 
         def build() -> Any:
             joined = ["".join(_edged(p) if isinstance(p, Job) else p for p in ps) for ps in built]
@@ -462,29 +444,23 @@ class ConversationCompressor:
 
 def _questions(messages: Sequence[Message]) -> list[str]:
     """What question-aware compression ranks each message's content by: the question of the
-    next user message (its last line or sentence); for the last user message "" (it asks its
-    own); for the messages after it (tool results and assistant turns of the current agent
-    step), the last user message's question. One pass each way."""
-    out = [""] * len(messages)
-    upcoming = ""
-    last_user = -1
+    next user message; for the last user message "" (it asks its own); for the messages after
+    it (tool results and assistant turns of the current agent step), its question."""
+    asks = [_question_of(m) if m.get("role") == "user" else None for m in messages]
+    out, upcoming = [""] * len(messages), ""
     for i in range(len(messages) - 1, -1, -1):
         out[i] = upcoming
-        if messages[i].get("role") == "user":
-            upcoming = _question_of(messages[i])
-            last_user = max(last_user, i)
-    if last_user >= 0:
-        asked = _question_of(messages[last_user])
-        for i in range(last_user + 1, len(messages)):
-            out[i] = asked
+        upcoming = upcoming if asks[i] is None else asks[i]
+    last = max((i for i, a in enumerate(asks) if a is not None), default=len(messages))
+    for i in range(last + 1, len(messages)):
+        out[i] = asks[last] or ""
     return out
 
 
 def _question_of(message: Message) -> str:
     texts = _texts(message.get("content"))
-    if not texts or not texts[-1].strip():
-        return ""
-    return split_question(texts[-1])[1].strip() or texts[-1].strip()
+    last = texts[-1] if texts else ""
+    return split_question(last)[1].strip() or last.strip()
 
 
 def _edged(job: Job) -> str:

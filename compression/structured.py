@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from thresher.compression.elision import Shrunk
+from thresher.compression.code import compress_code
+from thresher.compression.elision import Elided, Shrunk
 from thresher.compression.jsonpack import dumps, pack, packable
 from thresher.compression.jsonselect import select_json
 from thresher.compression.markup import code_blocks
@@ -103,6 +104,43 @@ def _code_or_prose(text: str) -> list[Segment]:
 
 def _long_enough(value: Any, start: int, end: int) -> bool:
     return end - start >= MIN_INLINE_JSON
+
+
+@dataclass(slots=True)
+class Prose:
+    """A prose segment left for the token compressor: its text, tokens and target."""
+
+    text: str
+    tokens: int
+    target: int
+
+
+def shrink_segments(
+    text: str,
+    question: str,
+    count: Callable[[str], int],
+    goal: Callable[[int], int],
+    min_prose_tokens: int,
+) -> tuple[list[str | Prose], list[Elided]]:
+    """``text`` cut into segments (:func:`split_segments`), each with its target ``goal(tokens)``:
+    JSON and code compressed by structure now (to text, with what they elided), prose of at
+    least ``min_prose_tokens`` left as :class:`Prose`, shorter prose and blanks as they are."""
+    pieces: list[str | Prose] = []
+    elided: list[Elided] = []
+    for seg in split_segments(text):
+        if not seg.text.strip():
+            pieces.append(seg.text)
+            continue
+        tokens = count(seg.text)
+        if seg.kind == "prose":
+            keep = tokens < min_prose_tokens
+            pieces.append(seg.text if keep else Prose(seg.text, tokens, goal(tokens)))
+            continue
+        shrink = compress_json if seg.kind == "json" else compress_code
+        shrunk = shrink(seg.text, goal(tokens), count, question, tokens)
+        pieces.append(shrunk.text)
+        elided += shrunk.elided
+    return pieces, elided
 
 
 def compress_json(
