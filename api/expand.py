@@ -9,7 +9,8 @@ assistant turn and one tool message per call, and asks the backend again, up to
 ``compress_expand_rounds`` times; the last round goes without the tool, so the model answers.
 The client never sees a ``thresher_expand`` call: its own tools' calls pass through (a turn
 that calls both loses only ours), usage is summed over the rounds, and a stream relays each
-round's text as it comes, holding back only our calls.
+round's text as it comes, holding back only our calls. A backend that refuses the first
+round (400 or 422: it takes no tools) is asked once more without the tool.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from typing import Any
 
 from thresher.compression.elision import handles_in, originals_key, parse_handle
 from thresher.core.backends import ChatBackend
+from thresher.core.errors import BackendResponseError
 from thresher.core.record import message_text
 
 Body = dict[str, Any]
+# A backend refusing the request with the tool added (it takes no tools): asked again without.
+REFUSED = (400, 422)
 TOOL_NAME = "thresher_expand"
 TOOL: Body = {
     "type": "function",
@@ -100,7 +104,13 @@ class Expander:
         """The backend's final answer, ``thresher_expand`` calls answered along the way."""
         usage: Body | None = None
         for round_ in range(self.rounds + 1):
-            answer = await backend.chat(self._round_body(body, round_ == self.rounds))
+            try:
+                answer = await backend.chat(self._round_body(body, round_ == self.rounds))
+            except BackendResponseError as exc:
+                if round_ or exc.status_code not in REFUSED:
+                    raise
+                answer = await backend.chat(self._round_body(body, True))  # takes no tools
+                round_ = self.rounds
             usage = _add_usage(usage, answer.get("usage"))
             message = (answer.get("choices") or [{}])[0].get("message") or {}
             calls = message.get("tool_calls") or []
@@ -126,7 +136,15 @@ class Expander:
             calls = _Calls()
             finish: Body | None = None
             stream = backend.stream_chat(self._round_body(body, last))
-            async for chunk in stream:
+            try:
+                opening = await anext(aiter(stream), None)
+            except BackendResponseError as exc:
+                if round_ or exc.status_code not in REFUSED:
+                    raise
+                last = True  # a backend that takes no tools: go on without ours
+                stream = backend.stream_chat(self._round_body(body, last))
+                opening = await anext(aiter(stream), None)
+            async for chunk in _chain(opening, stream):
                 ident = ident or chunk.get("id")
                 if ident is not None:
                     chunk = {**chunk, "id": ident}
@@ -194,6 +212,13 @@ class _Calls:
 
     def ours(self) -> list[Body]:
         return [self.mine[i] for i in sorted(self.mine)]
+
+
+async def _chain(first: Body | None, rest: AsyncIterator[Body]) -> AsyncIterator[Body]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _name(item: Body) -> str | None:

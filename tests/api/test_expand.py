@@ -27,7 +27,7 @@ def backend():
 @pytest.fixture(scope="module")
 def proxy(provider, local_lm, backend):
     app = make_app(
-        provider, local_lm, routes={"tools": backend}, compress_min_tokens=50,
+        provider, local_lm, routes={"tools": backend, "no-tools": backend}, compress_min_tokens=50,
         api_keys=KEYS, rate_limit_per_minute=None,
     )  # fmt: skip
     with serve_app(app) as base:
@@ -160,6 +160,24 @@ def test_the_clients_own_tool_calls_pass_through(proxy, backend, customers):
         if d.function and d.function.name
     ]
     assert names == ["get_weather"]
+
+
+def test_a_backend_that_takes_no_tools_answers_without_it(proxy, backend, customers):
+    history = first_turn(proxy, customers)
+    options = {"thresher": {"compression": {**SLOW_OK, "expand": True}}}
+    for stream in (False, True):
+        before = len(requests_seen(backend))
+        answer = client(proxy).chat.completions.create(
+            model="no-tools", messages=ask(history, customers[102]), extra_body=options,
+            stream=stream,
+        )  # fmt: skip
+        if stream:
+            text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+        else:
+            text = answer.choices[0].message.content
+        assert "4102" in text  # the route's own form kept the record its question names
+        refused, retried = requests_seen(backend)[before:]
+        assert "thresher_expand" in offered(refused) and "tools" not in retried
 
 
 def test_without_the_opt_in_no_tool_is_offered(proxy, backend, customers):

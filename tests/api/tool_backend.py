@@ -6,7 +6,7 @@ needle. Not found while the request offers ``thresher_expand`` and the messages 
 elision marker it has not expanded yet: it calls ``thresher_expand`` on that marker's handle
 (as a model would, needing what was left out). No needle: it says it cannot tell. A question
 about the weather, when the request offers a ``get_weather`` tool, calls that tool too, in the
-same turn. Streams like OpenAI: content in
+same turn. Model ``no-tools`` answers 400 to a request with tools. Streams like OpenAI: content in
 pieces, a tool call's name first and its arguments in two deltas, then the finish reason, and
 a usage chunk when ``stream_options.include_usage`` asks for one. ``GET /requests`` returns
 the bodies it received. Run: ``python tool_backend.py PORT``.
@@ -91,6 +91,8 @@ def usage(body: dict) -> dict:
 async def chat(request: Request):
     body = await request.json()
     received.append(body)
+    if body["model"] == "no-tools" and body.get("tools"):  # a server that takes no tools
+        return JSONResponse({"error": {"message": "tools are not supported"}}, 400)
     content, calls = decide(body)
     ident, created, model = f"chatcmpl-{uuid.uuid4().hex[:10]}", int(time.time()), body["model"]
     finish = "tool_calls" if calls else "stop"
