@@ -6,18 +6,20 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thresher.compression.elision import HANDLE_IN_TEXT, handles_in
+from thresher.compression.elision import handles_in
 from thresher.compression.jsonpack import COLUMNS, ROWS, dumps, pack, packable, unpack
 from thresher.compression.jsonselect import is_elision_marker, is_error, outliers
 from thresher.compression.structured import compress_json, split_segments
 from thresher.compression.terms import Terms
 
 WORDS = ["sales", "grew", "in", "the", "north"]
+CUT = re.compile(r"… \d+ chars? elided \[thr:[0-9a-f]{8}\] …$")
 
 
 def tool_output(n: int = 300, seed: int = 0) -> dict:
@@ -75,9 +77,9 @@ def restore(text: str, elided) -> object:
                 else:
                     out[k] = walk(v)
             return out
-        if isinstance(node, str) and HANDLE_IN_TEXT.search(node):
-            head = node[: node.index("… ")]
-            return head + spans[handles_in(node)[0]].content
+        cut = CUT.search(node) if isinstance(node, str) else None
+        if cut is not None:
+            return node[: cut.start()] + spans[handles_in(cut.group())[0]].content
         return node
 
     return walk(unpack(json.loads(text)))
@@ -259,3 +261,24 @@ def test_every_tool_case_keeps_its_asked_records(counter, data_dir, rate):
         assert len(out.text) <= (rate + 0.02) * len(text), case["name"]
         assert counter.count(out.text) <= (rate + 0.02) * tokens, case["name"]
         assert restore(out.text, out.elided) == json.loads(text), case["name"]
+
+
+wide_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5000) | st.text("abc xyz.", max_size=30),
+    lambda children: (
+        st.lists(children, max_size=12)
+        | st.dictionaries(st.sampled_from(["id", "name", "v", "items", "k"]), children, max_size=5)
+    ),
+    max_leaves=120,
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(wide_values, st.sampled_from(["", "What is 42?", 'Where is "abc"?', "Which xyz failed?"]),
+       st.floats(0.05, 1.0))  # fmt: skip
+def test_any_json_compresses_to_json_that_restores(counter, value, question, rate):
+    text = json.dumps(value, indent=1)
+    tokens = counter.count(text)
+    out = compress_json(text, max(1, round(rate * tokens)), counter.count, question)
+    assert counter.count(out.text) <= tokens
+    assert restore(out.text, out.elided) == value
