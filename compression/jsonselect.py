@@ -76,7 +76,7 @@ class Item:
 class Selector:
     """The collections and items of one JSON value, scored for one question."""
 
-    def __init__(self, value: Any, terms: Terms) -> None:
+    def __init__(self, value: Any, terms: Terms, packed_chars: int) -> None:
         self.value = value
         self.terms = terms
         self.colls: list[Collection] = []
@@ -85,7 +85,7 @@ class Selector:
         self.holds: set[int] = set()  # containers with a collection inside
         self._walk(value, "$", -1)
         self.top = sum(1 for c in self.colls if c.parent < 0)
-        self.root_chars = len(dumps(pack(value)))
+        self.root_chars = packed_chars  # the whole value, packed
         for c in self.colls:
             self._score(c)
 
@@ -296,7 +296,7 @@ def select_json(
     doc). ``lossless`` is the packed text of the whole value and its tokens (over the
     target), ``origin`` the original's characters and tokens; the result is the first try
     that fits, else the smallest."""
-    selector = Selector(value, Terms.of(question))
+    selector = Selector(value, Terms.of(question), len(lossless[0]))
     selector.finish_costs()
     max_chars = origin[0] * target / max(origin[1], 1)
     start = min(target * len(lossless[0]) / max(lossless[1], 1), max_chars)
