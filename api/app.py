@@ -83,9 +83,8 @@ def tune_gc(young: int) -> None:
     process, and every full collection walked them all: pauses of tens of milliseconds. Frozen,
     the collector skips them. A proxied request allocates hundreds of containers, so Python's
     young-generation threshold (700) ran a collection on nearly every request, over the objects
-    of all requests in flight; ``young`` allocations between collections make that rare.
-    Measured with ``bench/proxy.py`` (50 clients, 1 worker): p99 added +78 ms with the heap
-    frozen alone, +27 ms with ``young`` = 50,000 as well.
+    of all requests in flight; ``young`` allocations between collections make that rare
+    (``bench/proxy.py`` measures the tail latency it saves).
     """
     gc.collect()
     gc.freeze()
@@ -131,7 +130,7 @@ def create_app(
                 settings=service, provider=provider, backend=router.default, router=router
             )
         complete_state(built, service, metrics)
-        if service.preload_models:  # else on the first /v1/compress (a proxy starts in 1 s)
+        if service.preload_models:  # else on the first /v1/compress (a proxy starts at once)
             compress.compressors(built)
         app.state.thresher = built
         runner = built.job_runner

@@ -296,8 +296,8 @@ class CompressionService:
         return self.explore_every > 0 and n % self.explore_every == 0
 
     def scorer(self, build: Callable[[], Any]) -> Any:
-        """The scoring LM's wrapper, built once (building reads the 49k-entry vocabulary: about
-        150 ms a request here when it was built per request)."""
+        """The scoring LM's wrapper, built once (building it reads the whole vocabulary, too slow
+        to repeat per request)."""
         with self._lock:
             if self._scorer is None:
                 self._scorer = build()
@@ -329,7 +329,8 @@ def deadline_check(
 ) -> StopCheck:
     """A stop check for a deadline ``deadline_ms`` after ``arrived`` (``time.monotonic()``)
     and a client-gone flag. The work stops a tenth early (at most 500 ms), which is left for
-    putting the request together and forwarding it (2,000 messages: about 0.4 s here)."""
+    putting the request together and forwarding it (long conversations take a noticeable part
+    of a second)."""
     reserve = min(deadline_ms / 10, 500.0)
     deadline = arrived + (deadline_ms - reserve) / 1000
 

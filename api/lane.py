@@ -2,10 +2,10 @@
 straight from ASGI, without the router's per-request machinery.
 
 FastAPI's middleware, routing, dependency solving and request parsing cost more CPU per request
-than everything else the proxy does for a pass-through (``bench/proxy.py``, 50 clients: 0.35 ->
-0.21 ms of CPU per proxied request with the lane and the frozen heap together, see
-:func:`thresher.api.app.tune_gc`); at 50 concurrent clients that is queueing time every client waits
-through. The lane reads the body, validates it with the same pydantic models and runs the same
+than everything else the proxy does for a pass-through (``bench/proxy.py`` measures the CPU per
+proxied request; see also :func:`thresher.api.app.tune_gc`); at 50 concurrent clients that is
+queueing time every client waits through.
+The lane reads the body, validates it with the same pydantic models and runs the same
 :func:`thresher.api.proxy.forward`; errors become answers through the app's own exception
 handlers. A body that does not validate goes on to the routes unchanged, so
 a bad request gets exactly the answer it always did. FastAPI's own OpenTelemetry hooks do not

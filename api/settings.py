@@ -37,57 +37,76 @@ class RouteSpec(BaseModel):
 class ServiceSettings(Settings):
     """Settings of the REST service and the proxy (defaults: local, open, no rate limit)."""
 
-    # Model name -> backend. The key "*" routes every model name not listed. The default
-    # backend (``backend``) always serves ``backend_model`` or, when local, ``local_model``.
     routes: dict[str, RouteSpec] = Field(default_factory=dict)
+    """Model name -> backend, JSON: ``{"gpt-4o-mini": {"url": "https://api.openai.com/v1",
+    "api_key": "sk-..."}, "llama": "http://127.0.0.1:8080/v1"}`` (a bare string is the URL;
+    other keys: ``upstream_model``, ``tokenizer``, ``timeout``). The key ``*`` routes every name
+    not listed. The default ``backend`` always serves ``backend_model`` or, when local,
+    ``local_model``."""
     tokenizer: str = "cl100k_base"
-    # Deployment defaults of the per-request ``thresher`` object (same shape, JSON).
+    """Token counter for budgets and reports where a route names none: a tiktoken encoding or a
+    local model name."""
     pipeline: dict[str, Any] = Field(default_factory=dict)
-    # Compress only when it pays: skip prompts shorter than this many tokens ...
+    """Deployment defaults of the per-request ``thresher`` object (same shape, JSON), e.g.
+    ``{"compression": {"method": "llmlingua2", "rate": 0.5}}``."""
     compress_min_tokens: int = Field(200, ge=0)
-    # ... and skip when the predicted compression time (learned per method) exceeds this.
+    """Prompts shorter than this many tokens are forwarded uncompressed."""
     compress_latency_budget_ms: float | None = Field(None, gt=0)
-    # Bounded work (api/compression_service.py): compressions at a time, requests waiting for
-    # one (more are forwarded uncompressed at once), a request's deadline, and a size cap on
-    # the not-yet-seen tokens one request may compress.
+    """Skip compression when its predicted time (learned per method) exceeds this."""
     compress_workers: int = Field(1, ge=1, le=64)
+    """Compressions that run at once (api/compression_service.py)."""
     compress_queue: int = Field(8, ge=0)
+    """Requests that may wait for a compression worker; when full, a request is forwarded
+    uncompressed at once."""
     compress_deadline_ms: float = Field(10_000, gt=0)
+    """A request's compression deadline (a request's ``deadline_ms`` may set its own)."""
     compress_max_new_tokens: int = Field(32_768, ge=1)
-    # Messages remembered in their forwarded form (the prefix a backend caches stays the same).
+    """Most not-yet-seen tokens one request may compress."""
     compress_cache_entries: int = Field(20_000, ge=1)
-    # A SQLite file to remember them in instead, shared by the workers of one machine.
+    """Messages remembered in their forwarded form, so a backend's prefix cache keeps working on
+    later turns."""
     compress_cache_path: Path | None = None
-    # Message texts shorter than this are forwarded verbatim.
+    """A SQLite file to remember them in instead of memory, shared by the workers of one
+    machine."""
     compress_min_message_tokens: int = Field(48, ge=0)
-    # Originals of elided spans kept for GET /v1/compress/originals/{handle} and the
-    # thresher_expand tool (least recently used out; beside the message cache, in its SQLite
-    # file's sibling "<name>.originals" when compress_cache_path is set).
+    """Message texts shorter than this are forwarded verbatim."""
     compress_originals_entries: int = Field(20_000, ge=1)
-    # Rounds of thresher_expand calls the proxy answers itself per request before it asks the
-    # backend to answer without the tool (see docs/content.md).
+    """Originals of elided spans kept for ``GET /v1/compress/originals/{handle}`` and the
+    ``thresher_expand`` tool (least recently used out); with ``compress_cache_path`` they live in
+    its sibling SQLite file ``<name>.originals``, shared by the workers of one machine."""
     compress_expand_rounds: int = Field(3, ge=1, le=16)
-    # Retries of what is safe to resend (core/retry.py), all within backend_deadline seconds
-    # (default: the route's timeout); connections open to each backend at once.
+    """Rounds of ``thresher_expand`` calls the proxy answers itself per request; the last round
+    goes without the tool, so the model answers (docs/content.md)."""
     backend_retries: int = Field(2, ge=0, le=10)
+    """Retries of what is safe to resend: a request that never reached the backend, or one the
+    backend answered with 429 or 5xx (core/retry.py)."""
     backend_max_connections: int = Field(256, ge=1)
+    """Connections open to each backend at once."""
     backend_backoff: float = Field(0.25, ge=0)
+    """Seconds before the first retry; later retries wait longer."""
     backend_deadline: float | None = Field(None, gt=0)
-    # httpx for every backend, or (auto) the lean HTTP/1.1 client for JSON to http:// ones.
+    """Seconds a request and all its retries may take (unset: the route's timeout)."""
     backend_transport: Literal["auto", "httpx", "http1"] = "auto"
-    # Freeze what startup loaded and collect the young generation every N allocations (0: leave
-    # Python's collector as it is, for an app embedded in a larger process); see api/app.py.
+    """``auto``: the lean HTTP/1.1 client for JSON to ``http://`` backends and httpx for the
+    rest; ``httpx``: httpx for every backend."""
     gc_young_threshold: int = Field(50_000, ge=0)
-    # Requests per minute per API key (or per client address when no keys are set).
+    """``thresher serve`` freezes what startup loaded out of Python's garbage collector and
+    collects the young generation every this many allocations (0: leave the collector as it is);
+    see api/app.py."""
     rate_limit_per_minute: int | None = Field(None, gt=0)
-    # Wrong API keys per minute per client address before it is refused for a while (0: off).
+    """Requests per minute per API key, or per client address when no keys are set (unset: no
+    limit)."""
     auth_failures_per_minute: int = Field(10, ge=0)
+    """Wrong API keys per minute per client address before it is refused for a while (0: no
+    limit)."""
     jobs_db: Path | None = None
+    """The selection jobs' SQLite database (unset: ``jobs.sqlite`` under ``data_dir``)."""
     jobs_dir: Path | None = None
-    # Folders a job's recipe may read (inputs, DSIR targets, classifier and model folders;
-    # default: data_dir); relative paths resolve under the first. A job always reads its upload
-    # and writes only inside its own folder (api/jobs/paths.py).
+    """Where each selection job gets its folder (unset: ``jobs/`` under ``data_dir``)."""
     jobs_input_roots: list[Path] = Field(default_factory=list)
+    """Folders a job's recipe may read (inputs, DSIR targets, classifier and model folders;
+    unset: ``data_dir``), JSON list; relative paths resolve under the first. A job always reads
+    its upload and writes only inside its own folder (api/jobs/paths.py)."""
 
     @field_validator("routes", mode="before")
     @classmethod

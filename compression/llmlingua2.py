@@ -12,23 +12,20 @@ With a question, sentences are ranked by relevance to it and the budget is share
 best-ranked sentences are kept whole until they hold ``whole_share`` of the budget (a reader
 needs the sentence, not a bag of its words), and the rest compete on keep probability plus a
 bonus that grows with rank (``dynamic``). By default whole sentences fill the whole budget and
-only what is left when the next one does not fit goes word by word: tuned on needle items of
-another seed (``bench/compression.py --task needles --seed 99``, 40 items) and on 24 of the
-long-context stories (``bench/results/compression_tuning_*.json``), 1.0 against 0.5 gave the
-SmolLM2 reader 0.53 against 0.47 (full text 0.47) and answer retention -0.31 against -0.39 on
-the needles, -0.29 against -0.77 on the stories (Thresher's ``llmlingua``: -0.58). Without a
-question it is plain LLMLingua-2.
+only what is left when the next one does not fit goes word by word. That default was tuned on
+needle items of another seed and on long-context stories not used for evaluation
+(``bench/compression.py --task needles --seed 99``; the runs are in
+``bench/results/compression_tuning_*.json``). Without a question it is plain LLMLingua-2.
 
 The ranker is the sentence embedder the service already loads (all-MiniLM-L6-v2), at almost no
 cost: the default classifier is that encoder with a retrained top layer, so one pass serves
 both. The embedder's own top layer runs on the classifier's hidden states below its retrained
 layer (:meth:`thresher.core.classifier.TokenClassifier.keep_probs`), and a sentence's vector is the
 mean of its tokens' vectors, each seen in its 128-token window (late chunking) rather than alone.
-Measured on 60 needle items (``python bench/reader_tasks.py 60``: a fact planted in a held-out
-mystery story), it ranks the planted sentence first for all 60 with the task's question and for
-all 60 with a paraphrase that shares few words with it ("Which number do I need to get into the
-stable?" for "The code for the stable is 3614."), as embedding each sentence on its own does;
-IDF-weighted word overlap (``ranker="lexical"``) gets 60/60 and 50/60. The classifier is not
+It finds a planted sentence from a paraphrased question that shares few words with it ("Which
+number do I need to get into the stable?" for "The code for the stable is 3614."), where
+IDF-weighted word overlap (``ranker="lexical"``) misses more often (``bench/reader_tasks.py``
+measures both). The classifier is not
 conditioned on the question, so it cannot rank by itself. A classifier folder with an encoder
 of its own (microsoft's) gets its sentences embedded separately, which roughly doubles the time
 of its pass; ``lexical`` needs no embedder and ``none`` is plain LLMLingua-2 (one percentile cut

@@ -62,15 +62,14 @@ def make_backend(
     name: str | None = None,
 ) -> ChatBackend:
     """The one way from "``local`` or a URL" to a backend; the proxy's routes, selection's
-    judge and the step context all call it.
+    judge and the step context all call it. The arguments after ``max_new_tokens`` go to
+    :class:`thresher.core.remote.OpenAICompatibleBackend` as it takes them.
 
     Args:
         url: ``local`` (a transformers model on this machine) or an OpenAI base URL.
         provider: The :class:`thresher.core.models.ModelProvider` that loads the local model.
         local_model: Which local model (default: the provider's default causal LM).
         max_new_tokens: The local model's default generation length.
-        api_key, timeout, retries, backoff, deadline, max_connections, transport, on_error,
-            name: As :class:`thresher.core.remote.OpenAICompatibleBackend` takes them.
     """
     if url == "local":
         if provider is None:

@@ -35,9 +35,8 @@ from thresher.core.tokens import (
 
 log = logging.getLogger(__name__)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# Tokens per window of the embedded classifier. Against 512: held-out AUC vs its teacher 0.819
-# vs 0.824, a third less time, and the ranking's sentence vectors (pooled from the same pass)
-# find the planted sentence as often as embedding each sentence alone (compression/llmlingua2.py).
+# Tokens per window of the embedded classifier: shorter windows cost less time at almost the same
+# agreement with its teacher (compression/train/MODEL_CARD.md gives the figures by window).
 EMBEDDED_WINDOW = 128
 
 
@@ -194,13 +193,13 @@ class ModelProvider:
     ) -> TokenScorer:
         """The scorer of prompt compression, one policy for every way in (the proxy's stage,
         ``/v1/compress``, ``thresher compress``), so one input compresses one way and the model
-        loads once: bf16 on the CPU unless a dtype is set (about 3x faster than fp32 there;
-        bench/compression.py compares answer retention), else the provider's own choice."""
+        loads once: bf16 on the CPU unless a dtype is set (bench/compression.py compares its speed
+        and answer retention with fp32), else the provider's own choice."""
         return self.scorer(name, device, dtype or self.compression_dtype(device))
 
     def compression_dtype(self, device: str | None = None) -> str:
         """The dtype of compression's models (scoring LM, token classifier, ranking embedder):
-        bf16 on the CPU unless a dtype is set (1.5-3x faster there), else the provider's own."""
+        bf16 on the CPU unless a dtype is set, else the provider's own."""
         dev = resolve_device(device or self.device)
         return "bfloat16" if self.dtype == "auto" and dev == "cpu" else self.dtype
 

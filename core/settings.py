@@ -26,32 +26,61 @@ def default_cache_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Everything a deployment can set; the defaults serve local models with no network."""
+    """Everything a deployment can set; the defaults serve local models with no network.
 
-    model_config = SettingsConfigDict(env_prefix="THRESHER_", extra="ignore")
+    Each field is read from ``THRESHER_<FIELD>`` (``THRESHER_PORT=9000``); lists and dicts take
+    JSON. The docstring under each field is its entry in the settings reference (docs/).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="THRESHER_", extra="ignore", use_attribute_docstrings=True
+    )
 
     host: str = "127.0.0.1"
+    """Address ``thresher serve`` binds (``0.0.0.0`` for every interface)."""
     port: int = Field(8000, ge=1, le=65535)
+    """Port ``thresher serve`` listens on."""
     cache_dir: Path = Field(default_factory=default_cache_dir)
+    """Where models converted once (SmolLM2 from its GGUF) are kept between runs (default
+    ``$XDG_CACHE_HOME/thresher`` when ``XDG_CACHE_HOME`` is set)."""
     data_dir: Path = Field(default_factory=lambda: Path(".thresher"))
+    """Where named demonstration pools, the selection jobs' database and job folders live."""
     device: str = "auto"
+    """Device the models load on: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    # Intra-op threads for torch on the CPU (None keeps torch's default, one per core). On a
-    # crowded machine one thread per process is often several times faster than contending.
+    """Torch dtype of the models. ``auto``: bf16 on CUDA; on the CPU fp32, except compression's
+    models (scoring LM, token classifier, ranker), which run in bf16."""
     torch_threads: int | None = Field(None, ge=1)
+    """Intra-op threads for torch on the CPU (unset: torch's default, one per core). On a
+    crowded machine one thread per process often beats threads that contend for cores."""
     embedder_model: str = DEFAULT_EMBEDDER
+    """Sentence embedder of pools, retrievers and the compression ranker: a model name Thresher
+    ships or a sentence-transformers folder."""
     scorer_model: str = DEFAULT_SCORER
-    # Where chat requests go: "local" (transformers on this machine) or the base URL of an
-    # OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, TGI).
+    """Small causal LM that scores tokens (``llmlingua``, ``longllmlingua``,
+    ``selective-context``, perplexity steps): a model name Thresher ships or a Hugging Face
+    folder."""
     backend: str = "local"
+    """Where chat requests go: ``local`` (transformers on this machine) or the base URL of an
+    OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, TGI)."""
     backend_api_key: str | None = None
+    """API key sent to a remote ``backend``."""
     backend_model: str | None = None
+    """The model name a remote ``backend`` serves (unset: every model name is forwarded)."""
     backend_timeout: float = Field(120.0, gt=0)
+    """Seconds a backend request may take."""
     local_model: str = DEFAULT_SCORER
+    """The model the ``local`` backend serves, and the name clients ask for it by."""
     local_max_new_tokens: int = Field(256, gt=0)
+    """Tokens the ``local`` backend generates when a request sets no ``max_tokens``."""
     api_keys: list[str] = Field(default_factory=list)
+    """Keys a client must send as ``Authorization: Bearer <key>`` (empty: the service is open).
+    JSON list."""
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    """Largest request body accepted; larger ones are a 413."""
     preload_models: bool = True
+    """Load the models at startup, so the first request does not wait for them."""
 
     @field_validator("device")
     @classmethod

@@ -6,13 +6,16 @@ causal-LM methods' score). A word is labelled *keep* (1) when its self-informati
 Student: all-MiniLM-L6-v2 with its lower five layers frozen; the sixth layer and a two-label head
 are trained on the teacher's labels, and only those parameters ship (fp16).
 
-    nice -n 10 python -m thresher.compression.train.llmlingua2            # labels cached, then
-    training python -m thresher.compression.train.llmlingua2 --eval-windows 512 256 128   # the
-    shipped classifier
+    # teacher labels (cached), then training:
+    nice -n 10 python -m thresher.compression.train.llmlingua2 --data DIR
+    # the shipped classifier's held-out AUC and time by window:
+    python -m thresher.compression.train.llmlingua2 --data DIR --eval-windows 512 256 128
 
-Training sources: raw_pool.jsonl (news, Austen, Reuters, speeches, reviews, fortunes) and
-instructions.jsonl. Held out: longqa.jsonl (the mystery stories, where the reader bench and the
-needle tasks run), scored for the card against the teacher's labels.
+``--data`` is the folder of Thresher's test and benchmark data set (not part of the repository
+or the wheel; MODEL_CARD.md says what it holds and where it was cut from). Training sources:
+raw_pool.jsonl (news, Austen, Reuters, speeches, reviews, fortunes) and instructions.jsonl. Held
+out: longqa.jsonl (the mystery stories, where the reader bench and the needle tasks run), scored
+for the card against the teacher's labels.
 """
 
 from __future__ import annotations
@@ -41,13 +44,7 @@ TRAINED_LAYERS = 1  # top encoder layers trained (the rest frozen and shared wit
 EPOCHS = 6
 
 
-def shared_data() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        for cand in (parent / "shared" / "data", parent.parent / "shared" / "data"):
-            if (cand / "longqa.jsonl").exists():
-                return cand
-    raise SystemExit("../shared/data not found")
+DATA_FILES = ("raw_pool.jsonl", "instructions.jsonl", "longqa.jsonl")
 
 
 def load_texts(data: Path) -> tuple[list[str], list[str]]:
@@ -134,6 +131,10 @@ def token_examples(tokenizer, texts, labels, max_len=510):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--data", type=Path, required=True,
+        help="folder with raw_pool.jsonl, instructions.jsonl and longqa.jsonl",
+    )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/thresher/llmlingua2")
     parser.add_argument("--out", type=Path, default=CLASSIFIER_WEIGHTS)
     # One thread: on a shared machine two torch threads spin against other work (several x slower).
@@ -143,8 +144,11 @@ def main() -> None:
         help="train nothing: the shipped classifier's held-out AUC and time at these windows",
     )  # fmt: skip
     args = parser.parse_args()
+    missing = [name for name in DATA_FILES if not (args.data / name).is_file()]
+    if missing:
+        parser.error(f"--data {args.data} lacks {', '.join(missing)}; give the data folder.")
     if args.eval_windows:
-        eval_windows(args.eval_windows, args.cache, args.threads)
+        eval_windows(args.eval_windows, args.data, args.cache, args.threads)
         return
     import torch
     from safetensors.torch import save_file
@@ -153,7 +157,7 @@ def main() -> None:
     torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    train_texts, held_texts = load_texts(shared_data())
+    train_texts, held_texts = load_texts(args.data)
     labels = teacher_labels(train_texts + held_texts, args.cache)
     t_teacher = time.perf_counter() - t0
     base = embedder_path("all-MiniLM-L6-v2")
@@ -249,7 +253,7 @@ def main() -> None:
     print(json.dumps(meta, indent=1))
 
 
-def eval_windows(windows: list[int], cache: Path, threads: int) -> None:
+def eval_windows(windows: list[int], data: Path, cache: Path, threads: int) -> None:
     """AUC of the shipped classifier's keep probabilities against the teacher on the held-out
     stories, and its time, for each window length (tokens per forward window)."""
     import bisect
@@ -258,7 +262,7 @@ def eval_windows(windows: list[int], cache: Path, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    _, held = load_texts(shared_data())
+    _, held = load_texts(data)
     labels = teacher_labels(held, cache)
     shipped = ModelProvider(device="cpu").token_classifier(dtype="bfloat16")
     for window in windows:

@@ -7,8 +7,9 @@ registry, and before each pass refits the steps fitted since the last one from t
 statistics the driver persisted (arrays, not pickled steps); the dataset's blocks are handed
 to whichever actor is free, and their outcomes come back in the rows' order. Selectors and fits
 reduce on the driver, exactly as locally, so the same recipe and seed select the same rows.
-(Starting actors per pass, as a ``map_batches`` with an actor pool does, cost 1.3-2.8 s of
-process start-up each pass, on top of 5-15 s of work at 100k rows.)
+(Starting actors per pass, as a ``map_batches`` with an actor pool does, pays process start-up
+and step building again on every pass; ``bench/results/selection_throughput.txt`` has the
+figures.)
 """
 
 from __future__ import annotations
