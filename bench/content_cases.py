@@ -248,16 +248,16 @@ CASES = (
 
 
 def reader_items(n: int, seed: int = 7) -> list[dict[str, Any]]:
-    """``n`` tool-output questions small enough for a small reader's window (about 2k
-    tokens each): one field of one record, asked by the record's id or name; ``answers``
-    holds the field's value."""
+    """``n`` tool-output questions small enough for a 135M reader to answer from the full
+    JSON at all (under a thousand tokens each): one field of one record, asked by the
+    record's id or name; ``answers`` holds the field's value."""
     out = []
     for i in range(n):
         rng = random.Random(seed * 1000 + i)
         kind = i % 4
         if kind in (0, 1):
-            rows = customers(rng, 36)["rows"]
-            row = rows[rng.randrange(4, 32)]
+            rows = customers(rng, 12)["rows"]
+            row = rows[rng.randrange(2, 10)]
             if kind == 0:
                 question = f"What is the email address of customer {row['id']}?"
                 gold = row["email"]
@@ -266,13 +266,13 @@ def reader_items(n: int, seed: int = 7) -> list[dict[str, Any]]:
                 gold = row["city"]
             content: Any = rows
         elif kind == 2:
-            content = orders(rng, 14)
-            row = content[rng.randrange(2, 12)]
+            content = orders(rng, 5)
+            row = content[rng.randrange(1, 4)]
             question = f"What is the tracking number of order {row['order_id']}?"
             gold = row["shipping"]["tracking"]
         else:
-            content = inventory(rng, 40)
-            row = content[rng.randrange(4, 36)]
+            content = inventory(rng, 14)
+            row = content[rng.randrange(2, 12)]
             question = f"How many {row['name']} units are in stock?"
             gold = str(row["in_stock"])
         out.append(
