@@ -271,7 +271,8 @@ def main() -> None:
     counter = TiktokenCounter("cl100k_base").fit()
     cases = load()
     out_path = args.out or OUT.with_name("content_smoke.json" if args.smoke else "content.json")
-    report: dict[str, Any] = {"machine": machine(), "rate": args.rate}
+    command = "python " + " ".join(["bench/content.py", *sys.argv[1:]])
+    report: dict[str, Any] = {"command": command, "machine": machine(), "rate": args.rate}
 
     def save() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
