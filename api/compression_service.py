@@ -265,6 +265,7 @@ class CompressionService:
 
     Args:
         cache: Forwarded message forms (in process by default; any :class:`MessageCache`).
+        originals: What structure compression elided, by tenant and handle (the same seam).
         pool: The workers and their queue.
         latency: Compression time per new token, per method.
         prefill: Backend prefill time per token, per route.
@@ -273,6 +274,8 @@ class CompressionService:
     """
 
     cache: MessageCache = field(default_factory=LRUMessageCache)
+    # Originals of elided spans by tenant and handle (compression/elision.py).
+    originals: MessageCache = field(default_factory=LRUMessageCache)
     pool: WorkerPool = field(default_factory=WorkerPool)
     latency: LatencyModel = field(default_factory=LatencyModel)
     prefill: PrefillModel = field(default_factory=PrefillModel)
@@ -296,10 +299,14 @@ class CompressionService:
         cls, settings: Any, latency: LatencyModel | None = None
     ) -> CompressionService:
         path = settings.compress_cache_path
+        originals = settings.compress_originals_entries
         return cls(
             cache=SQLiteMessageCache(path, settings.compress_cache_entries)
             if path is not None
             else LRUMessageCache(settings.compress_cache_entries),
+            originals=SQLiteMessageCache(path.with_name(path.name + ".originals"), originals)
+            if path is not None
+            else LRUMessageCache(originals),
             pool=WorkerPool(settings.compress_workers, settings.compress_queue),
             latency=latency or LatencyModel(),
             deadline_ms=settings.compress_deadline_ms,

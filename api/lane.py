@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from thresher.api.errors import answer_exception
 from thresher.api.proxy import forward
 from thresher.api.routes.chat import ChatCompletionRequest, CompletionRequest, router
+from thresher.api.state import tenant_of
 
 LANES: dict[str, tuple[str, type[BaseModel]]] = {
     "/v1/chat/completions": ("chat", ChatCompletionRequest),
@@ -72,8 +73,9 @@ class ProxyLane:
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         try:
             response = await forward(
-                self.service.state.thresher, kind, request, gone.is_set, arrived
-            )
+                self.service.state.thresher, kind, request, gone.is_set, arrived,
+                tenant_of(scope),
+            )  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             await self._answer_error(exc, scope, receive, send)
             return

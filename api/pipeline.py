@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from thresher.api.state import ANONYMOUS_TENANT
 from thresher.compression import DEFAULT_METHOD
 from thresher.core.errors import ConfigError, InputError, ThresherError
 from thresher.core.record import message_text
@@ -57,6 +58,9 @@ class CompressionOptions(BaseModel):
     deadline_ms: float | None = Field(None, gt=0)
     # "pays": skip when the predicted prefill saving is below the predicted compression time.
     when: Literal["pays", "always"] = "pays"
+    # Offer the backend model a thresher_expand tool for the spans compression elided; the
+    # proxy answers its calls itself (api/expand.py, docs/content.md).
+    expand: bool = False
 
     @model_validator(mode="after")
     def _one_target(self) -> CompressionOptions:
@@ -193,6 +197,8 @@ class RequestContext:
     cancelled: Callable[[], bool] | None = None
     # When the request arrived (time.monotonic()): deadlines count from here.
     arrived: float = field(default_factory=time.monotonic)
+    # Whom what the request stores belongs to (api/state.py tenant_of).
+    tenant: str = ANONYMOUS_TENANT
     # x-thresher-* headers a stage adds to the answer.
     headers: dict[str, str] = field(default_factory=dict)
 

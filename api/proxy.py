@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from thresher.api.expand import Expander, expandable
 from thresher.api.metrics import Metrics
 from thresher.api.pipeline import Kind, Pipeline, PipelineReport, RequestContext, merge_options
+from thresher.api.state import ANONYMOUS_TENANT
 from thresher.core.errors import BackendError
 from thresher.core.record import validate_messages
 from thresher.core.retry import error_kind
@@ -53,11 +55,13 @@ async def forward(
     request: Any,
     cancelled: Callable[[], bool] | None = None,
     arrived: float | None = None,
+    tenant: str = ANONYMOUS_TENANT,
 ) -> AnswerResponse | StreamingResponse:
     """One proxied request (a validated ``thresher.api.routes.chat.ProxyRequest``) end to end.
 
     ``cancelled`` (the client is gone) stops the stages' work and nothing is forwarded;
-    deadlines count from ``arrived`` (``time.monotonic()``, default now)."""
+    deadlines count from ``arrived`` (``time.monotonic()``, default now); what the request
+    stores belongs to ``tenant``."""
     router, metrics, stages = state.router, state.metrics, state.stages
     if router is None or metrics is None or stages is None:
         raise RuntimeError("the service is not started (its lifespan builds router and stages)")
@@ -70,7 +74,7 @@ async def forward(
     options = merge_options(state.settings.pipeline, raw)  # type: ignore[attr-defined]
     ctx = RequestContext(
         kind, body, options, state.prompt_counter(route.tokenizer), route=request.model,
-        cancelled=cancelled, arrived=arrived or time.monotonic(),
+        cancelled=cancelled, arrived=arrived or time.monotonic(), tenant=tenant,
     )  # fmt: skip
     built = stages.build(options, state)
     pipeline = Pipeline(built, metrics.observe_stage)
@@ -86,9 +90,13 @@ async def forward(
     headers = report.headers()
     # What compressing saves on this route is learned from the backend's usage and timings.
     prefill = state.compression.prefill if state.compression is not None and built else None
+    expander = _expander(state, kind, options, ctx.tenant, out)
     sent = time.monotonic()
     if request.stream:
-        stream = (backend.stream_chat if kind == "chat" else backend.stream_complete)(out)
+        if expander is not None:
+            stream = expander.stream(backend, out)
+        else:
+            stream = (backend.stream_chat if kind == "chat" else backend.stream_complete)(out)
         if prefill is not None:
             stream = _observed(stream, prefill, request.model, sent)
         first = await anext(aiter(stream), None)  # a failure before it is a plain error answer
@@ -97,11 +105,29 @@ async def forward(
             extra={"thresher": report.as_dict()},
         )  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    answer = await (backend.chat if kind == "chat" else backend.complete)(out)
+    if expander is not None:
+        answer = await expander.chat(backend, out)
+    else:
+        answer = await (backend.chat if kind == "chat" else backend.complete)(out)
     if prefill is not None:
         prefill.observe(request.model, answer, time.monotonic() - sent)
     answer["thresher"] = report.as_dict()
+    if expander is not None:
+        answer["thresher"]["expanded"] = expander.expanded
     return AnswerResponse(answer, headers=headers)
+
+
+def _expander(
+    state: AppState, kind: Kind, options: Any, tenant: str, body: Body
+) -> Expander | None:
+    """The thresher_expand loop when the request opted in and forwards elision markers."""
+    compression = options.compression
+    if kind != "chat" or compression is None or not compression.expand:
+        return None
+    if state.compression is None or not expandable(body):
+        return None
+    rounds = state.settings.compress_expand_rounds  # type: ignore[attr-defined]
+    return Expander(state.compression.originals, tenant, rounds)
 
 
 async def _observed(

@@ -267,6 +267,7 @@ class CompressionStage:
                         service.latency.observe(
                             self.options.method, result.new_tokens, result.seconds
                         )
+            keep_originals(service.originals, ctx.tenant, result.elided)
             if earlier is not None and (result.stopped or skip is not None):
                 result, rate = earlier  # aiming lower ran out of time: keep the closer try
                 skip = None
@@ -344,6 +345,15 @@ class CompressionStage:
         ctx.body["prompt"] = result.text
         self.service.latency.observe(self.options.method, tokens, time.perf_counter() - start)
         ctx.headers["x-thresher-compression-decision"] = "compress"
+
+
+def keep_originals(store: Any, tenant: str, elided: list[Any]) -> None:
+    """Remember what compression elided, under the tenant's keys (GET
+    /v1/compress/originals/{handle} and the thresher_expand tool read them back)."""
+    from thresher.compression.elision import originals_key
+
+    for span in elided:
+        store.put(originals_key(tenant, span.handle), span.record())
 
 
 def _ms(value: float | None) -> str:

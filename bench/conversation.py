@@ -227,7 +227,7 @@ def bench_json(proxy: Proxy) -> dict:
     text = json.dumps({"results": rows, "total": 400}, indent=2)
     count = proxy.state.prompt_counter("cl100k_base").count
     start = time.perf_counter()
-    out = compress_json(text, count(text) // 3, count)
+    out = compress_json(text, count(text) // 3, count).text
     ms = (time.perf_counter() - start) * 1000
     json.loads(out)
     return {

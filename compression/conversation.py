@@ -9,15 +9,17 @@ not seen before cost compression time.
 
 Per message: system and developer prompts, messages the request marks as kept and short texts
 stay verbatim; a user message's question (its last line, or the last sentence of a long last
-line) is never compressed; JSON is compressed by structure (:mod:`thresher.compression.structured`),
-fenced code is kept, prose goes to the token compressor at the message's own rate with a floor.
-Many short prose pieces are scored together in one batched pass of the scoring LM.
+line) is never compressed; JSON and code are compressed by structure
+(:func:`thresher.compression.structured.shrink_segments`; what they elide is listed in
+:attr:`ConversationResult.elided`), prose by the token compressor at the message's own rate with
+a floor, many short pieces in one batched pass. A message is cut into segments only when the
+work reaches it, under the request's deadline and size cap, never while planning.
 
-Question-aware methods (``llmlingua2``, ``longllmlingua``) rank a message's sentences by the
-question of the next user message (its last line or sentence; for the last user message, its
-own), the first time the message is compressed. The cache key stays the message's own, so that
-form is its forwarded form for good: a later turn never recompresses it for a new question (the
-prefix stays byte-identical), and the same text in another conversation reuses it too.
+Question-aware compression ranks a message's content by the question of the next user message
+(for the last user message its own; for tool results after it, that message's), the first time
+the message is compressed. The cache key stays the message's own, so that form is its forwarded
+form for good: a later turn never recompresses it for a new question (the prefix stays
+byte-identical), and the same text in another conversation reuses it too.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ import numpy as np
 
 from thresher.compression.base import BaseCompressor, Compressor, join_kept
 from thresher.compression.budget import check_rate, greedy_keep
-from thresher.compression.structured import compress_json, split_segments
+from thresher.compression.elision import Elided
+from thresher.compression.structured import Prose, shrink_segments
 from thresher.compression.units import split_units, unit_of_chars
 from thresher.core.record import Message, content_texts, is_text_part
 from thresher.core.text import sentence_ends
 from thresher.core.tokens import TokenCounter
 
-VERSION = 1  # part of every cache key: bump it when the per-message rules change
+VERSION = 2  # part of every cache key: bump it when the per-message rules change
 KEPT_ROLES = frozenset({"system", "developer"})
 
 Outcome = Literal["cached", "compressed", "verbatim", "skipped"]
@@ -135,13 +138,17 @@ class Job:
 
 @dataclass(slots=True)
 class Pending:
-    """A message not in the cache: its key, its tokens and how to put it back together."""
+    """A message not in the cache: its key, tokens and question; once the work reaches it, its
+    prose jobs, the spans structure compression elided and how to put it back together."""
 
     index: int
     key: str
     tokens: int
+    question: str = ""
+    text_tokens: list[int] = field(default_factory=list)
     build: Callable[[], Any] | None = None
     jobs: list[Job] = field(default_factory=list)
+    elided: list[Elided] = field(default_factory=list)
 
 
 @dataclass
@@ -169,6 +176,7 @@ class ConversationResult:
     compressed_new_tokens: int = 0
     seconds: float = 0.0
     stopped: str | None = None
+    elided: list[Elided] = field(default_factory=list)  # spans left out of what is forwarded
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for o in self.outcomes.values() if o == outcome)
@@ -236,6 +244,7 @@ class ConversationCompressor:
         """
         kept = set(keep)
         out = ConversationPlan([dict(m) for m in messages], {}, [], set())
+        questions = _questions(out.messages)
         for i, m in enumerate(out.messages):
             if i in kept or m.get("role") in KEPT_ROLES or not _has_text(m.get("content")):
                 out.fixed.add(i)
@@ -247,41 +256,33 @@ class ConversationCompressor:
             if found is not None:
                 out.cached[i] = found
                 continue
-            out.pending.append(self._pending(i, key, m, _question_after(out.messages, i)))
+            texts = content_texts(m.get("content"))
+            counts = [self.counter.count(t) for t in texts]
+            out.pending.append(Pending(i, key, sum(counts), questions[i], counts))
         return out
 
-    def _pending(self, index: int, key: str, message: Message, query: str) -> Pending:
-        content = message["content"]
-        role = message.get("role")
-        pending = Pending(index, key, 0)
+    def _prepare(self, pending: Pending, message: Message) -> None:
+        """Cut a message into segments when the work reaches it (under its deadline and size
+        cap): prose becomes jobs for the compressor, JSON and code are compressed now."""
+        content, role = message["content"], message.get("role")
         texts = content_texts(content)
         last = len(texts) - 1
         built: list[list[Any]] = []
-        for n, text in enumerate(texts):
-            tokens = self.counter.count(text)
-            pending.tokens += tokens
+        for n, (text, tokens) in enumerate(zip(texts, pending.text_tokens, strict=True)):
             if tokens < self.min_message_tokens:
                 built.append([text])
                 continue
             body, question = split_question(text) if role == "user" and n == last else (text, "")
-            ask = query or question.strip()
-            pieces: list[Any] = []
-            for seg in split_segments(body):
-                if seg.kind == "code" or not seg.text.strip():
-                    pieces.append(seg.text)
-                    continue
-                seg_tokens = self.counter.count(seg.text)
-                goal = self._goal(seg_tokens)
-                if seg.kind == "json":
-                    pieces.append(compress_json(seg.text, goal, self.counter.count))
-                elif seg_tokens < self.min_message_tokens:
-                    pieces.append(seg.text)
-                else:
-                    job = Job(index, seg.text, seg_tokens, goal, ask)
-                    pending.jobs.append(job)
-                    pieces.append(job)
-            pieces.append(question)
-            built.append(pieces)
+            ask = pending.question or question.strip()
+            count, least = self.counter.count, self.min_message_tokens
+            segments, elided = shrink_segments(body, ask, count, self._goal, least)
+            pending.elided += elided
+            pieces: list[Any] = [
+                Job(pending.index, s.text, s.tokens, s.target, ask) if isinstance(s, Prose) else s
+                for s in segments
+            ]
+            pending.jobs += [p for p in pieces if isinstance(p, Job)]
+            built.append([*pieces, question])
 
         def build() -> Any:
             joined = ["".join(_edged(p) if isinstance(p, Job) else p for p in ps) for ps in built]
@@ -293,7 +294,6 @@ class ConversationCompressor:
             return parts
 
         pending.build = build
-        return pending
 
     def _goal(self, tokens: int) -> int:
         return max(round(self.rate * tokens), min(tokens, self.floor_tokens))
@@ -341,6 +341,8 @@ class ConversationCompressor:
                 result.stopped = f"size cap of {max_new_tokens} new tokens reached"
                 break
             try:
+                for p in group:
+                    self._prepare(p, plan.messages[p.index])
                 self._compress_jobs([j for p in group for j in p.jobs])
             except Stopped as exc:
                 result.stopped = str(exc) or "stopped"
@@ -356,6 +358,8 @@ class ConversationCompressor:
                 plan.messages[p.index] = {**plan.messages[p.index], "content": content}
                 compressed = content != original
                 result.outcomes[p.index] = "compressed" if compressed else "verbatim"
+                if compressed:
+                    result.elided += p.elided
                 result.new_tokens += p.tokens
                 if budget is not None:
                     budget -= p.tokens
@@ -435,15 +439,25 @@ class ConversationCompressor:
             job.out = join_kept(u.pieces, keep)
 
 
-def _question_after(messages: Sequence[Message], index: int) -> str:
-    """What question-aware methods rank a message's sentences by: the question of the next user
-    message (its last line or sentence), or "" for the last one (then its own question)."""
-    for m in messages[index + 1 :]:
-        if m.get("role") == "user":
-            texts = content_texts(m.get("content"))
-            if texts and texts[-1].strip():
-                return split_question(texts[-1])[1].strip() or texts[-1].strip()
-    return ""
+def _questions(messages: Sequence[Message]) -> list[str]:
+    """What question-aware compression ranks each message's content by: the question of the
+    next user message; for the last user message "" (it asks its own); for the messages after
+    it (tool results and assistant turns of the current agent step), its question."""
+    asks = [_question_of(m) if m.get("role") == "user" else None for m in messages]
+    out, upcoming = [""] * len(messages), ""
+    for i in range(len(messages) - 1, -1, -1):
+        out[i] = upcoming
+        upcoming = upcoming if asks[i] is None else asks[i]
+    last = max((i for i, a in enumerate(asks) if a is not None), default=len(messages))
+    for i in range(last + 1, len(messages)):
+        out[i] = asks[last] or ""
+    return out
+
+
+def _question_of(message: Message) -> str:
+    texts = content_texts(message.get("content"))
+    last = texts[-1] if texts else ""
+    return split_question(last)[1].strip() or last.strip()
 
 
 def _edged(job: Job) -> str:

@@ -4,7 +4,6 @@ informative, by self-information, in one forward pass."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
@@ -16,11 +15,18 @@ from thresher.compression.prompt import Prompt
 from thresher.core.text import ends_sentence, sentence_groups
 
 Level = Literal["phrase", "sentence"]
-_CLAUSE_END = re.compile(r"[,;:、，；：)\]]\W*$")
+_CLAUSE_MARKS = frozenset(",;:、，；：)]")
 
 
 def _ends_phrase(piece: str) -> bool:
-    return ends_sentence(piece) or _CLAUSE_END.search(piece) is not None
+    """Whether a piece ends a sentence or a clause: its trailing run of non-word characters
+    holds a clause mark (a scan from the end, linear however long the run)."""
+    if ends_sentence(piece):
+        return True
+    start = len(piece)
+    while start and not (piece[start - 1].isalnum() or piece[start - 1] == "_"):
+        start -= 1
+    return not _CLAUSE_MARKS.isdisjoint(piece[start:])
 
 
 # Where a lexical unit ends: clause punctuation for phrases, sentence ends for sentences.

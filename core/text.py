@@ -16,18 +16,36 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 SENTENCE_MARKS = ".!?。！？"
-_ENDS = re.compile(rf"[{SENTENCE_MARKS}][^\w\s]*\s*$")
-_BREAK = re.compile(rf"[{SENTENCE_MARKS}][^\w\s]*(?=\s|$)")
+# Runs of punctuation (neither word characters nor whitespace). A sentence ends where such a run
+# holds a sentence mark and whitespace or the end of the text follows it. Scanning maximal runs
+# keeps this linear whatever the text: a pattern such as ``[.!?][^\w\s]*(?=\s|$)`` restarts
+# at every mark of a long run that a word follows, quadratic on ``"." * n + "a"``.
+_RUN = re.compile(r"[^\w\s]+")
+_MARKS = frozenset(SENTENCE_MARKS)
 
 
 def ends_sentence(piece: str) -> bool:
-    """Whether ``piece`` (a word, a token, a run of punctuation) ends a sentence."""
-    return _ENDS.search(piece) is not None
+    """Whether ``piece`` (a word, a token, a run of punctuation) ends a sentence: its last
+    characters before any trailing whitespace are punctuation holding a sentence mark."""
+    body = piece.rstrip()
+    start = len(body)
+    while start and _is_punctuation(body[start - 1]):
+        start -= 1
+    return not _MARKS.isdisjoint(body[start:])
 
 
 def sentence_ends(text: str, start: int = 0) -> list[int]:
     """Positions in ``text`` (from ``start``) just after each sentence end."""
-    return [m.end() for m in _BREAK.finditer(text, start)]
+    size = len(text)
+    return [
+        m.end()
+        for m in _RUN.finditer(text, start)
+        if (m.end() == size or text[m.end()].isspace()) and not _MARKS.isdisjoint(m.group())
+    ]
+
+
+def _is_punctuation(ch: str) -> bool:
+    return not (ch.isspace() or ch.isalnum() or ch == "_")
 
 
 def sentence_groups(
