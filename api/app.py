@@ -19,7 +19,7 @@ from thresher.api.jobs.worker import JobRunner
 from thresher.api.lane import ProxyLane
 from thresher.api.metrics import Metrics
 from thresher.api.openapi import openapi
-from thresher.api.routes import chat, compress, health, jobs, models, monitoring, pools
+from thresher.api.routes import chat, compress, health, jobs, models, monitoring, originals, pools
 from thresher.api.routing import build_router
 from thresher.api.settings import ServiceSettings, service_settings
 from thresher.api.stages import default_stages
@@ -196,6 +196,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(pools.router)
     app.include_router(compress.router)
+    app.include_router(originals.router)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
 

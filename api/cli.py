@@ -49,6 +49,9 @@ def doctor(
     except ImportError:
         typer.echo("torch       not installed (pip install 'thresher[models]')")
     typer.echo(f"device      {device} -> {resolve_device(device)}")
+    threads, dtype = provider.threads(), provider.compression_precision()
+    typer.echo(f"threads     {threads.value}: {threads.reason}")
+    typer.echo(f"dtype       {dtype.value} for compression's models: {dtype.reason}")
     typer.echo(f"cache dir   {provider.cache_dir}")
     typer.echo(f"tiktoken    {tiktoken_cache_dir()}")
     checks = {

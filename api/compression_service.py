@@ -353,6 +353,7 @@ class CompressionService:
 
     Args:
         cache: Forwarded message forms (in process by default; any :class:`MessageCache`).
+        originals: What structure compression elided, by tenant and handle (the same seam).
         pool: The workers and their queue.
         latency: Compression time per new token, per method.
         prefill: Backend prefill time per token, per route.
@@ -361,6 +362,8 @@ class CompressionService:
     """
 
     cache: MessageCache = field(default_factory=LRUMessageCache)
+    # Originals of elided spans by tenant and handle (compression/elision.py).
+    originals: MessageCache = field(default_factory=LRUMessageCache)
     pool: WorkerPool = field(default_factory=WorkerPool)
     latency: LatencyModel = field(default_factory=LatencyModel)
     prefill: PrefillModel = field(default_factory=PrefillModel)
@@ -371,7 +374,6 @@ class CompressionService:
     # inflated by one slow run (a cold model, a busy host) is measured again, not kept forever.
     explore_every: int = 16
     _skips: dict[str, int] = field(default_factory=dict, repr=False)
-    _scorer: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def explore(self, route: str) -> bool:
@@ -380,25 +382,21 @@ class CompressionService:
             n = self._skips[route] = self._skips.get(route, 0) + 1
         return self.explore_every > 0 and n % self.explore_every == 0
 
-    def scorer(self, build: Callable[[], Any]) -> Any:
-        """The scoring LM's wrapper, built once (building it reads the whole vocabulary, too slow
-        to repeat per request)."""
-        with self._lock:
-            if self._scorer is None:
-                self._scorer = build()
-            return self._scorer
-
     @classmethod
     def from_settings(
         cls, settings: Any, latency: LatencyModel | None = None
     ) -> CompressionService:
         path = settings.compress_cache_path
+        originals = settings.compress_originals_entries
         return cls(
             cache=SQLiteMessageCache(
                 path, settings.compress_cache_entries, settings.compress_cache_busy_ms
             )
             if path is not None
             else LRUMessageCache(settings.compress_cache_entries),
+            originals=SQLiteMessageCache(path.with_name(path.name + ".originals"), originals)
+            if path is not None
+            else LRUMessageCache(originals),
             pool=WorkerPool(settings.compress_workers, settings.compress_queue),
             latency=latency or LatencyModel(),
             deadline_ms=settings.compress_deadline_ms,

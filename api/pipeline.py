@@ -63,6 +63,9 @@ class CompressionOptions(BaseModel):
     deadline_ms: float | None = Field(None, gt=0)
     # "pays": skip when the predicted prefill saving is below the predicted compression time.
     when: Literal["pays", "always"] = "pays"
+    # Offer the backend model a thresher_expand tool for the spans compression elided; the
+    # proxy answers its calls itself (api/expand.py, docs/content.md).
+    expand: bool = False
 
     @model_validator(mode="after")
     def _one_target(self) -> CompressionOptions:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from thresher.api.expand import Expander, expandable
 from thresher.api.metrics import Metrics
 from thresher.api.pipeline import (
     Kind,
@@ -99,9 +100,13 @@ async def forward(
     headers = report.headers()
     # What compressing saves on this route is learned from the backend's usage and timings.
     prefill = state.compression.prefill if state.compression is not None and built else None
+    expander = _expander(state, kind, options, ctx.tenant, out)
     sent = time.monotonic()
     if request.stream:
-        stream = (backend.stream_chat if kind == "chat" else backend.stream_complete)(out)
+        if expander is not None:
+            stream = expander.stream(backend, out)
+        else:
+            stream = (backend.stream_chat if kind == "chat" else backend.stream_complete)(out)
         if prefill is not None:
             stream = _observed(stream, prefill, request.model, sent)
         first = await anext(aiter(stream), None)  # a failure before it is a plain error answer
@@ -110,10 +115,15 @@ async def forward(
             extra={"thresher": report.as_dict()},
         )  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    answer = await (backend.chat if kind == "chat" else backend.complete)(out)
+    if expander is not None:
+        answer = await expander.chat(backend, out)
+    else:
+        answer = await (backend.chat if kind == "chat" else backend.complete)(out)
     if prefill is not None:
         prefill.observe(request.model, answer, time.monotonic() - sent)
     answer["thresher"] = report.as_dict()
+    if expander is not None:
+        answer["thresher"]["expanded"] = expander.expanded
     return AnswerResponse(answer, headers=headers)
 
 
@@ -148,6 +158,19 @@ async def _run_stages(
     except Busy as exc:
         spent = time.monotonic() - queued
         return pipeline.skipped(ctx, f"skipped: {exc}", exc.waited, spent), ctx
+
+
+def _expander(
+    state: AppState, kind: Kind, options: Any, tenant: str, body: Body
+) -> Expander | None:
+    """The thresher_expand loop when the request opted in and forwards elision markers."""
+    compression = options.compression
+    if kind != "chat" or compression is None or not compression.expand:
+        return None
+    if state.compression is None or not expandable(body):
+        return None
+    rounds = state.settings.compress_expand_rounds  # type: ignore[attr-defined]
+    return Expander(state.compression.originals, tenant, rounds)
 
 
 async def _observed(

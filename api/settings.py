@@ -77,6 +77,13 @@ class ServiceSettings(Settings):
     machine."""
     compress_min_message_tokens: int = Field(48, ge=0)
     """Message texts shorter than this are forwarded verbatim."""
+    compress_originals_entries: int = Field(20_000, ge=1)
+    """Originals of elided spans kept for ``GET /v1/compress/originals/{handle}`` and the
+    ``thresher_expand`` tool (least recently used out); with ``compress_cache_path`` they live in
+    its sibling SQLite file ``<name>.originals``, shared by the workers of one machine."""
+    compress_expand_rounds: int = Field(3, ge=1, le=16)
+    """Rounds of ``thresher_expand`` calls the proxy answers itself per request; the last round
+    goes without the tool, so the model answers (docs/content.md)."""
     backend_retries: int = Field(2, ge=0, le=10)
     """Retries of what is safe to resend: a request that never reached the backend, or one the
     backend answered with 429 or 5xx (core/retry.py)."""

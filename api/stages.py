@@ -175,36 +175,39 @@ class CompressionStage:
             return f"{tokens} tokens, under compress_min_tokens={self.settings.compress_min_tokens}"
         return None
 
-    def _stop(self, ctx: RequestContext) -> Any:
-        from thresher.api.compression_service import deadline_check
+    def _compressor(self, ctx: RequestContext) -> tuple[Any, Any]:
+        """The method's compressor over models that check the request's stop (deadline, client
+        gone) before every forward pass, and that check. Loading a model (the first request of
+        a service that does not preload) does not count against the deadline: the clock is
+        moved back by the time it took."""
+        from thresher.api.compression_service import (
+            deadline_check,
+            stoppable_model,
+            stoppable_scorer,
+        )
+        from thresher.compression import ProtectOptions, load_compressor
 
         deadline_ms = self.options.deadline_ms or self.service.deadline_ms
-        return deadline_check(ctx.arrived, deadline_ms, ctx.cancelled)
+        start = time.monotonic()
+        stops: list[Any] = []
 
-    def _compressor(self, ctx: RequestContext, stop: Any) -> Any:
-        from thresher.api.compression_service import stoppable_model, stoppable_scorer
-        from thresher.compression import CLASSIFIER_METHODS, ProtectOptions, get_compressor
+        def stoppable(model: Any, kind: str) -> Any:  # called once the models are loaded
+            stops.append(deadline_check(ctx.arrived + time.monotonic() - start, deadline_ms,
+                                        ctx.cancelled))  # fmt: skip
+            wrap = stoppable_model if kind == "token-classifier" else stoppable_scorer
+            return wrap(model, stops[0])
 
-        provider = self.state.provider
-        models: dict[str, Any]
-        if self.options.method in CLASSIFIER_METHODS:  # the token classifier and its ranker
-            dtype = provider.compression_dtype()
-            models = {
-                "scorer": stoppable_model(provider.token_classifier(dtype=dtype), stop),
-                "embedder": provider.embedder(self.settings.embedder_model, dtype=dtype),
-            }
-        else:
-            scorer = self.service.scorer(  # the one policy of /v1/compress and the CLI too
-                lambda: provider.compression_scorer(self.settings.scorer_model)
-            )
-            models = {"scorer": stoppable_scorer(scorer, stop)}
-        return get_compressor(
+        compressor = load_compressor(  # the models of /v1/compress and the CLI too
             self.options.method,
-            **models,
+            self.state.provider,
             counter=uncached(ctx.counter),
+            scorer_model=self.settings.scorer_model,
+            embedder_model=self.settings.embedder_model,
+            wrap=stoppable,
             min_tokens=0,
             protect=ProtectOptions(force_tokens=tuple(self.options.protect)),
         )
+        return compressor, stops[0]
 
     def _mode(self, ctx: RequestContext) -> str:
         """How the per-message rate is set (part of the cache key): ``target_tokens``,
@@ -243,8 +246,7 @@ class CompressionStage:
         from thresher.compression.conversation import ConversationCompressor
 
         service = self.service
-        stop = self._stop(ctx)
-        compressor = self._compressor(ctx, stop)
+        compressor, stop = self._compressor(ctx)
         counter = uncached(ctx.counter)
         cache = RequestCache(service.cache)
         mode = self._mode(ctx)
@@ -290,6 +292,7 @@ class CompressionStage:
                         service.latency.observe(
                             self.options.method, result.new_tokens, result.seconds
                         )
+            keep_originals(service.originals, ctx.tenant, result.elided)
             if earlier is not None and (result.stopped or skip is not None):
                 result, rate = earlier  # aiming lower ran out of time: keep the closer try
                 skip = None
@@ -345,8 +348,7 @@ class CompressionStage:
         from thresher.api.work import Busy
         from thresher.compression.conversation import Stopped
 
-        stop = self._stop(ctx)
-        compressor = self._compressor(ctx, stop)
+        compressor, stop = self._compressor(ctx)
         tokens = ctx.prompt_tokens()
         target = self.options.target_tokens
         if target is None and ctx.text_budget is not None and tokens > ctx.text_budget:
@@ -370,6 +372,15 @@ class CompressionStage:
         ctx.body["prompt"] = result.text
         self.service.latency.observe(self.options.method, tokens, time.perf_counter() - start)
         ctx.headers["x-thresher-compression-decision"] = "compress"
+
+
+def keep_originals(store: Any, tenant: str, elided: list[Any]) -> None:
+    """Remember what compression elided, under the tenant's keys (GET
+    /v1/compress/originals/{handle} and the thresher_expand tool read them back)."""
+    from thresher.compression.elision import originals_key
+
+    for span in elided:
+        store.put(originals_key(tenant, span.handle), span.record())
 
 
 def _ms(value: float | None) -> str:

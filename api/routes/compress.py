@@ -26,11 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from thresher.api.errors import error_responses
 from thresher.api.state import AppState, State, Tenant, client_counter
 from thresher.compression import (
-    CLASSIFIER_METHODS,
     DEFAULT_METHOD,
     CompressionResult,
     Compressor,
-    get_compressor,
+    load_compressor,
+    method_class,
     method_names,
 )
 from thresher.core.errors import InputError
@@ -44,13 +44,6 @@ DEFAULT_TARGET_MODEL = "cl100k_base"
 COUNT_PIECE = 65_536
 
 
-def compression_scorer(provider: ModelProvider, settings: Settings) -> Any:
-    """The scoring LM for compression
-    (:meth:`thresher.core.models.ModelProvider.compression_scorer`: one policy for the proxy,
-    this route and the CLI)."""
-    return provider.compression_scorer(settings.scorer_model)
-
-
 def build_compressor(
     method: str,
     settings: Settings,
@@ -59,37 +52,21 @@ def build_compressor(
     model: str | None = None,
     stop: Any = None,
 ) -> Compressor:
-    """The compressor ``method`` over the model it needs: the scoring LM, or for ``llmlingua2``
-    the token classifier ``model`` (the embedded one by default) and the embedder. With
-    ``stop`` (a :data:`thresher.api.compression_service.StopCheck`) every forward pass of the
-    model first asks it (the same passes, so the same output)."""
+    """The compressor ``method`` over the models the settings name
+    (:func:`thresher.compression.load_compressor`), ``model`` being a token-classification
+    folder for ``llmlingua2``. With ``stop`` (a
+    :data:`thresher.api.compression_service.StopCheck`) every forward pass of the model first
+    asks it (the same passes, so the same output)."""
     from thresher.api.compression_service import stoppable_model
 
-    counter = counter or provider.token_counter(DEFAULT_TARGET_MODEL)
-
-    def guarded(wrapper: Any) -> Any:
-        return wrapper if stop is None else stoppable_model(wrapper, stop)
-
-    if method in CLASSIFIER_METHODS:
-        from thresher.core.registry import DEFAULT_CLASSIFIER
-
-        dtype = provider.compression_dtype()
-        return get_compressor(
-            method,
-            scorer=guarded(
-                provider.token_classifier(model or DEFAULT_CLASSIFIER, dtype=dtype, field="model")
-            ),
-            counter=counter,
-            embedder=provider.embedder(settings.embedder_model, dtype=dtype),
-        )
-    if model is not None:
-        raise InputError(
-            f"model names a token classifier and applies to llmlingua2 only; method {method!r} "
-            "uses the deployment's scoring LM. Drop model.",
-            field="model",
-        )
-    return get_compressor(
-        method, scorer=guarded(compression_scorer(provider, settings)), counter=counter
+    return load_compressor(
+        method,
+        provider,
+        counter=counter or provider.token_counter(DEFAULT_TARGET_MODEL),
+        scorer_model=settings.scorer_model,
+        embedder_model=settings.embedder_model,
+        classifier=model,
+        wrap=None if stop is None else lambda wrapper, _kind: stoppable_model(wrapper, stop),
     )
 
 
@@ -264,7 +241,10 @@ def _compress(state: AppState, request: CompressRequest, tenant: str, stop: Any)
         if request.target_model
         else None
     )
-    classifier = request.model is not None and request.method in CLASSIFIER_METHODS
+    classifier = (
+        request.model is not None
+        and method_class(request.method).model == "token-classifier"
+    )
     model = classifier_folder(settings, request.model) if classifier else request.model
     compressor = build_compressor(request.method, settings, provider, counter, model, stop)
     _check_size(request, counter or provider.token_counter(DEFAULT_TARGET_MODEL), service, stop)

@@ -64,9 +64,23 @@ def serve_app(app, port: int | None = None) -> Iterator[str]:
 @contextmanager
 def fault_backend() -> Iterator[tuple[str, subprocess.Popen]]:
     """The fault backend (tests/api/fault_backend.py) as its own process; yields (url, proc)."""
+    with backend_process("fault_backend.py") as found:
+        yield found
+
+
+@contextmanager
+def tool_backend() -> Iterator[tuple[str, subprocess.Popen]]:
+    """The tool-calling backend (tests/api/tool_backend.py) as its own process."""
+    with backend_process("tool_backend.py") as found:
+        yield found
+
+
+@contextmanager
+def backend_process(script: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """One of the loopback backends in tests/api as its own process; yields (url, proc)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "fault_backend.py"), str(port)],
+        [sys.executable, str(HERE / script), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

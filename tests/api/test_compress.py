@@ -9,9 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from thresher.api.app import create_app
-from thresher.api.routes.compress import compression_scorer
 from thresher.api.state import AppState
-from thresher.compression import get_compressor
+from thresher.compression import load_compressor
 from thresher.core.backends import LocalBackend
 from thresher.core.settings import Settings
 
@@ -139,9 +138,7 @@ def test_cli_api_and_python_agree(client, provider, counter, story, tmp_path):
             "method": "llmlingua",
         },
     ).json()
-    compressor = get_compressor(
-        "llmlingua", scorer=compression_scorer(provider, Settings()), counter=counter
-    )
+    compressor = load_compressor("llmlingua", provider, counter=counter)
     from_python = compressor.compress(story["context"], question=story["question"], rate=0.4)
     for key in ("compressed", "origin_tokens", "compressed_tokens", "ratio"):
         assert from_cli[key] == from_api[key] == from_python.to_dict()[key], key
@@ -152,9 +149,9 @@ def test_the_proxy_and_the_route_compress_with_one_scorer(client, provider):
 
     state = client.app.state.thresher
     route_model = build_compressor("llmlingua", state.settings, provider).scorer.model
-    # The proxy's stage asks the provider the same way: the same model object, loaded once.
-    assert provider.compression_scorer(state.settings.scorer_model).model is route_model
-    assert compression_scorer(provider, state.settings).model is route_model
+    # The proxy's stage asks the provider the same way: the same wrapper and model, loaded once.
+    scorer = provider.compression_scorer(state.settings.scorer_model)
+    assert scorer.model is route_model and provider.compression_scorer() is scorer
 
 
 def test_llmlingua2_through_the_api(client, story):
