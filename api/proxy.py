@@ -7,7 +7,8 @@ after the first event ends with an error event: the headers and part of the answ
 
 from __future__ import annotations
 
-import asyncio
+import copy
+import dataclasses
 import json
 import logging
 import time
@@ -18,9 +19,18 @@ import orjson
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from thresher.api.audit import AuditJob
+from thresher.api.expand import Expander, expandable
 from thresher.api.metrics import Metrics
-from thresher.api.pipeline import Kind, Pipeline, PipelineReport, RequestContext, merge_options
+from thresher.api.pipeline import (
+    Kind,
+    Pipeline,
+    PipelineReport,
+    RequestContext,
+    ThresherOptions,
+    merge_options,
+)
 from thresher.api.state import ANONYMOUS_TENANT
+from thresher.api.work import Busy
 from thresher.core.errors import BackendError
 from thresher.core.record import validate_messages
 from thresher.core.retry import error_kind
@@ -61,8 +71,9 @@ async def forward(
     """One proxied request (a validated ``thresher.api.routes.chat.ProxyRequest``) end to end.
 
     ``cancelled`` (the client is gone) stops the stages' work and nothing is forwarded;
-    deadlines count from ``arrived`` (``time.monotonic()``, default now). A route in audit mode
-    (api/audit.py) is forwarded unchanged, and a sampled request audited once answered."""
+    deadlines count from ``arrived`` (``time.monotonic()``, default now); what the request
+    stores belongs to ``tenant``. A route in audit mode (api/audit.py) is forwarded unchanged,
+    and a sampled request audited once answered."""
     router, metrics, stages = state.router, state.metrics, state.stages
     if router is None or metrics is None or stages is None:
         raise RuntimeError("the service is not started (its lifespan builds router and stages)")
@@ -75,7 +86,7 @@ async def forward(
     options = merge_options(state.settings.pipeline, raw)  # type: ignore[attr-defined]
     ctx = RequestContext(
         kind, body, options, state.prompt_counter(route.tokenizer), route=request.model,
-        cancelled=cancelled, arrived=arrived or time.monotonic(),
+        cancelled=cancelled, arrived=arrived or time.monotonic(), tenant=tenant,
     )  # fmt: skip
     built = stages.build(options, state)  # options that cannot hold are a 4xx, audited or not
     auditor, audit_rate = state.audit, None
@@ -83,10 +94,11 @@ async def forward(
         audit_rate = auditor.sample(request.model)
         built = []
     pipeline = Pipeline(built, metrics.observe_stage)
-    # Counting alone is fast; stages may load or run models, so they go to a thread.
-    report: PipelineReport = (
-        await asyncio.to_thread(pipeline.run, ctx) if built else pipeline.run(ctx)
-    )
+    # Counting alone is fast; stages may load or run models, so they go to Thresher's pool.
+    if built:
+        report, ctx = await _run_stages(state, pipeline, ctx)
+    else:
+        report = pipeline.run(ctx)
     metrics.observe_report(report)
     if cancelled is not None and cancelled():
         return AnswerResponse(GONE, status_code=499)
@@ -105,9 +117,13 @@ async def forward(
             job = AuditJob(tenant, kind, request.model, body, options, audit_rate, answer)
             auditor.submit(job, state)  # type: ignore[union-attr]
 
+    expander = _expander(state, kind, options, ctx.tenant, out)
     sent = time.monotonic()
     if request.stream:
-        stream = (backend.stream_chat if kind == "chat" else backend.stream_complete)(out)
+        if expander is not None:
+            stream = expander.stream(backend, out)
+        else:
+            stream = (backend.stream_chat if kind == "chat" else backend.stream_complete)(out)
         if learn is not None or audit is not None:
             stream = _observed(stream, kind, sent, learn, audit)
         first = await anext(aiter(stream), None)  # a failure before it is a plain error answer
@@ -116,10 +132,15 @@ async def forward(
             extra={"thresher": report.as_dict()},
         )  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    answer = await (backend.chat if kind == "chat" else backend.complete)(out)
+    if expander is not None:
+        answer = await expander.chat(backend, out)
+    else:
+        answer = await (backend.chat if kind == "chat" else backend.complete)(out)
     if learn is not None:
         learn(answer, time.monotonic() - sent)
     answer["thresher"] = report.as_dict()
+    if expander is not None:
+        answer["thresher"]["expanded"] = expander.expanded
     response = AnswerResponse(answer, headers=headers)
     if audit is not None:
         audit(answer)  # starts in the background; the answer above is already rendered
@@ -163,6 +184,52 @@ def saved_usd(
     usd = before - (prices.cost(names, report.tokens_after) or 0.0)
     headers["x-thresher-saved-usd"] = f"{usd:.8f}"
     metrics.observe_saved_usd(route.model, usd)
+
+
+def stages_deadline_ms(options: ThresherOptions, default_ms: float) -> float:
+    """How long after its arrival a request's stages may run: the compression options'
+    ``deadline_ms``, else the deployment's (``compress_deadline_ms``)."""
+    asked = options.compression.deadline_ms if options.compression is not None else None
+    return asked or default_ms
+
+
+async def _run_stages(
+    state: AppState, pipeline: Pipeline, ctx: RequestContext
+) -> tuple[PipelineReport, RequestContext]:
+    """The stages on Thresher's pool, in ``ctx.tenant``'s line, under the request's deadline.
+
+    The work changes a copy of the request (made on the worker, not on the event loop), so
+    when the deadline passes (or the client leaves) first, ``ctx`` itself is still the request
+    to forward unchanged, whatever the abandoned work is doing (it stops at its own check)."""
+    work, service = state.work, state.compression
+    if work is None or service is None:
+        raise RuntimeError("the service is not started (its lifespan builds the work pool)")
+    pipeline.check(ctx)  # a caller's mistake is a 4xx even when no worker is free in time
+    deadline = ctx.arrived + stages_deadline_ms(ctx.options, service.deadline_ms) / 1000
+
+    def run(queued: float) -> tuple[PipelineReport, RequestContext]:
+        mine = dataclasses.replace(ctx, body=copy.deepcopy(ctx.body), headers={})
+        return pipeline.run(mine, queued_s=queued, original=ctx.body), mine
+
+    queued = time.monotonic()
+    try:
+        return await work.run(ctx.tenant, run, deadline=deadline, cancelled=ctx.cancelled)
+    except Busy as exc:
+        spent = time.monotonic() - queued
+        return pipeline.skipped(ctx, f"skipped: {exc}", exc.waited, spent), ctx
+
+
+def _expander(
+    state: AppState, kind: Kind, options: Any, tenant: str, body: Body
+) -> Expander | None:
+    """The thresher_expand loop when the request opted in and forwards elision markers."""
+    compression = options.compression
+    if kind != "chat" or compression is None or not compression.expand:
+        return None
+    if state.compression is None or not expandable(body):
+        return None
+    rounds = state.settings.compress_expand_rounds  # type: ignore[attr-defined]
+    return Expander(state.compression.originals, tenant, rounds)
 
 
 async def _observed(

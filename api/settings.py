@@ -6,6 +6,8 @@ Read from ``THRESHER_*`` variables like the core settings; dict and list fields 
 
 from __future__ import annotations
 
+import re
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from thresher.api.pricing import PriceSpec
 from thresher.core.errors import ConfigError
 from thresher.core.settings import Settings, check_backend_url
+
+TENANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+# What an unmapped key's tenant looks like (api/guard.py): a named tenant must not pass for one.
+DIGEST = re.compile(r"^[0-9a-f]{24}$")
 
 
 class RouteSpec(BaseModel):
@@ -57,10 +63,11 @@ class ServiceSettings(Settings):
     compress_workers: int = Field(1, ge=1, le=64)
     """Compressions that run at once (api/compression_service.py)."""
     compress_queue: int = Field(8, ge=0)
-    """Requests that may wait for a compression worker; when full, a request is forwarded
-    uncompressed at once."""
+    """Requests of one tenant that may wait for a compression worker (tenants are served in
+    turn); when its line is full, a request is forwarded uncompressed at once."""
     compress_deadline_ms: float = Field(10_000, gt=0)
-    """A request's compression deadline (a request's ``deadline_ms`` may set its own)."""
+    """A request's deadline for its stages and ``/v1/compress``, counted from its arrival (a
+    request's ``deadline_ms`` may set its own)."""
     compress_max_new_tokens: int = Field(32_768, ge=1)
     """Most not-yet-seen tokens one request may compress."""
     compress_cache_entries: int = Field(20_000, ge=1)
@@ -71,6 +78,13 @@ class ServiceSettings(Settings):
     machine."""
     compress_min_message_tokens: int = Field(48, ge=0)
     """Message texts shorter than this are forwarded verbatim."""
+    compress_originals_entries: int = Field(20_000, ge=1)
+    """Originals of elided spans kept for ``GET /v1/compress/originals/{handle}`` and the
+    ``thresher_expand`` tool (least recently used out); with ``compress_cache_path`` they live in
+    its sibling SQLite file ``<name>.originals``, shared by the workers of one machine."""
+    compress_expand_rounds: int = Field(3, ge=1, le=16)
+    """Rounds of ``thresher_expand`` calls the proxy answers itself per request; the last round
+    goes without the tool, so the model answers (docs/content.md)."""
     backend_retries: int = Field(2, ge=0, le=10)
     """Retries of what is safe to resend: a request that never reached the backend, or one the
     backend answered with 429 or 5xx (core/retry.py)."""
@@ -149,7 +163,74 @@ class ServiceSettings(Settings):
     jobs_input_roots: list[Path] = Field(default_factory=list)
     """Folders a job's recipe may read (inputs, DSIR targets, classifier and model folders;
     unset: ``data_dir``), JSON list; relative paths resolve under the first. A job always reads
-    its upload and writes only inside its own folder (api/jobs/paths.py)."""
+    its upload and writes only inside its own folder (api/jobs/paths.py); Thresher's own
+    folders (other jobs, pools, databases) are never input."""
+    tenants: dict[str, list[str]] = Field(default_factory=dict)
+    """Tenant name -> the API keys that act for it, JSON, e.g. ``{"team-a": ["key-1",
+    "key-2"]}``. Everything a request stores (pools, jobs, uploads, cached forms) belongs to its
+    tenant. A key listed here needs no entry in ``api_keys``; a key of ``api_keys`` in no tenant
+    is a tenant of its own (docs/security.md)."""
+    shared_pools: list[str] = Field(default_factory=list)
+    """Pools in the data folder (built with ``thresher pool build``) that every tenant may read
+    and none may change through the API, JSON list."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or CIDR networks of reverse proxies whose ``X-Forwarded-For`` is believed, JSON
+    list; from any other peer the client address is the socket's."""
+    limiter_max_callers: int = Field(100_000, ge=1)
+    """Callers the rate limiters remember at most (the least recently seen idle one is forgotten
+    first, never one that is blocked)."""
+    max_json_depth: int = Field(64, ge=2, le=512)
+    """JSON bodies (and JSON text in form fields) nested deeper than this are a 400."""
+    max_demonstrations: int = Field(256, ge=1)
+    """Demonstrations one ``/v1/demonstrations`` request may ask for (``k``); DPP's and MMR's
+    memory grows with its square."""
+    compress_models: dict[str, Path] = Field(default_factory=dict)
+    """Token classifiers ``/v1/compress`` may name in ``model`` (llmlingua2): a name -> its
+    folder, JSON."""
+    models_root: Path | None = None
+    """A folder whose subfolders ``/v1/compress`` may name in ``model``, relative to it (unset:
+    none)."""
+    work_threads: int = Field(8, ge=1, le=256)
+    """Threads of Thresher's own pool for request work (pipeline stages, ``/v1/compress``); one
+    tenant holds at most all but one."""
+    work_queue: int = Field(64, ge=0)
+    """Requests of one tenant that may wait for a worker; more are answered at once (forwarded
+    unchanged by the proxy, 429 from ``/v1/compress``)."""
+    compress_cache_busy_ms: float = Field(50, ge=0, le=60_000)
+    """How long a request waits for a SQLite message cache another process holds locked before
+    going on without it."""
+
+    @field_validator("tenants")
+    @classmethod
+    def _check_tenants(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        seen: dict[str, str] = {}
+        for name, keys in value.items():
+            if not TENANT_NAME.match(name) or DIGEST.match(name) or name == "anonymous":
+                raise ValueError(
+                    f"tenant name {name!r} is not allowed; use 1-64 letters, digits, '_', '-' "
+                    "or '.', starting with a letter, not 'anonymous' nor 24 hex digits"
+                )
+            if not keys:
+                raise ValueError(f"tenant {name!r} has no keys; give it at least one")
+            for key in keys:
+                if not key:
+                    raise ValueError(f"tenant {name!r} has an empty key")
+                if seen.setdefault(key, name) != name:
+                    raise ValueError(f"a key of tenant {name!r} is also a key of {seen[key]!r}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network; give e.g. 10.0.0.5 or "
+                    "10.0.0.0/8"
+                ) from None
+        return value
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -179,6 +260,10 @@ class ServiceSettings(Settings):
 
     def jobs_dir_path(self) -> Path:
         return self.jobs_dir or self.data_dir / "jobs"
+
+    def tenants_dir(self) -> Path:
+        """Where each keyed tenant's own pools live (``<tenants_dir>/<tenant>/pools``)."""
+        return self.data_dir / "tenants"
 
 
 def service_settings(settings: Settings | None = None, **overrides: object) -> ServiceSettings:

@@ -40,9 +40,14 @@ def wait_until_up(url: str, timeout: float = 60.0, process: subprocess.Popen | N
 
 @contextmanager
 def serve_app(app, port: int | None = None) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread; yields its base URL."""
+    """Run an ASGI app under uvicorn in a thread, configured as ``thresher serve`` runs it;
+    yields its base URL."""
+    from thresher.api.guard import UVICORN_OPTIONS
+
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **UVICORN_OPTIONS
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -61,9 +66,23 @@ def serve_app(app, port: int | None = None) -> Iterator[str]:
 @contextmanager
 def fault_backend() -> Iterator[tuple[str, subprocess.Popen]]:
     """The fault backend (tests/api/fault_backend.py) as its own process; yields (url, proc)."""
+    with backend_process("fault_backend.py") as found:
+        yield found
+
+
+@contextmanager
+def tool_backend() -> Iterator[tuple[str, subprocess.Popen]]:
+    """The tool-calling backend (tests/api/tool_backend.py) as its own process."""
+    with backend_process("tool_backend.py") as found:
+        yield found
+
+
+@contextmanager
+def backend_process(script: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """One of the loopback backends in tests/api as its own process; yields (url, proc)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "fault_backend.py"), str(port)],
+        [sys.executable, str(HERE / script), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
