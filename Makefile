@@ -92,10 +92,13 @@ bench-smoke: $(STAMP)
 	$(BIN)/python bench/selection_throughput.py --smoke
 	$(BIN)/python bench/selection_throughput.py --smoke --executor ray --nodes 2
 	$(BIN)/python bench/compression.py --smoke
+	$(BIN)/python bench/compression.py --smoke --speed --threads 2
 	$(BIN)/python bench/icl.py --smoke
 	$(BIN)/python bench/retrieval_latency.py --smoke
 	$(BIN)/python bench/proxy.py --smoke
 	$(BIN)/python bench/conversation.py --smoke
+	$(BIN)/python bench/audit.py --smoke
+	$(BIN)/python bench/content.py --smoke
 
 # LiteLLM side by side with Thresher's proxy, plain and with the guardrail (needs its venv; a
 # smoke run takes about 2 minutes, most of it starting LiteLLM three times).

@@ -19,12 +19,23 @@ from thresher.api.jobs.worker import JobRunner
 from thresher.api.lane import ProxyLane
 from thresher.api.metrics import Metrics
 from thresher.api.openapi import openapi
-from thresher.api.routes import chat, compress, health, jobs, models, monitoring, pools
+from thresher.api.routes import (
+    audit,
+    chat,
+    compress,
+    health,
+    jobs,
+    models,
+    monitoring,
+    originals,
+    pools,
+)
 from thresher.api.routing import build_router
 from thresher.api.settings import ServiceSettings, service_settings
 from thresher.api.stages import default_stages
 from thresher.api.state import AppState
-from thresher.core.errors import ConfigError, ModelUnavailableError
+from thresher.api.work import WorkPool
+from thresher.core.errors import ConfigError, ModelUnavailableError, NotFoundError
 from thresher.core.models import ModelProvider
 from thresher.core.settings import Settings
 
@@ -47,7 +58,41 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     state.pool_store()
     if state.compression is None:
         state.compression = CompressionService.from_settings(settings, LatencyModel())
+    fleet_state(state, settings)
+    if state.work is None:
+        state.work = WorkPool(settings.work_threads, settings.work_queue)
     return state
+
+
+def fleet_state(state: AppState, settings: ServiceSettings) -> None:
+    """Money, the pays gate's objective, audit mode and the shared store (docs/fleet.md);
+    each stays None, and costs nothing, when its settings are off."""
+    from thresher.api.audit import Auditor
+    from thresher.api.pricing import PriceBook
+    from thresher.api.stores import MemoryStore, StoreCache, shared_store
+
+    assert state.compression is not None
+    shared = shared_store(settings)
+    if shared is not None:
+        state.store = shared
+        state.compression.cache = StoreCache(shared, "forms")
+        state.compression.originals = StoreCache(shared, "originals")
+    wants_prices = settings.money or settings.pays_objective == "money"
+    audit = Auditor.from_settings(settings, state.store or MemoryStore())
+    if wants_prices or settings.prices or audit is not None:
+        state.prices = PriceBook(settings.prices)
+    state.audit = audit
+    judge = settings.audit_judge_route
+    if audit is not None and judge is not None and state.router is not None:
+        try:
+            state.router.resolve(judge)
+        except NotFoundError as exc:
+            raise ConfigError(
+                f"Setting audit_judge_route (THRESHER_AUDIT_JUDGE_ROUTE): {exc}",
+                field="audit_judge_route",
+            ) from None
+    gate = state.compression.gate
+    gate.prices, gate.objective = state.prices, settings.pays_objective
 
 
 def check_configured_models(settings: ServiceSettings) -> None:
@@ -60,6 +105,21 @@ def check_configured_models(settings: ServiceSettings) -> None:
     urls = [settings.backend, *(spec.url for spec in settings.routes.values())]
     if "local" in urls:
         check_model_name(settings.local_model, "causal-lm", "local_model")
+
+
+def check_stores(settings: ServiceSettings) -> None:
+    """Fail startup naming the setting when a database the service keeps (the message cache,
+    the job store) cannot be opened: before any worker process starts, so a broken file stops
+    ``thresher serve`` with one line and exit 2 whatever the worker count."""
+    from thresher.api.compression_service import SQLiteMessageCache
+
+    if settings.compress_cache_path is not None:
+        SQLiteMessageCache(
+            settings.compress_cache_path,
+            settings.compress_cache_entries,
+            settings.compress_cache_busy_ms,
+        )
+    JobStore(settings.jobs_db_path())
 
 
 def preload(provider: ModelProvider, settings: ServiceSettings) -> None:
@@ -131,7 +191,7 @@ def create_app(
             )
         complete_state(built, service, metrics)
         if service.preload_models:  # else on the first /v1/compress (a proxy starts at once)
-            compress.compressors(built)
+            compress.preload_compressors(built)
         app.state.thresher = built
         runner = built.job_runner
         resumed = runner.resume()
@@ -142,6 +202,10 @@ def create_app(
         try:
             yield
         finally:
+            if built.audit is not None:
+                await built.audit.drain(timeout=5)
+            if built.work is not None:  # waiting requests are answered now, running work
+                built.work.close()  # is not awaited (its threads do not hold the exit)
             runner.stop()
             if built.router is not None:
                 await built.router.aclose()
@@ -154,13 +218,19 @@ def create_app(
     )
     install_error_handlers(app)
     # The guard in front of everything; behind it, the proxy's lane, then FastAPI's own stack.
+    depth = service.max_json_depth
     app.front = Guard(
-        ProxyLane(StrictJSON(app.routes_app, service=app), service=app),
+        ProxyLane(
+            StrictJSON(app.routes_app, service=app, max_depth=depth), service=app, max_depth=depth
+        ),
         api_keys=service.api_keys,
         max_body_bytes=service.max_body_bytes,
         rate_limit_per_minute=service.rate_limit_per_minute,
         metrics=metrics,
         auth_failures_per_minute=service.auth_failures_per_minute,
+        tenants=service.tenants,
+        trusted_proxies=service.trusted_proxies,
+        max_callers=service.limiter_max_callers,
     )
     # One router per resource, one line each.
     app.include_router(health.router)
@@ -170,6 +240,8 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(pools.router)
     app.include_router(compress.router)
+    app.include_router(audit.router)
+    app.include_router(originals.router)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -49,6 +49,9 @@ def doctor(
     except ImportError:
         typer.echo("torch       not installed (pip install 'thresher[models]')")
     typer.echo(f"device      {device} -> {resolve_device(device)}")
+    threads, dtype = provider.threads(), provider.compression_precision()
+    typer.echo(f"threads     {threads.value}: {threads.reason}")
+    typer.echo(f"dtype       {dtype.value} for compression's models: {dtype.reason}")
     typer.echo(f"cache dir   {provider.cache_dir}")
     typer.echo(f"tiktoken    {tiktoken_cache_dir()}")
     checks = {
@@ -94,7 +97,8 @@ def serve(
     """Serve the REST API and the OpenAI-compatible proxy."""
     import uvicorn
 
-    from thresher.api.app import check_configured_models, create_app
+    from thresher.api.app import check_configured_models, check_stores, create_app
+    from thresher.api.guard import UVICORN_OPTIONS
     from thresher.api.settings import service_settings
 
     remote = backend is not None and backend != "local"
@@ -110,7 +114,9 @@ def serve(
     }
     settings = service_settings(**overrides)  # checked here: a bad value fails before forking
     check_configured_models(settings)
-    run = {"host": settings.host, "port": settings.port, "log_level": "info"}
+    check_stores(settings)
+    # The guard reads client addresses itself (THRESHER_TRUSTED_PROXIES): uvicorn must not.
+    run = {"host": settings.host, "port": settings.port, "log_level": "info", **UVICORN_OPTIONS}
     if workers == 1:
         app = create_app(settings, gc_tuning=True)
         uvicorn.run(app, access_log=access_log, **run)  # type: ignore[arg-type]

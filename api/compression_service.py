@@ -2,15 +2,22 @@
 compression workers with a bounded queue, and what it has learned about costs.
 
 No request waits on another past its own deadline: a request takes one of ``workers`` slots or
-waits in a queue of at most ``queue`` requests, and when the queue is full it is forwarded
+waits in line, at most ``queue`` requests of one tenant, tenants served in turn (so one tenant's
+burst does not hold another's request); when its tenant's line is full it is forwarded
 uncompressed at once (``x-thresher-compression: skipped``). Work inside a slot stops within one
 forward pass of the scoring LM when the deadline passes or the client disconnects: every model
-call of the request goes through a :class:`StoppableModel`.
+call of the request goes through a :class:`StoppableModel`. ``/v1/compress`` takes the same
+slots.
+
+A message cache that fails (a SQLite file another process holds locked past a short busy
+timeout) costs a request one short wait: :class:`RequestCache` then goes on without it for the
+rest of that request.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -22,9 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from thresher.compression.conversation import LRUMessageCache, MessageCache, Stopped
+from thresher.api.pays import OutputModel, PaysGate
+from thresher.api.work import Busy, FairQueue
+from thresher.compression.conversation import Stopped
+from thresher.compression.message_cache import LRUMessageCache, MessageCache
+from thresher.core.errors import ConfigError
 
+log = logging.getLogger(__name__)
 StopCheck = Callable[[], "str | None"]
+CLIENT_GONE = "client disconnected"
+DEADLINE_PASSED = "deadline passed"
 
 
 @dataclass
@@ -49,49 +63,71 @@ class LatencyModel:
             self.per_token[method] = new if old is None else old + self.alpha * (new - old)
 
 
-class Busy(Exception):
-    """No worker slot within the deadline, or the queue is full."""
-
-
 class WorkerPool:
-    """``workers`` compressions at a time; at most ``queue`` requests waiting for a slot.
+    """``workers`` compressions at a time; waiting, at most ``queue`` requests per tenant,
+    tenants served in turn (:class:`thresher.api.work.FairQueue`).
 
-    The work runs in the caller's thread (the pipeline already runs in one); the pool only
-    bounds how many run and how long one may wait.
+    The work runs in the caller's thread (a worker of :class:`thresher.api.work.WorkPool`); the
+    pool only bounds how many run and how long one may wait.
     """
 
     def __init__(self, workers: int = 1, queue: int = 8) -> None:
         self.workers = workers
         self.queue = queue
-        self._slots = threading.Semaphore(workers)
         self._lock = threading.Lock()
-        self.waiting = 0
+        self._free = workers
+        self._line: FairQueue[threading.Event] = FairQueue(queue)
         self.running = 0
 
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return self._line.waiting()
+
     @contextmanager
-    def slot(self, stop: StopCheck) -> Iterator[None]:
-        """Hold a worker slot; :class:`Busy` when the queue is full or ``stop`` says so first."""
-        if not self._slots.acquire(blocking=False):
+    def slot(self, stop: StopCheck, tenant: str = "anonymous") -> Iterator[float]:
+        """Hold a worker slot, yielding the seconds waited for it; :class:`Busy` when
+        ``tenant``'s line is full or ``stop`` gives a reason first."""
+        start = time.monotonic()
+        turn = threading.Event()
+        with self._lock:
+            if self._free > 0 and not self._line.waiting():
+                self._free -= 1
+                turn.set()
+            elif not self._line.push(tenant, turn):
+                raise Busy(
+                    f"compression queue full ({self.queue} of this tenant waiting)", reason="full"
+                )
+        while not turn.wait(0.05):
+            reason = stop()
+            if reason is None:
+                continue
             with self._lock:
-                if self.waiting >= self.queue:
-                    raise Busy(f"compression queue full ({self.queue} waiting)")
-                self.waiting += 1
-            try:
-                while not self._slots.acquire(timeout=0.05):
-                    reason = stop()
-                    if reason is not None:
-                        raise Busy(f"{reason} while queued")
-            finally:
-                with self._lock:
-                    self.waiting -= 1
+                given = not self._line.remove(tenant, turn)  # handed a slot meanwhile
+            if given:
+                self._release()
+            raise Busy(
+                f"{reason} while queued",
+                reason="gone" if reason == CLIENT_GONE else "deadline",
+                waited=time.monotonic() - start,
+            )
         with self._lock:
             self.running += 1
         try:
-            yield
+            yield time.monotonic() - start
         finally:
             with self._lock:
                 self.running -= 1
-            self._slots.release()
+            self._release()
+
+    def _release(self) -> None:
+        """Hand the slot to whoever's turn it is, or free it."""
+        with self._lock:
+            turn = self._line.pop()
+            if turn is None:
+                self._free += 1
+            else:
+                turn.set()
 
 
 class StoppableModel:
@@ -148,12 +184,14 @@ class PrefillModel:
         self.forget = forget
         self.min_samples = min_samples
         self._direct: dict[str, float] = {}
+        self._decode: dict[str, float] = {}
         self._fit: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
         self._lock = threading.Lock()
 
     def observe(self, route: str, answer: dict[str, Any], elapsed_s: float) -> None:
         timings = answer.get("timings")
         if isinstance(timings, dict):
+            self._observe_decode(route, timings)
             n, ms = timings.get("prompt_n"), timings.get("prompt_ms")
             if isinstance(n, int | float) and isinstance(ms, int | float) and n > 0 and ms > 0:
                 with self._lock:
@@ -179,25 +217,47 @@ class PrefillModel:
                 n + 1,
             )
 
+    def _observe_decode(self, route: str, timings: dict[str, Any]) -> None:
+        n, ms = timings.get("predicted_n"), timings.get("predicted_ms")
+        if isinstance(n, int | float) and isinstance(ms, int | float) and n > 0 and ms > 0:
+            with self._lock:
+                old = self._decode.get(route)
+                new = float(ms) / float(n)
+                self._decode[route] = new if old is None else old + self.alpha * (new - old)
+
+    def ms_per_output_token(self, route: str) -> float | None:
+        """Milliseconds per generated token on ``route`` (the pays gate prices extra output
+        with it): the backend's own decode timings, else the usage fit's output slope."""
+        with self._lock:
+            if route in self._decode:
+                return self._decode[route]
+        return self._slope(route, 2, min_spread=2.0)
+
     def ms_per_token(self, route: str) -> float | None:
         with self._lock:
             if route in self._direct:
                 return self._direct[route]
+        return self._slope(route, 1, min_spread=8.0)
+
+    def _slope(self, route: str, column: int, min_spread: float) -> float | None:
+        """Milliseconds per unit of the fit's ``column`` (1: uncached prompt tokens, 2: output
+        tokens), or None until enough answers of different sizes were seen."""
+        with self._lock:
             found = self._fit.get(route)
         if found is None or found[2] < self.min_samples:
             return None
         xtx, xty, _ = found
-        # The slope needs prompts of different sizes: over near-constant sizes it is noise.
-        weight, mean = xtx[0, 0], xtx[0, 1] / xtx[0, 0]
-        spread = max(xtx[1, 1] / weight - mean * mean, 0.0) ** 0.5
-        if spread < max(8.0, 0.1 * mean):
+        # The slope needs sizes that differ: over near-constant sizes it is noise.
+        weight, mean = xtx[0, 0], xtx[0, column] / xtx[0, 0]
+        spread = max(xtx[column, column] / weight - mean * mean, 0.0) ** 0.5
+        if spread < max(min_spread, 0.1 * mean):
             return None
         ridge = np.diag(1e-8 * np.diag(xtx) + 1e-12)  # relative to each column's scale
         try:
             coef = np.linalg.solve(xtx + ridge, xty)
         except np.linalg.LinAlgError:
             return None
-        return max(float(coef[1]), 0.0)
+        return max(float(coef[column]), 0.0)
 
 
 class SQLiteMessageCache:
@@ -209,27 +269,51 @@ class SQLiteMessageCache:
     Args:
         path: The database file (created if missing; WAL, so readers do not wait).
         max_entries: Least recently used entries past this are deleted (checked every 512 puts).
+        busy_ms: How long a statement waits for another process's lock before it fails (a
+            request then goes on without the cache: :class:`RequestCache`).
+
+    Raises:
+        ConfigError: The file cannot be opened as this cache (naming the setting), at once.
     """
 
-    def __init__(self, path: str | Path, max_entries: int = 200_000) -> None:
+    def __init__(
+        self, path: str | Path, max_entries: int = 200_000, busy_ms: float = 50.0
+    ) -> None:
         self.path = Path(path)
         self.max_entries = max_entries
+        self.busy_ms = busy_ms
         self._local = threading.local()
         self._puts = 0
-        self._db()  # a bad path fails at startup, not on the first request
+        try:
+            # Set up once with a patient timeout (workers start together); a bad path or a file
+            # that is not this database fails here, at startup.
+            self._setup()
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(
+                "Setting compress_cache_path (THRESHER_COMPRESS_CACHE_PATH): the message cache "
+                f"cannot be opened ({type(exc).__name__}: {exc}); point it at a new file or "
+                "remove the broken one.",
+                field="compress_cache_path",
+            ) from None
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+    def _setup(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # kept in the file
             db.execute(
                 "CREATE TABLE IF NOT EXISTS messages "
                 "(key TEXT PRIMARY KEY, value TEXT NOT NULL, used REAL NOT NULL)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS messages_used ON messages (used)")
+        finally:
+            db.close()
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:  # one connection per thread, waiting at most busy_ms for a lock
+            db = sqlite3.connect(self.path, timeout=self.busy_ms / 1000, isolation_level=None)
+            db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
 
@@ -259,23 +343,58 @@ class SQLiteMessageCache:
         return int(self._db().execute("SELECT COUNT(*) FROM messages").fetchone()[0])
 
 
+class RequestCache:
+    """One request's view of a :class:`MessageCache`: the first failure of the store (a
+    locked file, a lost connection) is logged once and the rest of the request goes on
+    without it, so a broken store costs a request one short wait, not one per message."""
+
+    def __init__(self, cache: MessageCache) -> None:
+        self.cache = cache
+        self.failed: str | None = None
+
+    def get(self, key: str) -> Any | None:
+        if self.failed is None:
+            try:
+                return self.cache.get(key)
+            except Exception as exc:  # noqa: BLE001 - any store; this request goes on without
+                self._fail(exc)
+        return None
+
+    def put(self, key: str, value: Any) -> None:
+        if self.failed is None:
+            try:
+                self.cache.put(key, value)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        self.failed = f"{type(exc).__name__}: {exc}"[:200]
+        log.warning("message cache unavailable for this request (%s)", self.failed)
+
+
 @dataclass
 class CompressionService:
     """The compression stage's shared parts (``AppState.compression``).
 
     Args:
         cache: Forwarded message forms (in process by default; any :class:`MessageCache`).
+        originals: What structure compression elided, by tenant and handle (the same seam).
         pool: The workers and their queue.
         latency: Compression time per new token, per method.
         prefill: Backend prefill time per token, per route.
+        gate: The pays gate and what it learned about output length.
         deadline_ms: A request's compression stops this long after the request arrived.
         max_new_tokens: At most this many not-yet-seen tokens are compressed per request.
     """
 
     cache: MessageCache = field(default_factory=LRUMessageCache)
+    # Originals of elided spans by tenant and handle (compression/elision.py).
+    originals: MessageCache = field(default_factory=LRUMessageCache)
     pool: WorkerPool = field(default_factory=WorkerPool)
     latency: LatencyModel = field(default_factory=LatencyModel)
     prefill: PrefillModel = field(default_factory=PrefillModel)
+    # Whether compressing pays, output included (api/pays.py); the app sets its prices.
+    gate: PaysGate = field(default_factory=lambda: PaysGate(OutputModel()))
     deadline_ms: float = 10_000.0
     max_new_tokens: int = 32_768
     min_message_tokens: int = 48
@@ -283,7 +402,6 @@ class CompressionService:
     # inflated by one slow run (a cold model, a busy host) is measured again, not kept forever.
     explore_every: int = 16
     _skips: dict[str, int] = field(default_factory=dict, repr=False)
-    _scorer: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def explore(self, route: str) -> bool:
@@ -292,23 +410,21 @@ class CompressionService:
             n = self._skips[route] = self._skips.get(route, 0) + 1
         return self.explore_every > 0 and n % self.explore_every == 0
 
-    def scorer(self, build: Callable[[], Any]) -> Any:
-        """The scoring LM's wrapper, built once (building it reads the whole vocabulary, too slow
-        to repeat per request)."""
-        with self._lock:
-            if self._scorer is None:
-                self._scorer = build()
-            return self._scorer
-
     @classmethod
     def from_settings(
         cls, settings: Any, latency: LatencyModel | None = None
     ) -> CompressionService:
         path = settings.compress_cache_path
+        originals = settings.compress_originals_entries
         return cls(
-            cache=SQLiteMessageCache(path, settings.compress_cache_entries)
+            cache=SQLiteMessageCache(
+                path, settings.compress_cache_entries, settings.compress_cache_busy_ms
+            )
             if path is not None
             else LRUMessageCache(settings.compress_cache_entries),
+            originals=SQLiteMessageCache(path.with_name(path.name + ".originals"), originals)
+            if path is not None
+            else LRUMessageCache(originals),
             pool=WorkerPool(settings.compress_workers, settings.compress_queue),
             latency=latency or LatencyModel(),
             deadline_ms=settings.compress_deadline_ms,
@@ -329,9 +445,9 @@ def deadline_check(
 
     def stop() -> str | None:
         if cancelled is not None and cancelled():
-            return "client disconnected"
+            return CLIENT_GONE
         if time.monotonic() >= deadline:
-            return "deadline passed"
+            return DEADLINE_PASSED
         return None
 
     return stop

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from thresher.api.work import Busy
 from thresher.core.errors import (
     BackendError,
     BackendProtocolError,
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+class TooDeep(InputError):
+    """JSON nested past the deployment's limit (``max_json_depth``): a 400, like JSON that does
+    not parse, since no field of it can be named."""
 
 
 class ErrorDetail(BaseModel):
@@ -47,12 +53,13 @@ class ErrorResponse(BaseModel):
 # What each status means here; routes list the ones they can answer (api/openapi.py adds the
 # ones middleware and body parsing answer on every route).
 ERROR_TEXT = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON, or nests deeper than THRESHER_MAX_JSON_DEPTH.",
     401: "Missing or unknown API key.",
     404: "A named resource (model, pool, job, file) does not exist.",
     413: "The body is over THRESHER_MAX_BODY_BYTES.",
     422: "A field has the wrong type or value; error.param names it.",
-    429: "The key's rate limit is reached; see Retry-After.",
+    429: "The key's rate limit is reached, or its tenant has too many requests waiting; see "
+    "Retry-After.",
     502: "The backend failed after retries.",
     503: "A model this request needs is not available here.",
     504: "The backend timed out after retries.",
@@ -119,6 +126,10 @@ def install_error_handlers(app: FastAPI) -> None:
             422, f"{param}: {first.get('msg')}", "invalid_request_error", param, "invalid_value"
         )
 
+    @app.exception_handler(TooDeep)
+    async def _too_deep(_: Request, exc: TooDeep) -> JSONResponse:
+        return error_response(400, str(exc), "invalid_request_error", exc.field, "json_too_deep")
+
     @app.exception_handler(InputError)
     async def _input(_: Request, exc: InputError) -> JSONResponse:
         return error_response(422, str(exc), "invalid_request_error", exc.field, "invalid_value")
@@ -159,6 +170,21 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             what = "The backend could not be reached or broke off."
         return logged(exc, 502, what, "api_error", "backend_error")
+
+    @app.exception_handler(Busy)
+    async def _busy(_: Request, exc: Busy) -> JSONResponse:
+        # Work that did not run (api/work.py): the tenant's own load, its client gone, or the
+        # service stopping (a route answers a passed deadline itself, as the proxy does).
+        if exc.reason == "full":
+            return error_response(
+                429, f"Too many requests of this tenant in progress: {exc}. Retry shortly.",
+                "rate_limit_error", None, "too_many_requests_waiting", headers={"retry-after": "1"},
+            )  # fmt: skip
+        if exc.reason == "gone":  # nobody reads it; the metrics count the client's close
+            return error_response(
+                499, str(exc), "client_closed_request", None, "client_disconnected"
+            )
+        return error_response(503, f"{exc}; retry shortly.", "server_error", None, "busy")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

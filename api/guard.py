@@ -3,8 +3,14 @@ limit, and request metrics. Refusals carry the OpenAI error body.
 
 Failed keys are limited per client address (``auth_failures_per_minute``): past the limit an
 address is refused every request, right key or not, until its bucket refills, so guessing keys
-costs a minute per handful. A request's caller (a digest of its key, never the key) rides in
-the ASGI scope for the routes that keep per-key state (selection jobs: api/state.py ``Caller``).
+costs a minute per handful. The client address is the socket's peer; only a peer listed in
+``trusted_proxies`` may name another in ``X-Forwarded-For`` (the right-most address no trusted
+proxy added), so a header alone moves no caller into another's bucket. uvicorn must not rewrite
+the address itself (:data:`UVICORN_OPTIONS`).
+
+A request's caller (a digest of its key, never the key) and its tenant (the name settings map
+the key to, else the digest) ride in the ASGI scope: api/state.py ``Tenant`` owns what the
+request stores.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ import hashlib
 import hmac
 import json
 import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +31,12 @@ from thresher.api.errors import error_body
 from thresher.api.metrics import Metrics
 
 OPEN_PATHS = frozenset({"/healthz"})
+# How uvicorn must run the app (``thresher serve``, the tests' servers): the guard reads the
+# client address and X-Forwarded-For itself; uvicorn's own rewrite trusts loopback by default.
+UVICORN_OPTIONS = {"proxy_headers": False}
+# Where callers past ``max_callers`` are counted together while every remembered one is blocked.
+OVERFLOW = "\x00overflow"
+Network = IPv4Network | IPv6Network
 
 
 @dataclass
@@ -47,12 +62,21 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One token bucket per caller (API key, or client address when keys are off)."""
+    """One token bucket per caller (API key, or client address when keys are off).
+
+    Memory is bounded by ``max_callers``: a new caller makes room by forgetting the least
+    recently seen caller that is not blocked (forgetting an idle caller costs it nothing it
+    would not have regained). A blocked caller is never forgotten, so a flood of fresh callers
+    cannot lift a lockout; while every remembered caller is blocked, new ones share one bucket.
+    """
+
+    # Remembered callers looked at per new caller for one to forget.
+    PROBES = 64
 
     def __init__(self, per_minute: int, max_callers: int = 100_000) -> None:
         self.per_minute = per_minute
         self.max_callers = max_callers
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def wait(self, caller: str) -> float:
         """Take one token of ``caller``'s; 0.0 if granted, else the seconds to wait."""
@@ -61,16 +85,89 @@ class RateLimiter:
     def blocked(self, caller: str) -> float:
         """The seconds ``caller`` must wait for a token, taking none (0.0: not blocked)."""
         bucket = self._buckets.get(caller)
+        if bucket is None:
+            bucket = self._buckets.get(OVERFLOW) if self._full() else None
         return 0.0 if bucket is None else bucket.peek(time.monotonic())
 
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _full(self) -> bool:
+        return len(self._buckets) >= self.max_callers
+
     def _bucket(self, caller: str) -> TokenBucket:
+        now = time.monotonic()
         bucket = self._buckets.get(caller)
-        if bucket is None:
-            if len(self._buckets) >= self.max_callers:
-                self._buckets.clear()  # bounded memory under a flood of distinct callers
-            now = time.monotonic()
-            bucket = self._buckets[caller] = TokenBucket(self.per_minute, self.per_minute, now)
+        if bucket is not None:
+            self._buckets.move_to_end(caller)
+            return bucket
+        if self._full() and not self._forget_one(now):
+            caller = OVERFLOW  # every caller remembered is blocked: the new ones share a bucket
+            bucket = self._buckets.get(caller)
+            if bucket is not None:
+                return bucket
+        bucket = self._buckets[caller] = TokenBucket(self.per_minute, self.per_minute, now)
         return bucket
+
+    def _forget_one(self, now: float) -> bool:
+        """Forget the least recently seen caller that is not blocked; False if none is found
+        among the oldest :attr:`PROBES` (blocked ones go to the back of the line)."""
+        for _ in range(min(self.PROBES, len(self._buckets))):
+            caller, bucket = next(iter(self._buckets.items()))
+            if bucket.peek(now) == 0.0:
+                del self._buckets[caller]
+                return True
+            self._buckets.move_to_end(caller)
+        return False
+
+
+@dataclass(frozen=True)
+class Key:
+    """One accepted API key: the key, the caller it is recorded as (a digest), its tenant."""
+
+    secret: bytes
+    caller: str
+    tenant: str
+
+
+def keyring(api_keys: Iterable[str], tenants: Mapping[str, Iterable[str]]) -> list[Key]:
+    """Every accepted key with its tenant: the tenant settings name for it, else its own
+    digest (a tenant of one key)."""
+    named = {key: name for name, keys in tenants.items() for key in keys}
+    out: list[Key] = []
+    for key in dict.fromkeys([*api_keys, *named]):  # each key once, in order
+        secret = key.encode()
+        caller = hashlib.sha256(secret).hexdigest()[:24]
+        out.append(Key(secret, caller, named.get(key, caller)))
+    return out
+
+
+def client_address(scope: Scope, trusted: tuple[Network, ...]) -> str:
+    """The client's address: the socket peer, or, when the peer is a trusted proxy, the
+    right-most ``X-Forwarded-For`` entry that no trusted proxy added (entries to its left are
+    whatever the client wrote)."""
+    peer = str((scope.get("client") or ("-",))[0])
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    hops = [
+        hop.strip()
+        for name, value in scope["headers"]
+        if name == b"x-forwarded-for"
+        for hop in value.decode("latin-1").split(",")
+        if hop.strip()
+    ]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop[:64]
+    return hops[0][:64] if hops else peer
+
+
+def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed in network for network in trusted)
 
 
 class Guard:
@@ -85,16 +182,20 @@ class Guard:
         rate_limit_per_minute: int | None,
         metrics: Metrics,
         auth_failures_per_minute: int | None = 10,
+        tenants: Mapping[str, Iterable[str]] | None = None,
+        trusted_proxies: Iterable[str] = (),
+        max_callers: int = 100_000,
     ) -> None:
         self.app = app
-        self.api_keys = [k.encode() for k in api_keys]
-        # The caller recorded for a key: a digest, so no key is kept beyond this list.
-        self.callers = [hashlib.sha256(k).hexdigest()[:24] for k in self.api_keys]
+        self.keys = keyring(api_keys, tenants or {})
+        self.trusted = tuple(ip_network(p, strict=False) for p in trusted_proxies)
         self.max_body_bytes = max_body_bytes
-        self.limiter = RateLimiter(rate_limit_per_minute) if rate_limit_per_minute else None
+        self.limiter = (
+            RateLimiter(rate_limit_per_minute, max_callers) if rate_limit_per_minute else None
+        )
         self.failures = (
-            RateLimiter(auth_failures_per_minute)
-            if auth_failures_per_minute and self.api_keys
+            RateLimiter(auth_failures_per_minute, max_callers)
+            if auth_failures_per_minute and self.keys
             else None
         )
         self.metrics = metrics
@@ -104,6 +205,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        scope["thresher.arrived"] = time.monotonic()  # deadlines count from here
         status = [500]
 
         async def send_and_note(message: Message) -> None:
@@ -144,26 +246,29 @@ class Guard:
             "(THRESHER_MAX_BODY_BYTES); send a smaller body."
         )
 
-    def _identify(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[bool, str | None]:
-        """(authenticated, caller): open when no keys are set; a wrong key counts as a failure
+    def _identify(self, headers: dict[bytes, bytes], address: str) -> tuple[bool, Key | None]:
+        """(authenticated, key): open when no keys are set; a wrong key counts as a failure
         of the client's address."""
-        if not self.api_keys:
+        if not self.keys:
             return True, None
-        key = _bearer(headers.get(b"authorization", b""))
-        if key is not None:
-            for known, caller in zip(self.api_keys, self.callers, strict=True):
-                if hmac.compare_digest(key, known):
-                    return True, caller
+        sent = _bearer(headers.get(b"authorization", b""))
+        if sent is not None:
+            for key in self.keys:
+                if hmac.compare_digest(sent, key.secret):
+                    return True, key
             if self.failures is not None:
-                self.failures.wait(_address(scope))
+                self.failures.wait(address)
         return False, None
 
     def _refusal(self, scope: Scope) -> tuple[int, dict, dict[str, str]] | None:
         headers = dict(scope["headers"])
-        blocked = self.failures.blocked(_address(scope)) if self.failures is not None else 0.0
-        authenticated, caller = (False, None) if blocked else self._identify(scope, headers)
+        address = client_address(scope, self.trusted)
+        blocked = self.failures.blocked(address) if self.failures is not None else 0.0
+        authenticated, key = (False, None) if blocked else self._identify(headers, address)
         scope["thresher.authenticated"] = authenticated
-        scope["thresher.caller"] = caller
+        scope["thresher.caller"] = key.caller if key is not None else None
+        scope["thresher.tenant"] = key.tenant if key is not None else None
+        scope["thresher.address"] = address
         if scope["path"] in OPEN_PATHS:
             return None  # it answers without a key, and says less (api/routes/health.py)
         if blocked:
@@ -206,7 +311,7 @@ class Guard:
                 {},
             )
         if self.limiter is not None:
-            who = caller or _address(scope)
+            who = key.caller if key is not None else address
             wait = self.limiter.wait(who)
             if wait > 0:
                 self.metrics.rejected.labels("rate_limit").inc()
@@ -222,10 +327,6 @@ class Guard:
                     {"retry-after": str(max(1, round(wait)))},
                 )
         return None
-
-
-def _address(scope: Scope) -> str:
-    return str((scope.get("client") or ("-",))[0])
 
 
 def _bearer(value: bytes) -> bytes | None:

@@ -21,11 +21,13 @@ import time
 from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from thresher.api.boundary import check_depth, is_json, read_body, replay
 from thresher.api.errors import answer_exception
 from thresher.api.proxy import forward
 from thresher.api.routes.chat import ChatCompletionRequest, CompletionRequest, router
+from thresher.api.state import tenant_of
 
 LANES: dict[str, tuple[str, type[BaseModel]]] = {
     "/v1/chat/completions": ("chat", ChatCompletionRequest),
@@ -43,9 +45,10 @@ class ProxyLane:
         service: The FastAPI app: its state, routes (for metric labels) and exception handlers.
     """
 
-    def __init__(self, app: ASGIApp, *, service: FastAPI) -> None:
+    def __init__(self, app: ASGIApp, *, service: FastAPI, max_depth: int = 64) -> None:
         self.app = app
         self.service = service
+        self.max_depth = max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane = LANES.get(scope["path"]) if scope["type"] == "http" else None
@@ -53,7 +56,8 @@ class ProxyLane:
             await self.app(scope, receive, send)
             return
         scope["route"] = ROUTES[scope["path"]]
-        arrived = time.monotonic()  # a compression deadline counts parsing and validation too
+        # A compression deadline counts from the front door: reading and validating count too.
+        arrived = scope.get("thresher.arrived") or time.monotonic()
         try:
             body = await read_body(receive)  # the guard's limit may refuse it (413)
         except Exception as exc:  # noqa: BLE001 - the app's handlers decide every answer
@@ -63,17 +67,23 @@ class ProxyLane:
             return
         kind, model = lane
         try:
+            check_depth(body, self.max_depth)
+        except Exception as exc:  # noqa: BLE001
+            await self._answer_error(exc, scope, receive, send)
+            return
+        try:
             request = model.model_validate_json(body)
         except ValidationError:
             # The routes answer it, with the error shape and wording of every other route.
             await self.app(scope, replay(body, receive), send)
             return
         gone = threading.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+        watcher = asyncio.create_task(watch_disconnect(receive, gone))
         try:
             response = await forward(
-                self.service.state.thresher, kind, request, gone.is_set, arrived
-            )
+                self.service.state.thresher, kind, request, gone.is_set, arrived,
+                tenant_of(scope),
+            )  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             await self._answer_error(exc, scope, receive, send)
             return
@@ -88,26 +98,7 @@ class ProxyLane:
         await answer_exception(self.service, exc, scope, receive, send)
 
 
-def is_json(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return value.split(b";", 1)[0].strip().lower() == b"application/json"
-    return False
-
-
-async def read_body(receive: Receive) -> bytes | None:
-    """The whole body, or None when the client disconnects first."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _watch_disconnect(receive: Receive, gone: threading.Event) -> None:
+async def watch_disconnect(receive: Receive, gone: threading.Event) -> None:
     """Set ``gone`` when the client disconnects (the pipeline's stages then stop their work).
     Cancelled before the response is sent, which listens for the disconnect itself."""
     while True:
@@ -115,17 +106,3 @@ async def _watch_disconnect(receive: Receive, gone: threading.Event) -> None:
         if message["type"] == "http.disconnect":
             gone.set()
             return
-
-
-def replay(body: bytes, rest: Receive) -> Receive:
-    """A ``receive`` that hands over the body once more, then what the client sends next."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await rest()
-
-    return receive

@@ -59,6 +59,29 @@ class Metrics:
         self.rejected = Counter(
             "thresher_rejected_requests", "Requests refused before routing", ["reason"], registry=r
         )
+        # Money (api/pricing.py, ``money`` on) and audit mode (api/audit.py).
+        self.saved_usd = Counter(
+            "thresher_saved_usd", "USD of prompt tokens compression removed", ["route"], registry=r
+        )
+        self.audit_samples = Counter(
+            "thresher_audit_samples",
+            "Audited requests by route, method, rate and outcome",
+            ["route", "method", "rate", "outcome"],
+            registry=r,
+        )
+        self.audit_tokens = Counter(
+            "thresher_audit_tokens",
+            "Audited tokens: prompt before/after compression, output of the original and the "
+            "compressed request",
+            ["route", "method", "rate", "kind"],
+            registry=r,
+        )
+        self.audit_usd = Counter(
+            "thresher_audit_usd",
+            "Price of the audited pairs: the original and the compressed request",
+            ["route", "method", "rate", "arm"],
+            registry=r,
+        )
 
         # Labelled children, looked up once: ``labels()`` costs more than the count itself.
         self._before = self.prompt_tokens.labels("before")
@@ -81,6 +104,29 @@ class Metrics:
         self._after.inc(report.tokens_after)
         if report.saved > 0:
             self.saved.inc(report.saved)
+
+    def observe_saved_usd(self, route: str, usd: float) -> None:
+        if usd > 0:
+            self.saved_usd.labels(route).inc(usd)
+
+    def observe_audit(
+        self, route: str, method: str, rate: float, outcome: str, totals: Any = None
+    ) -> None:
+        """One audit sample's outcome and, with ``totals`` (api/audit.py), its tokens and prices."""
+        labels = (route, method, f"{rate:g}")
+        self.audit_samples.labels(*labels, outcome).inc()
+        if totals is None:
+            return
+        for kind, value in (
+            ("prompt_before", totals.tokens_before), ("prompt_after", totals.tokens_after),
+            ("output_original", totals.output_original),
+            ("output_compressed", totals.output_compressed),
+        ):  # fmt: skip
+            if value > 0:
+                self.audit_tokens.labels(*labels, kind).inc(value)
+        if totals.priced:
+            self.audit_usd.labels(*labels, "original").inc(max(totals.cost_original_usd, 0.0))
+            self.audit_usd.labels(*labels, "compressed").inc(max(totals.cost_compressed_usd, 0.0))
 
     def backend_error(self, backend: str, kind: str) -> None:
         self.backend_errors.labels(backend, kind).inc()

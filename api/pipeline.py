@@ -1,9 +1,14 @@
 """The request-time pipeline: retrieve -> order -> fit one token budget -> compress -> forward.
 
 Each stage is optional and timed. A caller's mistake (an unknown method or pool) is caught when
-the stage is built, before anything runs, and answered with a 4xx; once running, a stage fails
-open: whatever it raises, the original request goes to the backend unchanged and the report
-says which stage failed and why.
+the stage is built or checked, before anything runs, and answered with a 4xx; once running, a
+stage fails open: whatever it raises, the original request goes to the backend unchanged and the
+report says which stage failed and why.
+
+The stages run on Thresher's own pool (api/work.py) under the request's deadline, counted from
+its arrival: the time a request waited for a worker is reported (``queue_ms``) and counted in
+the first stage's time, and a request whose deadline passes first goes on unchanged
+(:meth:`Pipeline.skipped`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from thresher.api.state import ANONYMOUS_TENANT
 from thresher.compression import DEFAULT_METHOD
 from thresher.core.errors import ConfigError, InputError, ThresherError
 from thresher.core.record import message_text
@@ -57,6 +63,9 @@ class CompressionOptions(BaseModel):
     deadline_ms: float | None = Field(None, gt=0)
     # "pays": skip when the predicted prefill saving is below the predicted compression time.
     when: Literal["pays", "always"] = "pays"
+    # Offer the backend model a thresher_expand tool for the spans compression elided; the
+    # proxy answers its calls itself (api/expand.py, docs/content.md).
+    expand: bool = False
 
     @model_validator(mode="after")
     def _one_target(self) -> CompressionOptions:
@@ -126,6 +135,8 @@ class PipelineReport:
     stages: list[StageReport] = field(default_factory=list)
     failed: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # Milliseconds the request waited for a worker before its first stage (in that stage's ms).
+    queue_ms: float = 0.0
 
     @property
     def saved(self) -> int:
@@ -139,6 +150,7 @@ class PipelineReport:
             "counter": self.counter,
             "stages": [s.__dict__ for s in self.stages],
             "failed_stage": self.failed,
+            "queue_ms": round(self.queue_ms, 1),
         }
 
     def headers(self) -> dict[str, str]:
@@ -151,6 +163,7 @@ class PipelineReport:
             headers["x-thresher-stages"] = ", ".join(
                 f"{s.name};status={s.status};ms={s.ms:.1f}" for s in self.stages
             )
+            headers["x-thresher-queue-ms"] = f"{self.queue_ms:.1f}"
         if self.failed:
             headers["x-thresher-failed-stage"] = self.failed
             headers["x-thresher-fail-open"] = "original request forwarded"
@@ -193,6 +206,8 @@ class RequestContext:
     cancelled: Callable[[], bool] | None = None
     # When the request arrived (time.monotonic()): deadlines count from here.
     arrived: float = field(default_factory=time.monotonic)
+    # Whom what the request stores belongs to (api/state.py tenant_of).
+    tenant: str = ANONYMOUS_TENANT
     # x-thresher-* headers a stage adds to the answer.
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -237,36 +252,75 @@ class Pipeline:
         self.stages = stages
         self.observe = observe
 
-    def run(self, ctx: RequestContext) -> PipelineReport:
-        report = PipelineReport(counter=getattr(ctx.counter, "name", type(ctx.counter).__name__))
-        report.tokens_before = ctx.prompt_tokens()
-        # Only stages change the body; a pass-through pays no copy.
-        original = copy.deepcopy(ctx.body) if self.stages else ctx.body
+    def check(self, ctx: RequestContext) -> None:
+        """Every stage's ``check``: options that cannot hold raise :class:`InputError`."""
         for stage in self.stages:
             check = getattr(stage, "check", None)
             if check is not None:
                 check(ctx)
+
+    def run(
+        self,
+        ctx: RequestContext,
+        *,
+        queued_s: float = 0.0,
+        original: dict[str, Any] | None = None,
+    ) -> PipelineReport:
+        """Run the stages over ``ctx`` (checked first, see :meth:`check`).
+
+        Args:
+            ctx: The request; its body is changed in place.
+            queued_s: Seconds the request waited for a worker (reported, and counted in the
+                first stage's time).
+            original: A copy of the body to forward when a stage fails (made here if absent).
+        """
+        report = PipelineReport(counter=getattr(ctx.counter, "name", type(ctx.counter).__name__))
+        report.tokens_before = ctx.prompt_tokens()
+        report.queue_ms = queued_s * 1000
+        # Only stages change the body; a pass-through pays no copy.
+        if original is None:
+            original = copy.deepcopy(ctx.body) if self.stages else ctx.body
+        self.check(ctx)
+        waited = report.queue_ms
         for stage in self.stages:
             reason = stage.skip_reason(ctx)
             if reason is not None:
-                self._record(report, StageReport(stage.name, "skipped", 0.0, reason))
+                self._record(report, StageReport(stage.name, "skipped", waited, reason))
+                waited = 0.0
                 continue
             start = time.perf_counter()
             try:
                 stage.run(ctx)
             except Exception as exc:  # noqa: BLE001 - any failure forwards the original
                 log.exception("pipeline stage %s failed; forwarding the original", stage.name)
-                ms = (time.perf_counter() - start) * 1000
+                ms = (time.perf_counter() - start) * 1000 + waited
                 detail = _failure(exc)
                 self._record(report, StageReport(stage.name, "failed", ms, detail))
                 report.failed = stage.name
                 ctx.body = original
                 break
-            ms = (time.perf_counter() - start) * 1000
+            ms = (time.perf_counter() - start) * 1000 + waited
+            waited = 0.0
             self._record(report, StageReport(stage.name, "ran", ms, getattr(stage, "detail", "")))
         ran = any(s.status == "ran" for s in report.stages)
         report.tokens_after = ctx.prompt_tokens() if ran else report.tokens_before
         report.extra_headers = dict(ctx.headers)
+        return report
+
+    def skipped(
+        self, ctx: RequestContext, reason: str, waited_s: float, spent_s: float
+    ) -> PipelineReport:
+        """The report of a request whose stages did not finish in time (no worker free, the
+        deadline or the client gone first): every stage skipped for ``reason``, the first one's
+        time ``spent_s`` (the wait for a worker, ``waited_s``, and any work dropped); ``ctx``
+        holds the body to forward unchanged. Its tokens are not counted (0): counting a large
+        body would hold the event loop, which is what the pool keeps it from."""
+        report = PipelineReport(counter=getattr(ctx.counter, "name", type(ctx.counter).__name__))
+        report.queue_ms = waited_s * 1000
+        spent = spent_s * 1000
+        for stage in self.stages:
+            self._record(report, StageReport(stage.name, "skipped", spent, reason))
+            spent = 0.0
         return report
 
     def _record(self, report: PipelineReport, stage: StageReport) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thresher.api.pipeline import (
     CompressionOptions,
@@ -20,6 +20,9 @@ from thresher.api.pipeline import (
 from thresher.core.errors import InputError, NotFoundError
 from thresher.core.record import message_text
 from thresher.core.tokens import uncached
+
+if TYPE_CHECKING:
+    from thresher.api.pays import Verdict
 
 
 def query_text(ctx: RequestContext) -> str:
@@ -40,13 +43,24 @@ class DemonstrationStage:
         self.options = options
         self.state = state
 
+    def check(self, ctx: RequestContext) -> None:
+        """The pool must be one the request's tenant sees (its own, or a shared one)."""
+        pools = self.state.pool_store(ctx.tenant)
+        if not pools.exists(self.options.pool):
+            known = ", ".join(pools.names()) or "none yet"
+            raise NotFoundError(
+                f"No pool named {self.options.pool!r} (pools: {known}); create it with "
+                "POST /v1/pools.",
+                field="thresher.demonstrations.pool",
+            )
+
     def skip_reason(self, ctx: RequestContext) -> str | None:
         return None if query_text(ctx).strip() else "no user text to retrieve demonstrations for"
 
     def run(self, ctx: RequestContext) -> None:
         from thresher.prompting import demonstrate
 
-        pools = self.state.pool_store()
+        pools = self.state.pool_store(ctx.tenant)
         pool = pools.get(self.options.pool)
         found = demonstrate(
             pool,
@@ -164,36 +178,48 @@ class CompressionStage:
             return f"{tokens} tokens, under compress_min_tokens={self.settings.compress_min_tokens}"
         return None
 
-    def _stop(self, ctx: RequestContext) -> Any:
-        from thresher.api.compression_service import deadline_check
+    def _compressor(self, ctx: RequestContext) -> tuple[Any, Any]:
+        """The method's compressor over models that check the request's stop (deadline, client
+        gone) before every forward pass, and that check. Loading a model (the first request of
+        a service that does not preload) does not count against the deadline: the clock is
+        moved back by the time it took."""
+        from thresher.api.compression_service import (
+            deadline_check,
+            stoppable_model,
+            stoppable_scorer,
+        )
+        from thresher.compression import ProtectOptions, load_compressor
 
         deadline_ms = self.options.deadline_ms or self.service.deadline_ms
-        return deadline_check(ctx.arrived, deadline_ms, ctx.cancelled)
+        start = time.monotonic()
+        stops: list[Any] = []
 
-    def _compressor(self, ctx: RequestContext, stop: Any) -> Any:
-        from thresher.api.compression_service import stoppable_model, stoppable_scorer
-        from thresher.compression import CLASSIFIER_METHODS, ProtectOptions, get_compressor
+        def stoppable(model: Any, kind: str) -> Any:  # called once the models are loaded
+            stops.append(deadline_check(ctx.arrived + time.monotonic() - start, deadline_ms,
+                                        ctx.cancelled))  # fmt: skip
+            wrap = stoppable_model if kind == "token-classifier" else stoppable_scorer
+            return wrap(model, stops[0])
 
-        provider = self.state.provider
-        models: dict[str, Any]
-        if self.options.method in CLASSIFIER_METHODS:  # the token classifier and its ranker
-            dtype = provider.compression_dtype()
-            models = {
-                "scorer": stoppable_model(provider.token_classifier(dtype=dtype), stop),
-                "embedder": provider.embedder(self.settings.embedder_model, dtype=dtype),
-            }
-        else:
-            scorer = self.service.scorer(  # the one policy of /v1/compress and the CLI too
-                lambda: provider.compression_scorer(self.settings.scorer_model)
-            )
-            models = {"scorer": stoppable_scorer(scorer, stop)}
-        return get_compressor(
+        compressor = load_compressor(  # the models of /v1/compress and the CLI too
             self.options.method,
-            **models,
+            self.state.provider,
             counter=uncached(ctx.counter),
+            scorer_model=self.settings.scorer_model,
+            embedder_model=self.settings.embedder_model,
+            wrap=stoppable,
             min_tokens=0,
             protect=ProtectOptions(force_tokens=tuple(self.options.protect)),
         )
+        return compressor, stops[0]
+
+    def _mode(self, ctx: RequestContext) -> str:
+        """How the per-message rate is set (part of the cache key): ``target_tokens``,
+        ``budget`` (the shared budget does not hold), or ``rate``."""
+        if self.options.target_tokens is not None:
+            return "target_tokens"
+        if ctx.text_budget is not None and ctx.prompt_tokens() > ctx.text_budget:
+            return "budget"
+        return "rate"
 
     def run(self, ctx: RequestContext) -> None:
         if ctx.kind == "chat":
@@ -218,13 +244,15 @@ class CompressionStage:
         return min(1.0, max(0.05, math.floor(share * 20) / 20))
 
     def _run_chat(self, ctx: RequestContext) -> None:
-        from thresher.api.compression_service import Busy
+        from thresher.api.compression_service import RequestCache
+        from thresher.api.work import Busy
         from thresher.compression.conversation import ConversationCompressor
 
         service = self.service
-        stop = self._stop(ctx)
-        compressor = self._compressor(ctx, stop)
+        compressor, stop = self._compressor(ctx)
         counter = uncached(ctx.counter)
+        cache = RequestCache(service.cache)
+        mode = self._mode(ctx)
         messages = ctx.body["messages"]
         keep = {i for i, m in enumerate(messages) if id(m) in self._kept}
         fixed = sum(
@@ -235,36 +263,53 @@ class CompressionStage:
         rate = self._rate(ctx, fixed)
         # Under a token target the fitting rate moves as the chat grows: earlier messages keep
         # the form they were forwarded in (sticky) unless the target cannot hold that way.
-        targeted = self.options.target_tokens is not None or (
-            ctx.text_budget is not None and ctx.prompt_tokens() > ctx.text_budget
-        )
-        earlier: tuple[Any, float] | None = None
-        for attempt in range(3):
-            conversation = ConversationCompressor(
-                compressor, counter, cache=service.cache, target=ctx.route or counter.name,
+        targeted = mode != "rate"
+
+        def conversation_at(rate: float) -> ConversationCompressor:
+            return ConversationCompressor(
+                compressor, counter, cache=cache, target=ctx.route or counter.name,
                 rate=rate, min_message_tokens=service.min_message_tokens,
-                options_key=json.dumps(sorted(self.options.protect)),
+                options_key=json.dumps(sorted(self.options.protect)), tenant=ctx.tenant,
+                mode=mode,
             )  # fmt: skip
-            plan = conversation.plan(messages, keep, sticky=targeted and attempt == 0)
-            skip = self._decide(ctx, plan.new_tokens, rate)
+
+        earlier: tuple[Any, float] | None = None
+        waited = 0.0
+        why = ""
+        # The pays gate may choose another rate on each turn: earlier messages keep the form
+        # they were forwarded in, whatever rate chose it (the backend's prefix cache holds it).
+        gated = self.options.when == "pays" and not targeted
+        for attempt in range(3):
+            sticky = (targeted and attempt == 0) or gated
+            conversation = conversation_at(rate)
+            plan = conversation.plan(messages, keep, sticky=sticky)
+            verdict = self._decide(ctx, plan.new_tokens, rate)
+            if verdict.rate != rate:  # a milder rate pays more: its forms have their own keys
+                rate, why = verdict.rate, verdict.why
+                conversation = conversation_at(rate)
+                plan = conversation.plan(messages, keep, sticky=sticky)
+            skip = verdict.skip
             if skip is not None:
-                if skip.startswith("predicted saving"):
+                if verdict.does_not_pay:
                     conversation.remember_verbatim(plan)
                 result = conversation.run(plan, should_stop=lambda why=skip: why)
             else:
                 try:
-                    with service.pool.slot(stop):
+                    with service.pool.slot(stop, ctx.tenant) as slot_wait:
+                        waited += slot_wait
                         result = conversation.run(
                             plan, should_stop=stop, max_new_tokens=service.max_new_tokens
                         )
                 except Busy as exc:
                     skip = str(exc)
+                    waited += exc.waited
                     result = conversation.run(plan, should_stop=lambda why=skip: why)
                 else:
                     if result.new_tokens and result.stopped is None:
                         service.latency.observe(
                             self.options.method, result.new_tokens, result.seconds
                         )
+            keep_originals(service.originals, ctx.tenant, result.elided)
             if earlier is not None and (result.stopped or skip is not None):
                 result, rate = earlier  # aiming lower ran out of time: keep the closer try
                 skip = None
@@ -281,45 +326,60 @@ class CompressionStage:
         elif result.stopped:
             decision = f"partial: {result.stopped}"
         else:
-            decision = "compress"
+            decision = f"compress at a {why}" if why else "compress"
         counts = (
             f"compressed={result.count('compressed')}; cached={result.count('cached')}; "
             f"verbatim={result.count('verbatim')}; skipped={result.count('skipped')}; "
             f"new_tokens={result.new_tokens}; rate={rate}"
         )
-        self.detail = f"{decision}; {counts}"
+        if cache.failed is not None:
+            decision += "; message cache unavailable"
+        self.detail = f"{decision}; {counts}; queued_ms={waited * 1000:.0f}"
         ctx.headers["x-thresher-compression"] = header_value(counts)
         ctx.headers["x-thresher-compression-decision"] = header_value(decision)
 
-    def _decide(self, ctx: RequestContext, new_tokens: int, rate: float) -> str | None:
-        """Why the new messages are not worth compressing now, or None to compress them."""
+    def _decide(self, ctx: RequestContext, new_tokens: int, rate: float) -> Verdict:
+        """The rate to compress the new messages at, or why they are not worth compressing now
+        (the pays gate of api/pays.py: input and output, time or money)."""
+        from thresher.api.pays import Inputs, Verdict
+
         if new_tokens == 0:
-            return None
-        cost = self.service.latency.predict_ms(self.options.method, new_tokens)
-        prefill = self.service.prefill.ms_per_token(ctx.route)
+            return Verdict(rate)
+        service = self.service
+        cost = service.latency.predict_ms(self.options.method, new_tokens)
+        prefill = service.prefill.ms_per_token(ctx.route)
         saving = None if prefill is None else new_tokens * (1 - rate) * prefill
-        ctx.headers["x-thresher-compression-estimate"] = (
+        estimate = (
             f"new_tokens={new_tokens}; cost_ms={_ms(cost)}; saving_ms={_ms(saving)}; "
             f"prefill_ms_per_token={'unknown' if prefill is None else f'{prefill:.4f}'}"
         )
+        verdict = Verdict(rate)
         # A token target is a requirement (a context window), not a saving to weigh.
         required = self.options.target_tokens is not None or ctx.text_budget is not None
-        if self.options.when == "pays" and not required and cost is not None and saving is not None:
-            if saving < cost and not self.service.explore(ctx.route):
-                return f"predicted saving {saving:.0f} ms < predicted cost {cost:.0f} ms"
+        if self.options.when == "pays" and not required:
+            route = self.state.router.resolve(ctx.route) if ctx.route else None
+            names = (ctx.route, route.upstream_model) if route is not None else (ctx.route,)
+            verdict = service.gate.decide(Inputs(
+                ctx.route, names, new_tokens, ctx.prompt_tokens(), rate, cost, prefill,
+                service.prefill.ms_per_output_token(ctx.route),
+            ))  # fmt: skip
+            estimate = f"{estimate}; {verdict.estimate}"
+            if verdict.skip is not None and service.explore(ctx.route):
+                verdict = Verdict(rate)  # measured again, not trusted forever
+        ctx.headers["x-thresher-compression-estimate"] = header_value(estimate)
         limit = self.options.max_latency_ms or self.settings.compress_latency_budget_ms
-        if limit is not None and cost is not None and cost > limit:
-            return f"predicted {cost:.0f} ms, over the latency budget of {limit:.0f} ms"
-        return None
+        if verdict.skip is None and limit is not None and cost is not None and cost > limit:
+            why = f"predicted {cost:.0f} ms, over the latency budget of {limit:.0f} ms"
+            return Verdict(rate, skip=why)
+        return verdict
 
     # -- a completion prompt: one text -------------------------------------------------------
 
     def _run_prompt(self, ctx: RequestContext) -> None:
-        from thresher.api.compression_service import Busy
+        from thresher.api.work import Busy
         from thresher.compression.conversation import Stopped
 
-        stop = self._stop(ctx)
-        compressor = self._compressor(ctx, stop)
+        compressor, stop = self._compressor(ctx)
         tokens = ctx.prompt_tokens()
         target = self.options.target_tokens
         if target is None and ctx.text_budget is not None and tokens > ctx.text_budget:
@@ -327,12 +387,15 @@ class CompressionStage:
         rate = self.options.rate if target is None else None
         if target is None and rate is None:
             rate = 0.5
-        skip = self._decide(ctx, tokens, rate or target / max(tokens, 1))  # type: ignore[operator]
+        verdict = self._decide(ctx, tokens, rate or target / max(tokens, 1))  # type: ignore[operator]
+        skip = verdict.skip
+        if rate is not None:
+            rate = verdict.rate
         start = time.perf_counter()
         try:
             if skip is not None:
-                raise Busy(skip)
-            with self.service.pool.slot(stop):
+                raise Stopped(skip)
+            with self.service.pool.slot(stop, ctx.tenant):
                 if ctx.cancelled is not None and ctx.cancelled():
                     raise Stopped("client disconnected")
                 result = compressor.compress(ctx.body["prompt"], rate=rate, target_tokens=target)
@@ -342,7 +405,17 @@ class CompressionStage:
             return
         ctx.body["prompt"] = result.text
         self.service.latency.observe(self.options.method, tokens, time.perf_counter() - start)
-        ctx.headers["x-thresher-compression-decision"] = "compress"
+        decision = f"compress at a {verdict.why}" if verdict.why else "compress"
+        ctx.headers["x-thresher-compression-decision"] = header_value(decision)
+
+
+def keep_originals(store: Any, tenant: str, elided: list[Any]) -> None:
+    """Remember what compression elided, under the tenant's keys (GET
+    /v1/compress/originals/{handle} and the thresher_expand tool read them back)."""
+    from thresher.compression.elision import originals_key
+
+    for span in elided:
+        store.put(originals_key(tenant, span.handle), span.record())
 
 
 def _ms(value: float | None) -> str:
@@ -357,13 +430,6 @@ def _demonstrations(options: ThresherOptions, state: Any) -> DemonstrationStage 
 
     _check_name(found.method, RETRIEVER_NAMES, "thresher.demonstrations.method")
     _check_name(found.order or "similarity", ORDER_NAMES, "thresher.demonstrations.order")
-    pools = state.pool_store()
-    if not pools.exists(found.pool):
-        known = ", ".join(pools.names()) or "none yet"
-        raise NotFoundError(
-            f"No pool named {found.pool!r} (pools: {known}); create it with POST /v1/pools.",
-            field="thresher.demonstrations.pool",
-        )
     return DemonstrationStage(found, state)
 
 

@@ -16,14 +16,22 @@ from thresher.core.settings import Settings
 from thresher.core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
 
 if TYPE_CHECKING:
+    from thresher.api.audit import Auditor
     from thresher.api.compression_service import CompressionService
     from thresher.api.jobs.store import JobStore
     from thresher.api.jobs.worker import JobRunner
     from thresher.api.metrics import Metrics
     from thresher.api.pipeline import StageRegistry
+    from thresher.api.pricing import PriceBook
     from thresher.api.routing import BackendRouter
+    from thresher.api.stores import Store
     from thresher.compression import Compressor
+    from thresher.api.work import WorkPool
     from thresher.prompting import PoolStore
+
+
+# The one tenant of a deployment without API keys (api/state.py tenant_of).
+ANONYMOUS_TENANT = "anonymous"
 
 
 @dataclass
@@ -41,21 +49,48 @@ class AppState:
     jobs: JobStore | None = None
     job_runner: JobRunner | None = None
     pools: PoolStore | None = None
-    compressors: dict[str, Compressor] | None = None
     # The compression stage's cache, worker pool and cost models (api/compression_service.py).
     compression: CompressionService | None = None
+    # Thresher's own threads for request work, shared fairly by tenants (api/work.py).
+    work: WorkPool | None = None
     counters: dict[str, TokenCounter] = field(default_factory=dict)
+    # The fleet's parts (docs/fleet.md), each None when off: prices (money, the gate's money
+    # objective, audit costs), audit mode, and the store replicas share (Redis).
+    prices: PriceBook | None = None
+    audit: Auditor | None = None
+    store: Store | None = None
+    tenant_pools: dict[str, PoolStore] = field(default_factory=dict)
 
-    def pool_store(self) -> PoolStore:
-        """The demonstration pools (built on first use when a test's state has none)."""
+    def pool_store(self, tenant: str = ANONYMOUS_TENANT) -> PoolStore:
+        """The demonstration pools ``tenant`` sees (built on first use).
+
+        The anonymous tenant (no API keys) keeps its pools in the data folder, as the CLI does;
+        a keyed tenant in a folder of its own (``ServiceSettings.tenants_dir``). Every tenant
+        reads the deployment's shared pools (``shared_pools``, in the data folder) and changes
+        none of them."""
+        from thresher.prompting import PoolStore
+
+        settings = self.settings
+        shared = tuple(getattr(settings, "shared_pools", ()))
         if self.pools is None:
-            from thresher.prompting import PoolStore
-
-            settings = self.settings
             self.pools = PoolStore(
-                settings.data_dir, lambda: self.provider.embedder(settings.embedder_model)
+                settings.data_dir,
+                lambda: self.provider.embedder(settings.embedder_model),
+                shared_names=shared,
             )
-        return self.pools
+        if tenant == ANONYMOUS_TENANT:
+            return self.pools
+        store = self.tenant_pools.get(tenant)
+        if store is None:
+            base = self.pools
+            store = self.tenant_pools[tenant] = PoolStore(
+                settings.tenants_dir() / tenant,  # type: ignore[attr-defined]
+                lambda: base.embedder,
+                index=base.index,
+                shared=base,
+                shared_names=shared,
+            )
+        return store
 
     def prompt_counter(self, name: str) -> TokenCounter:
         """The counter of proxied prompts for tokenizer ``name``: one per name, remembering
@@ -91,19 +126,12 @@ async def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def get_caller(request: Request) -> str | None:
-    """Who sent the request: a digest of its API key (the guard's), None when keys are off."""
-    return request.scope.get("thresher.caller")  # type: ignore[no-any-return]
-
-
-ANONYMOUS_TENANT = "anonymous"
-
 
 def tenant_of(scope: Mapping[str, Any]) -> str:
     """The tenant an ASGI request acts for: everything it stores (pools, jobs, uploads, cached
-    forms) belongs to this name. The caller's key digest when keys are set, else one anonymous
-    tenant."""
-    return scope.get("thresher.caller") or ANONYMOUS_TENANT
+    forms) belongs to this name. The tenant settings map the caller's key to
+    (``THRESHER_TENANTS``), else the key's digest; one anonymous tenant when keys are off."""
+    return scope.get("thresher.tenant") or scope.get("thresher.caller") or ANONYMOUS_TENANT
 
 
 async def get_tenant(request: Request) -> str:
@@ -115,11 +143,10 @@ async def get_authenticated(request: Request) -> bool:
     return bool(request.scope.get("thresher.authenticated", True))
 
 
-async def get_pools(state: State) -> PoolStore:
-    return state.pool_store()
+async def get_pools(state: State, request: Request) -> PoolStore:
+    return state.pool_store(tenant_of(request.scope))
 
 
-Caller = Annotated[str | None, Depends(get_caller)]
 Tenant = Annotated[str, Depends(get_tenant)]
 Pools = Annotated["PoolStore", Depends(get_pools)]
 Authenticated = Annotated[bool, Depends(get_authenticated)]

@@ -12,6 +12,7 @@ methods so that a busy machine slows all of them alike.
     python bench/compression.py --smoke    # 2 short items, no peer unless --peer
     python bench/compression.py --task needles --reader --items 24   # planted facts, SmolLM2 reads
     python bench/compression.py --task longqa --reader --items 24    # multiple-choice stories
+    python bench/compression.py --task needles --speed --items 20 --threads 2   # the floor
 
 ``--reader`` adds the reader's accuracy (bench/reader_tasks.py: SmolLM2 answers from the
 compressed prompt; right when its answer holds the gold one) beside the full text's. Method
@@ -19,6 +20,11 @@ compressed prompt; right when its answer holds the gold one) beside the full tex
 options follow as ``key=value``: ``llmlingua2:embedder:whole_share=0.8:window=512`` (``window``:
 the classifier's tokens per window). ``--seed`` draws other needle items (tune on one seed,
 report on the default).
+
+``--speed`` (bench/service_speed.py) times llmlingua2 through the service against one float32
+forward pass of its classifier over the same tokens and against the project's llmlingua, once
+per CPU configuration (``--cpu native avx2``: as it is, and with torch held to AVX2 kernels as on
+a CPU without native bf16), each in a child process; it fails if bf16 is chosen where emulated.
 
 Speed is reported against the peer mode doing the same job (its longllmlingua mode for
 Thresher's longllmlingua) and against the peer's llmlingua mode. The table and per-item rows
@@ -122,7 +128,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="2 short items, a minute or so")
     parser.add_argument("--peer", action="store_true", help="run the peer in --smoke mode too")
     parser.add_argument("--no-peer", action="store_true")
-    parser.add_argument("--dtype", default="bfloat16", help="Thresher's scoring LM dtype")
+    parser.add_argument(
+        "--dtype", default="auto", help="compression's models' dtype (auto: chosen for this CPU)"
+    )
     parser.add_argument("--methods", nargs="+", default=list(LIKE))
     parser.add_argument("--task", choices=["longqa", "needles"], default="longqa")
     parser.add_argument("--seed", type=int, default=14, help="which needle items (--task needles)")
@@ -147,12 +155,20 @@ def main() -> None:
     parser.add_argument(
         "--resume", action="store_true", help="keep the items already in the output, run the rest"
     )
+    parser.add_argument("--speed", action="store_true", help="the service against its floor")
+    parser.add_argument("--cpu", nargs="+", default=["native", "avx2"], help="--speed configs")
+    parser.add_argument(
+        "--llmlingua-items", type=int, default=6, help="--speed: items also run with llmlingua"
+    )
+    parser.add_argument("--speed-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     methods_wanted = [m for arg in args.methods for m in arg.split(",") if m]
     peer_modes = [m for arg in args.peer_modes for m in arg.split(",") if m]
     stem = (
         "compression" if args.task == "longqa" and not args.reader else f"compression_{args.task}"
     )
+    if args.speed:
+        stem = "compression_speed"
     default_out = OUT.with_name(f"{stem}{'_reader' if args.reader else ''}.json")
     out_path = args.out or (
         default_out.with_name(default_out.stem + "_smoke.json") if args.smoke else default_out
@@ -183,10 +199,24 @@ def main() -> None:
         rows = sorted(rows, key=lambda r: len(r["context"]))[:2]
     else:
         rows = rows[args.start : args.start + args.items]
+    if args.speed_child:  # one CPU configuration of --speed, in this process
+        from service_speed import measure
+
+        print(json.dumps(measure(rows, args.rate, args.llmlingua_items)))
+        return
+    if args.speed:
+        from service_speed import run_configs
+
+        results = run_configs(sys.argv[1:], args.cpu, out_path)
+        if results.get("avx2", {}).get("compression_dtype", {}).get("value") == "bfloat16":
+            raise SystemExit("bf16 was chosen with torch held to AVX2 kernels (emulated bf16)")
+        return
     provider = ModelProvider(device="cpu")
     counter = provider.token_counter("cl100k_base")
     judge = provider.scorer(dtype=args.judge_dtype)
-    scorer = provider.scorer(dtype=args.dtype)
+    dtype = provider.compression_dtype() if args.dtype == "auto" else args.dtype
+    print(f"compression dtype {dtype} ({provider.compression_precision().reason})")
+    scorer = provider.scorer(dtype=dtype)
     reader = None
     if args.reader:
         from reader_tasks import Reader
@@ -201,11 +231,11 @@ def main() -> None:
         for part in parts:
             key, eq, value = part.partition("=")
             options.update({key: float(value)} if eq else {"ranker": part})
-        classifier = provider.token_classifier(dtype=args.dtype)
+        classifier = provider.token_classifier(dtype=dtype)
         if "window" in options:
             classifier = copy.copy(classifier)
             classifier.max_length = int(options.pop("window"))
-        embedder = provider.embedder(dtype=args.dtype)
+        embedder = provider.embedder(dtype=dtype)
         return name, get_compressor(
             name, scorer=classifier, counter=counter, embedder=embedder, **options
         )

@@ -66,15 +66,16 @@ def wait_up(url: str, proc: subprocess.Popen | None = None, timeout: float = 120
 
 
 class Proxy:
-    """The app under uvicorn in a thread, with the given routes."""
+    """The app under uvicorn in a thread, with the given routes (``preload``: the models load
+    in its lifespan, as ``thresher serve`` does)."""
 
-    def __init__(self, routes: dict[str, str], **settings: object) -> None:
+    def __init__(self, routes: dict[str, str], preload: bool = False, **settings: object) -> None:
         import uvicorn
 
         from thresher.api.app import create_app
         from thresher.api.settings import ServiceSettings
 
-        self.app = create_app(ServiceSettings(routes=routes, preload_models=False, **settings))
+        self.app = create_app(ServiceSettings(routes=routes, preload_models=preload, **settings))
         port = free_port()
         config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
         self.server = uvicorn.Server(config)
@@ -137,16 +138,15 @@ def bench_turns(proxy: Proxy, chunks: list[str], turns: int, old: bool) -> dict:
         )
     out: dict = {"per_turn": rows}
     if old:
-        from thresher.compression import get_compressor
+        from thresher.compression import load_compressor
         from thresher.core.tokens import uncached
 
         state = proxy.state
-        from thresher.api.routes.compress import compression_scorer
-
-        compressor = get_compressor(
+        compressor = load_compressor(
             "llmlingua",
-            scorer=compression_scorer(state.provider, state.settings),
+            state.provider,
             counter=uncached(state.prompt_counter("cl100k_base")),
+            scorer_model=state.settings.scorer_model,
             min_tokens=0,
         )
         old_rows = []
@@ -227,7 +227,7 @@ def bench_json(proxy: Proxy) -> dict:
     text = json.dumps({"results": rows, "total": 400}, indent=2)
     count = proxy.state.prompt_counter("cl100k_base").count
     start = time.perf_counter()
-    out = compress_json(text, count(text) // 3, count)
+    out = compress_json(text, count(text) // 3, count).text
     ms = (time.perf_counter() - start) * 1000
     json.loads(out)
     return {

@@ -85,12 +85,14 @@ def needles(stories: list[dict], n: int, seed: int = 14, chars: int = 5000) -> l
 
 
 class Reader:
-    """SmolLM2 answering from a prompt, greedily, in a few words."""
+    """SmolLM2 answering from a prompt, greedily, in a few words; in the dtype this CPU runs
+    fastest unless one is given (bf16 where native, as the earlier results were read)."""
 
-    def __init__(self, provider: Any, dtype: str = "bfloat16", max_new_tokens: int = 12) -> None:
+    def __init__(self, provider: Any, dtype: str | None = None, max_new_tokens: int = 12) -> None:
         from thresher.core.backends import LocalBackend
 
-        self.backend = LocalBackend(provider.causal_lm(dtype=dtype), max_new_tokens=max_new_tokens)
+        lm = provider.causal_lm(dtype=dtype or provider.compression_dtype())
+        self.backend = LocalBackend(lm, max_new_tokens=max_new_tokens)
 
     def answer(self, prompt: str) -> str:
         body = {
@@ -114,13 +116,10 @@ def rank_study(n: int = 100, dtype: str = "bfloat16") -> dict[str, dict[str, flo
     import numpy as np
     from embedcache import shared_data
 
-    from thresher.compression.llmlingua2 import (
-        lexical_similarity,
-        sentence_groups,
-        sentence_vectors,
-    )
+    from thresher.compression.llmlingua2 import lexical_similarity, sentence_vectors
     from thresher.compression.units import ProtectOptions, split_units, unit_of_chars
     from thresher.core.models import ModelProvider
+    from thresher.core.text import sentence_groups
 
     rows = [json.loads(line) for line in (shared_data() / "longqa.jsonl").open()]
     provider = ModelProvider(device="cpu")

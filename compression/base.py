@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -84,8 +84,20 @@ def join_kept(pieces: Sequence[str], mask: Sequence[bool]) -> str:
     return "".join(out)
 
 
+ModelKind = Literal["scoring-lm", "token-classifier"]
+
+
 class BaseCompressor:
-    """Shared flow; subclasses implement :meth:`select`.
+    """Shared flow; subclasses implement :meth:`select` and declare what they need.
+
+    Class attributes (capabilities, read by the factory and the conversation compressor instead
+    of method names): ``model`` is the kind of model ``scorer`` must be, a causal LM's
+    :class:`thresher.core.scoring.TokenScorer` (``scoring-lm``) or a
+    :class:`thresher.core.classifier.TokenClassifier` (``token-classifier``), and ``ranks_by``
+    the other model it takes, ``embedder`` or none; ``self_information`` says that on a text of
+    one segment the method keeps the units of most self-information per target token under the
+    scoring LM (LLMLingua's rule), so that many short texts can be scored in one batched pass
+    with the same result.
 
     Args:
         scorer: A :class:`thresher.core.scoring.TokenScorer` (the small causal LM).
@@ -99,6 +111,9 @@ class BaseCompressor:
     """
 
     name: ClassVar[str] = ""
+    model: ClassVar[ModelKind] = "scoring-lm"
+    ranks_by: ClassVar[Literal["embedder"] | None] = None
+    self_information: ClassVar[bool] = False
 
     def __init__(
         self,

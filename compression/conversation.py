@@ -9,44 +9,50 @@ not seen before cost compression time.
 
 Per message: system and developer prompts, messages the request marks as kept and short texts
 stay verbatim; a user message's question (its last line, or the last sentence of a long last
-line) is never compressed; JSON is compressed by structure (:mod:`thresher.compression.structured`),
-fenced code is kept, prose goes to the token compressor at the message's own rate with a floor.
-Many short prose pieces are scored together in one batched pass of the scoring LM.
+line) is never compressed; JSON and code are compressed by structure
+(:func:`thresher.compression.structured.shrink_segments`; what they elide is listed in
+:attr:`ConversationResult.elided`), prose by the token compressor at the message's own rate with
+a floor, many short pieces in one batched pass. A message is cut into segments only when the
+work reaches it, under the request's deadline and size cap, never while planning.
 
-Question-aware methods (``llmlingua2``, ``longllmlingua``) rank a message's sentences by the
-question of the next user message (its last line or sentence; for the last user message, its
-own), the first time the message is compressed. The cache key stays the message's own, so that
-form is its forwarded form for good: a later turn never recompresses it for a new question (the
-prefix stays byte-identical), and the same text in another conversation reuses it too.
+Question-aware compression ranks a message's content by the question of the next user message
+(for the last user message its own; for tool results and assistant turns after it, that
+message's), the first time the message is compressed.
+
+The cache key holds everything that decides a form (:meth:`ConversationCompressor.key`): the
+tenant (a form never crosses tenants, nor says to one what another sent), the method, how the
+rate was set (a rate, a token target or a budget) and the rate, the target model and its
+tokenizer, the question that ranked it, and the message. A message forwarded within the latest
+step of the conversation was ranked by that step's question (a user message by its own, a tool
+result by the user message it answers); on later turns that form is looked up first, so it goes
+out in the same bytes for good (the prefix stays byte-identical) rather than being ranked again
+by the question that now follows it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import numpy as np
 
 from thresher.compression.base import BaseCompressor, Compressor, join_kept
 from thresher.compression.budget import check_rate, greedy_keep
-from thresher.compression.structured import compress_json, split_segments
+from thresher.compression.elision import Elided
+from thresher.compression.message_cache import LRUMessageCache as LRUMessageCache
+from thresher.compression.message_cache import MessageCache as MessageCache
+from thresher.compression.structured import Prose, shrink_segments
 from thresher.compression.units import split_units, unit_of_chars
-from thresher.core.record import Message
+from thresher.core.record import Message, content_texts, is_text_part
+from thresher.core.text import sentence_ends
 from thresher.core.tokens import TokenCounter
 
-VERSION = 1  # part of every cache key: bump it when the per-message rules change
+VERSION = 3  # part of every cache key: bump it when the per-message rules or the key change
 KEPT_ROLES = frozenset({"system", "developer"})
-# Methods whose token rule on a text of one segment is its tokens' self-information under the
-# scoring LM: their short pieces can be scored in one batch with the same result.
-SELF_INFORMATION = frozenset({"llmlingua", "longllmlingua", "selective-context"})
-_SENTENCE_END = re.compile(r"[.!?。？！](?=\s)")
 
 Outcome = Literal["cached", "compressed", "verbatim", "skipped"]
 
@@ -56,62 +62,6 @@ class Stopped(Exception):
     its client is gone; what was done so far is kept."""
 
 
-@runtime_checkable
-class MessageCache(Protocol):
-    """Forwarded message contents by key. In process by default (:class:`LRUMessageCache`);
-    a shared store (Redis, memcached) fits the same two methods when several workers or
-    replicas serve one conversation. Values are JSON: a string or a list of content parts."""
-
-    def get(self, key: str) -> Any | None: ...
-
-    def put(self, key: str, value: Any) -> None: ...
-
-
-class LRUMessageCache:
-    """A bounded, thread-safe in-process :class:`MessageCache` (least recently used out).
-
-    Args:
-        max_entries: Entries kept at most.
-        max_chars: Characters of stored contents kept at most.
-    """
-
-    def __init__(self, max_entries: int = 20_000, max_chars: int = 64_000_000) -> None:
-        self.max_entries = max_entries
-        self.max_chars = max_chars
-        self.hits = 0
-        self.misses = 0
-        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
-        self._chars = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Any | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return found[0]
-
-    def put(self, key: str, value: Any) -> None:
-        size = len(value) if isinstance(value, str) else len(json.dumps(value))
-        if size > self.max_chars // 8:
-            return  # one huge message must not push out the rest
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._chars -= old[1]
-            self._items[key] = (value, size)
-            self._chars += size
-            while len(self._items) > self.max_entries or self._chars > self.max_chars:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self._chars -= dropped
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 def split_question(text: str) -> tuple[str, str]:
     """``(body, question)`` of a user turn, joining back to ``text``: the question is the last
     line, or the last sentence when that line is a long paragraph or the whole text (a
@@ -119,9 +69,9 @@ def split_question(text: str) -> tuple[str, str]:
     body = text.rstrip()
     cut = body.rfind("\n") + 1
     if cut == 0 or len(body) - cut > 300:
-        ends = list(_SENTENCE_END.finditer(body, cut))
+        ends = [end for end in sentence_ends(body, cut) if end < len(body)]
         if ends:
-            cut = ends[-1].end()
+            cut = ends[-1]
     return text[:cut], text[cut:]
 
 
@@ -139,13 +89,18 @@ class Job:
 
 @dataclass(slots=True)
 class Pending:
-    """A message not in the cache: its key, its tokens and how to put it back together."""
+    """A message not in the cache: its key, tokens and question; once the work reaches it, its
+    prose jobs, the spans structure compression elided and how to put it back together."""
 
     index: int
     key: str
     tokens: int
+    question: str = ""
+    text_tokens: list[int] = field(default_factory=list)
     build: Callable[[], Any] | None = None
     jobs: list[Job] = field(default_factory=list)
+    elided: list[Elided] = field(default_factory=list)
+    any_key: str = ""  # its key at any rate (what a token target reuses)
 
 
 @dataclass
@@ -173,6 +128,7 @@ class ConversationResult:
     compressed_new_tokens: int = 0
     seconds: float = 0.0
     stopped: str | None = None
+    elided: list[Elided] = field(default_factory=list)  # spans left out of what is forwarded
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for o in self.outcomes.values() if o == outcome)
@@ -191,6 +147,9 @@ class ConversationCompressor:
         floor_tokens: No compressed prose piece keeps fewer tokens than this (or all of it).
         batch_tokens: Prose pieces up to this many tokens are scored together in one batch.
         options_key: Anything else the compressor's output depends on (protected strings).
+        tenant: Whose forms these are (the cache never serves one tenant another's).
+        mode: How ``rate`` was set: ``rate`` (asked for), ``target_tokens`` or ``budget``
+            (fitted to a token target); forms made one way never serve another.
     """
 
     def __init__(
@@ -205,6 +164,8 @@ class ConversationCompressor:
         floor_tokens: int = 24,
         batch_tokens: int = 384,
         options_key: str = "",
+        tenant: str = "anonymous",
+        mode: str = "rate",
     ) -> None:
         self.compressor = compressor
         self.counter = counter
@@ -215,19 +176,35 @@ class ConversationCompressor:
         self.floor_tokens = floor_tokens
         self.batch_tokens = batch_tokens
         self.options_key = options_key
+        self.tenant = tenant
+        self.mode = mode
 
     # -- planning ----------------------------------------------------------------------------
 
-    def key(self, message: Message, *, any_rate: bool = False) -> str:
-        """The cache key of a message's forwarded form; ``any_rate``: the key of its latest
-        form at whatever rate (what a token target reuses, see :meth:`plan`)."""
+    def key(self, message: Message, *, any_rate: bool = False, question: str = "") -> str:
+        """The cache key of a message's forwarded form when ranked by ``question``;
+        ``any_rate``: the key of its latest form at whatever rate (what a token target reuses,
+        see :meth:`plan`). Everything that decides the form is in it (see the module)."""
         spec = [
-            VERSION, self.compressor.name, "any" if any_rate else round(self.rate, 4), self.target,
-            self.min_message_tokens, self.floor_tokens, self.options_key,
+            VERSION, self.tenant, self.compressor.name, self.mode,
+            "any" if any_rate else round(self.rate, 4), self.target,
+            getattr(self.counter, "name", type(self.counter).__name__),
+            self.min_message_tokens, self.floor_tokens, self.options_key, question,
             message.get("role"), message.get("content"),
         ]  # fmt: skip
         raw = json.dumps(spec, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _lookup(self, message: Message, questions: list[str], sticky: bool) -> Any | None:
+        """The remembered form of ``message`` under the first key that has one: any rate's
+        first when ``sticky``, and for each the questions in order."""
+        rates = (True, False) if sticky else (False,)
+        for any_rate in rates:
+            for question in questions:
+                found = self.cache.get(self.key(message, any_rate=any_rate, question=question))
+                if found is not None:
+                    return found
+        return None
 
     def plan(
         self, messages: Sequence[Message], keep: Iterable[int] = (), *, sticky: bool = False
@@ -240,52 +217,50 @@ class ConversationCompressor:
         """
         kept = set(keep)
         out = ConversationPlan([dict(m) for m in messages], {}, [], set())
+        asked, steps = _questions(out.messages), _step_questions(out.messages)
         for i, m in enumerate(out.messages):
             if i in kept or m.get("role") in KEPT_ROLES or not _has_text(m.get("content")):
                 out.fixed.add(i)
                 continue
-            key = self.key(m)
-            found = self.cache.get(self.key(m, any_rate=True)) if sticky else None
-            if found is None:
-                found = self.cache.get(key)
+            ranking = asked[i] or steps[i]
+            # Its form from the latest step (ranked by that step's question) first: see the
+            # module.
+            found = self._lookup(m, list(dict.fromkeys([steps[i], ranking])), sticky)
             if found is not None:
                 out.cached[i] = found
                 continue
-            out.pending.append(self._pending(i, key, m, _question_after(out.messages, i)))
+            texts = content_texts(m.get("content"))
+            counts = [self.counter.count(t) for t in texts]
+            pending = Pending(i, self.key(m, question=ranking), sum(counts), ranking, counts)
+            pending.any_key = self.key(m, any_rate=True, question=ranking)
+            out.pending.append(pending)
         return out
 
-    def _pending(self, index: int, key: str, message: Message, query: str) -> Pending:
-        content = message["content"]
-        role = message.get("role")
-        pending = Pending(index, key, 0)
-        texts = _texts(content)
+    def _prepare(self, pending: Pending, message: Message) -> None:
+        """Cut a message into segments when the work reaches it (under its deadline and size
+        cap): prose becomes jobs for the compressor, JSON and code are compressed now."""
+        content, role = message["content"], message.get("role")
+        texts = content_texts(content)
         last = len(texts) - 1
         built: list[list[Any]] = []
-        for n, text in enumerate(texts):
-            tokens = self.counter.count(text)
-            pending.tokens += tokens
+        for n, (text, tokens) in enumerate(zip(texts, pending.text_tokens, strict=True)):
             if tokens < self.min_message_tokens:
                 built.append([text])
                 continue
             body, question = split_question(text) if role == "user" and n == last else (text, "")
-            ask = query or question.strip()
-            pieces: list[Any] = []
-            for seg in split_segments(body):
-                if seg.kind == "code" or not seg.text.strip():
-                    pieces.append(seg.text)
-                    continue
-                seg_tokens = self.counter.count(seg.text)
-                goal = self._goal(seg_tokens)
-                if seg.kind == "json":
-                    pieces.append(compress_json(seg.text, goal, self.counter.count))
-                elif seg_tokens < self.min_message_tokens:
-                    pieces.append(seg.text)
-                else:
-                    job = Job(index, seg.text, seg_tokens, goal, ask)
-                    pending.jobs.append(job)
-                    pieces.append(job)
-            pieces.append(question)
-            built.append(pieces)
+            ask = pending.question or question.strip()
+            count, least = self.counter.count, self.min_message_tokens
+            try:
+                segments, elided = shrink_segments(body, ask, count, self._goal, least)
+            except RecursionError:  # structure too deep to walk: this text goes as it is
+                segments, elided = [body], []
+            pending.elided += elided
+            pieces: list[Any] = [
+                Job(pending.index, s.text, s.tokens, s.target, ask) if isinstance(s, Prose) else s
+                for s in segments
+            ]
+            pending.jobs += [p for p in pieces if isinstance(p, Job)]
+            built.append([*pieces, question])
 
         def build() -> Any:
             joined = ["".join(_edged(p) if isinstance(p, Job) else p for p in ps) for ps in built]
@@ -293,11 +268,10 @@ class ConversationCompressor:
                 return joined[0]
             parts, it = [], iter(joined)
             for p in content:
-                parts.append({**p, "text": next(it)} if _is_text_part(p) else p)
+                parts.append({**p, "text": next(it)} if is_text_part(p) else p)
             return parts
 
         pending.build = build
-        return pending
 
     def _goal(self, tokens: int) -> int:
         return max(round(self.rate * tokens), min(tokens, self.floor_tokens))
@@ -308,11 +282,11 @@ class ConversationCompressor:
         """Record the pending messages as forwarded unchanged (compression did not pay): on
         later turns they go out in the same bytes instead of changing under the cache."""
         for p in plan.pending:
-            self._remember(p.key, plan.messages[p.index], plan.messages[p.index]["content"])
+            self._remember(p, plan.messages[p.index]["content"])
 
-    def _remember(self, key: str, original: Message, content: Any) -> None:
-        self.cache.put(key, content)
-        self.cache.put(self.key(original, any_rate=True), content)
+    def _remember(self, pending: Pending, content: Any) -> None:
+        self.cache.put(pending.key, content)
+        self.cache.put(pending.any_key, content)
 
     def run(
         self,
@@ -345,6 +319,8 @@ class ConversationCompressor:
                 result.stopped = f"size cap of {max_new_tokens} new tokens reached"
                 break
             try:
+                for p in group:
+                    self._prepare(p, plan.messages[p.index])
                 self._compress_jobs([j for p in group for j in p.jobs])
             except Stopped as exc:
                 result.stopped = str(exc) or "stopped"
@@ -356,10 +332,12 @@ class ConversationCompressor:
                 original = plan.messages[p.index]["content"]
                 if _text_tokens(content, self.counter) >= p.tokens:
                     content = original  # nothing gained: forward (and remember) the original
-                self._remember(p.key, plan.messages[p.index], content)
+                self._remember(p, content)
                 plan.messages[p.index] = {**plan.messages[p.index], "content": content}
                 compressed = content != original
                 result.outcomes[p.index] = "compressed" if compressed else "verbatim"
+                if compressed:
+                    result.elided += p.elided
                 result.new_tokens += p.tokens
                 if budget is not None:
                     budget -= p.tokens
@@ -385,8 +363,9 @@ class ConversationCompressor:
         return group
 
     def _compress_jobs(self, jobs: list[Job]) -> None:
+        # A method whose rule on one segment is self-information scores short pieces together.
         batchable = isinstance(self.compressor, BaseCompressor) and (
-            self.compressor.name in SELF_INFORMATION
+            self.compressor.self_information
         )
         short = [j for j in jobs if batchable and j.tokens <= self.batch_tokens]
         if short:
@@ -438,15 +417,36 @@ class ConversationCompressor:
             job.out = join_kept(u.pieces, keep)
 
 
-def _question_after(messages: Sequence[Message], index: int) -> str:
-    """What question-aware methods rank a message's sentences by: the question of the next user
-    message (its last line or sentence), or "" for the last one (then its own question)."""
-    for m in messages[index + 1 :]:
+def _questions(messages: Sequence[Message]) -> list[str]:
+    """What question-aware compression ranks each message's content by: the question of the
+    next user message; for the last user message "" (it asks its own); for the messages after
+    it (tool results and assistant turns of the current agent step), its question."""
+    asks = [_question_of(m) if m.get("role") == "user" else None for m in messages]
+    out, upcoming = [""] * len(messages), ""
+    for i in range(len(messages) - 1, -1, -1):
+        out[i] = upcoming
+        upcoming = upcoming if asks[i] is None else asks[i]
+    last = max((i for i, a in enumerate(asks) if a is not None), default=len(messages))
+    for i in range(last + 1, len(messages)):
+        out[i] = asks[last] or ""
+    return out
+
+
+def _question_of(message: Message) -> str:
+    texts = content_texts(message.get("content"))
+    last = texts[-1] if texts else ""
+    return split_question(last)[1].strip() or last.strip()
+
+
+def _step_questions(messages: Sequence[Message]) -> list[str]:
+    """The question each message was ranked by while it belonged to the latest step of the
+    conversation: a user message's own; another message's, the user message before it."""
+    out, current = [], ""
+    for m in messages:
         if m.get("role") == "user":
-            texts = _texts(m.get("content"))
-            if texts and texts[-1].strip():
-                return split_question(texts[-1])[1].strip() or texts[-1].strip()
-    return ""
+            current = _question_of(m)
+        out.append(current)
+    return out
 
 
 def _edged(job: Job) -> str:
@@ -458,28 +458,9 @@ def _edged(job: Job) -> str:
     return lead + out + trail if out else lead or trail
 
 
-def _is_text_part(part: Any) -> bool:
-    return (
-        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-    )
-
-
-def _texts(content: Any) -> list[str]:
-    """A message content's texts: the string, or its text parts in order."""
-    if isinstance(content, str):
-        return [content]
-    return [p["text"] for p in content or [] if _is_text_part(p)]
-
-
 def _has_text(content: Any) -> bool:
-    if isinstance(content, str):
-        return bool(content.strip())
-    if isinstance(content, list):
-        return any(_is_text_part(p) and p["text"].strip() for p in content)
-    return False
+    return any(text.strip() for text in content_texts(content))
 
 
 def _text_tokens(content: Any, counter: TokenCounter) -> int:
-    if isinstance(content, str):
-        return counter.count(content)
-    return sum(counter.count(p["text"]) for p in content if _is_text_part(p))
+    return sum(counter.count(text) for text in content_texts(content))

@@ -32,6 +32,7 @@ class LLMLingua(BaseCompressor):
     """
 
     name: ClassVar[str] = "llmlingua"
+    self_information: ClassVar[bool] = True
 
     def __init__(
         self,

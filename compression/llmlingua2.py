@@ -41,14 +41,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from thresher.compression.base import BaseCompressor, Doc, Selection
+from thresher.compression.base import BaseCompressor, Doc, ModelKind, Selection
 from thresher.compression.prompt import Prompt
 from thresher.compression.units import unit_of_chars
 from thresher.core.errors import InputError
+from thresher.core.text import sentence_groups
 
 Ranker = Literal["embedder", "lexical", "none"]
 RANKERS: tuple[str, ...] = ("embedder", "lexical", "none")
-_SENTENCE_END = re.compile(r"[.!?。！？]\W*$")
 _WORD = re.compile(r"\w+")
 
 
@@ -69,6 +69,8 @@ class LLMLingua2(BaseCompressor):
     """
 
     name: ClassVar[str] = "llmlingua2"
+    model: ClassVar[ModelKind] = "token-classifier"
+    ranks_by: ClassVar[Literal["embedder"] | None] = "embedder"
 
     def __init__(
         self,
@@ -220,19 +222,6 @@ def lexical_similarity(question: str, texts: list[str]) -> np.ndarray:
     q = set(_WORD.findall(question.lower()))
     idf = {w: math.log((1 + len(bags)) / (1 + df[w])) + 1 for w in q}
     return np.array([sum(idf[w] for w in q & b) / math.sqrt(len(b) + 1) for b in bags])
-
-
-def sentence_groups(pieces: list[str]) -> np.ndarray:
-    """The sentence each unit belongs to (sentence punctuation or a line break ends one)."""
-    out = np.zeros(len(pieces), dtype=np.int64)
-    group = 0
-    for i, piece in enumerate(pieces):
-        if "\n" in piece and i and out[i - 1] == group and pieces[i - 1].strip():
-            group += 1
-        out[i] = group
-        if _SENTENCE_END.search(piece.rstrip("\n")):
-            group += 1
-    return out
 
 
 def _top_by_score(

@@ -14,12 +14,12 @@ from thresher.compression.budget import rank_rates
 from thresher.compression.iterative import compress_iteratively
 from thresher.compression.prompt import Prompt
 from thresher.compression.units import Units
+from thresher.core.text import ends_sentence
 
 Reorder = Literal["sort", "original", "two_ends"]
 # The paper appends this to the question so that p(question | doc) asks whether the doc holds
 # the answer rather than whether it predicts the question's wording.
 RESTRICT = " We can get the answer to this question in the given documents."
-_SENTENCE_END = (".", "!", "?", "\n", "。", "！", "？", '."', '?"', '!"')
 
 
 class LongLLMLingua(BaseCompressor):
@@ -47,6 +47,7 @@ class LongLLMLingua(BaseCompressor):
     """
 
     name: ClassVar[str] = "longllmlingua"
+    self_information: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -117,7 +118,7 @@ class LongLLMLingua(BaseCompressor):
         bounds, start, size = [], 0, 0
         for i, piece in enumerate(pieces):
             size += int(tokens_per_unit[i])
-            end_of_sentence = piece.rstrip().endswith(_SENTENCE_END) or "\n" in piece[1:]
+            end_of_sentence = ends_sentence(piece) or "\n" in piece[1:]
             if size >= self.chunk_tokens and end_of_sentence or size >= 2 * self.chunk_tokens:
                 bounds.append((start, i + 1))
                 start, size = i + 1, 0

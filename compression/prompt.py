@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from thresher.core.errors import InputError
-from thresher.core.record import Message, message_text, validate_messages
+from thresher.core.record import Message, is_text_part, message_text, validate_messages
 
 Policy = Literal["keep", "compress", "auto"]
 RolePolicy = Mapping[str, Policy]
@@ -138,9 +138,7 @@ def _from_messages(
             rule = "compress" if count is not None and count(text) > long_tokens else "keep"
         # A string or text parts are compressed (parts become one string); a list with an image
         # or audio part passes untouched.
-        text_only = isinstance(content, list) and all(
-            isinstance(p, dict) and p.get("type") == "text" for p in content
-        )
+        text_only = isinstance(content, list) and all(is_text_part(p) for p in content)
         squeeze = (
             rule == "compress" and (isinstance(content, str) or text_only) and bool(text.strip())
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from thresher.compression.units import UNIT_PATTERN
+from thresher.compression.units import iter_units
 
 if TYPE_CHECKING:
     from thresher.compression.result import CompressionResult
@@ -35,7 +35,7 @@ def recover(result: CompressionResult, response: str) -> str:
     first: dict[str, list[int]] = {}
     for j, key in enumerate(keys):
         first.setdefault(key, []).append(j)
-    words = [m.group() for m in UNIT_PATTERN.finditer(response)]
+    words = [m.group() for m in iter_units(response)]
     out, w = [], 0
     while w < len(words):
         best_len, best_j = 0, -1

@@ -4,7 +4,7 @@ informative, by self-information, in one forward pass."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -12,13 +12,25 @@ import numpy as np
 from thresher.compression.base import BaseCompressor, Doc, Selection
 from thresher.compression.budget import greedy_keep
 from thresher.compression.prompt import Prompt
+from thresher.core.text import ends_sentence, sentence_groups
 
 Level = Literal["phrase", "sentence"]
-# Where a lexical unit ends: clause punctuation for phrases, sentence punctuation for sentences.
-_ENDS: dict[str, re.Pattern[str]] = {
-    "phrase": re.compile(r"[,;:.!?。！？、，；：)\]]\W*$|\n"),
-    "sentence": re.compile(r"[.!?。！？]\W*$|\n"),
-}
+_CLAUSE_MARKS = frozenset(",;:、，；：)]")
+
+
+def _ends_phrase(piece: str) -> bool:
+    """Whether a piece ends a sentence or a clause: its trailing run of non-word characters
+    holds a clause mark (a scan from the end, linear however long the run)."""
+    if ends_sentence(piece):
+        return True
+    start = len(piece)
+    while start and not (piece[start - 1].isalnum() or piece[start - 1] == "_"):
+        start -= 1
+    return not _CLAUSE_MARKS.isdisjoint(piece[start:])
+
+
+# Where a lexical unit ends: clause punctuation for phrases, sentence ends for sentences.
+_ENDS: dict[str, Callable[[str], bool]] = {"phrase": _ends_phrase, "sentence": ends_sentence}
 
 
 class SelectiveContext(BaseCompressor):
@@ -34,6 +46,7 @@ class SelectiveContext(BaseCompressor):
     """
 
     name: ClassVar[str] = "selective-context"
+    self_information: ClassVar[bool] = True
 
     def __init__(self, scorer: Any, counter: Any, *, level: Level = "phrase", **kwargs: Any):
         super().__init__(scorer, counter, **kwargs)
@@ -80,13 +93,6 @@ class SelectiveContext(BaseCompressor):
 
     def _groups(self, doc: Doc) -> np.ndarray:
         """The lexical unit (phrase or sentence) of each unit of ``doc``."""
-        ends = _ENDS[self.level]
-        out = np.zeros(max(len(doc.units), 1), dtype=np.int64)
-        group = 0
-        for i, piece in enumerate(doc.units.pieces):
-            if "\n" in piece and i:  # a line break starts a new unit
-                group += 1
-            out[i] = group
-            if ends.search(piece.rstrip("\n")):
-                group += 1
-        return out[: len(doc.units)] if len(doc.units) else out
+        if not len(doc.units):
+            return np.zeros(1, dtype=np.int64)
+        return sentence_groups(doc.units.pieces, _ENDS[self.level])

@@ -15,7 +15,14 @@ from thresher.core.errors import (
     NotFoundError,
     ThresherError,
 )
-from thresher.core.record import Message, Record, message_text, validate_messages
+from thresher.core.record import (
+    Message,
+    Record,
+    content_texts,
+    is_text_part,
+    message_text,
+    validate_messages,
+)
 from thresher.core.steps import Batch, Filter, Scorer, Selector, Step, apply_scorer
 
 __all__ = [
@@ -37,6 +44,8 @@ __all__ = [
     "Step",
     "ThresherError",
     "apply_scorer",
+    "content_texts",
+    "is_text_part",
     "message_text",
     "validate_messages",
 ]

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from thresher.core.errors import ConfigError, InputError
-from thresher.core.record import validate_messages
+from thresher.core.record import message_text, validate_messages
 from thresher.core.remote import OpenAICompatibleBackend
 from thresher.core.retry import ErrorObserver
 from thresher.core.transport import TransportName
@@ -170,7 +170,7 @@ class LocalBackend:
 
     def _chat_prompt(self, body: Body) -> str:
         messages = validate_messages(body.get("messages"), field_name="messages")
-        plain = [{"role": m["role"], "content": _text(m.get("content"))} for m in messages]
+        plain = [{"role": m["role"], "content": message_text(m)} for m in messages]
         return str(
             self.lm.tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
         )
@@ -285,12 +285,6 @@ class LocalBackend:
         await asyncio.to_thread(worker.join)
         finish = "length" if counted and counted[0] >= kwargs["max_new_tokens"] else "stop"
         yield "", finish
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
 
 
 def _cut_at_stop(text: str, stops: list[str] | None) -> tuple[str, bool]:

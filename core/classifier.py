@@ -22,9 +22,7 @@ from typing import Any
 import numpy as np
 
 from thresher.core.errors import InputError
-
-# Token text that ends a sentence: a window is cut after the last one that fits.
-_SENTENCE_END = frozenset({".", "!", "?", "。", "！", "？", ";", "\n"})
+from thresher.core.text import ends_sentence
 
 
 @dataclass(slots=True)
@@ -169,7 +167,7 @@ class TokenClassifier:
                 cut = None
                 for i in range(end - 1, start + size // 4, -1):
                     a, b = offsets[i]
-                    if text[a:b] in _SENTENCE_END or "\n" in text[b : offsets[i + 1][0]]:
+                    if ends_sentence(text[a:b]) or "\n" in text[b : offsets[i + 1][0]]:
                         cut = i + 1
                         break
                 if cut is None:  # no sentence end: cut where the next token starts a word
@@ -187,21 +185,15 @@ class TokenClassifier:
         that :meth:`shares_encoder`, also each token's vector from the embedder's top layers
         (``TokenProbs.vectors``, mean-poolable into sentence embeddings)."""
         tail = self._tail(embedder) if embedder is not None else None
-        enc = self.tokenizer(
-            list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
-        jobs: list[tuple[int, int, int]] = []  # (text, start, end)
-        for t, (ids, offs) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):
-            jobs += [(t, a, b) for a, b in self.windows(ids, offs, texts[t])]
+        enc, batches = self._plan(texts)
         probs = [np.zeros(len(ids), dtype=np.float32) for ids in enc["input_ids"]]
         vectors = None
         if tail is not None:
             dim = int(self.model.config.hidden_size)
             vectors = [np.zeros((len(ids), dim), dtype=np.float32) for ids in enc["input_ids"]]
             tail.local.active = True
-        order = sorted(range(len(jobs)), key=lambda j: jobs[j][2] - jobs[j][1])
         try:
-            self._run(jobs, order, enc, probs, vectors, tail)
+            self._run(enc, batches, probs, vectors, tail)
         finally:
             if tail is not None:
                 tail.local.active = False
@@ -211,33 +203,55 @@ class TokenClassifier:
             for t, (offs, p) in enumerate(zip(enc["offset_mapping"], probs, strict=True))
         ]
 
-    def _run(
-        self,
-        jobs: list[tuple[int, int, int]],
-        order: list[int],
-        enc: Any,
-        probs: list[np.ndarray],
-        vectors: list[np.ndarray] | None,
-        tail: _Tail | None,
-    ) -> None:
-        """The forward passes of :meth:`keep_probs`: windows in length order, filled in place."""
+    def batches(self, texts: Sequence[str]) -> list[tuple[Any, Any]]:
+        """The ``(input_ids, attention_mask)`` tensors :meth:`keep_probs` runs the model on, in
+        its order: what a benchmark times to get the forward pass alone."""
+        enc, batches = self._plan(texts)
+        return [self._padded(enc, batch) for batch in batches]
+
+    def _plan(self, texts: Sequence[str]) -> tuple[Any, list[list[tuple[int, int, int]]]]:
+        """Tokenise ``texts`` and cut them into windows, batched in length order: the
+        encoding and each batch's ``(text, start, end)`` windows."""
+        enc = self.tokenizer(
+            list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        jobs: list[tuple[int, int, int]] = []  # (text, start, end)
+        for t, (ids, offs) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):
+            jobs += [(t, a, b) for a, b in self.windows(ids, offs, texts[t])]
+        jobs.sort(key=lambda job: job[2] - job[1])
+        return enc, [jobs[b : b + self.batch_size] for b in range(0, len(jobs), self.batch_size)]
+
+    def _padded(self, enc: Any, batch: list[tuple[int, int, int]]) -> tuple[Any, Any]:
+        """One batch of windows as right-padded ids with [CLS] and [SEP], and its mask."""
         import torch
 
         cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         pad = self.tokenizer.pad_token_id or 0
+        width = max(e - s for _, s, e in batch) + 2
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, (t, s, e) in enumerate(batch):
+            row = [cls, *enc["input_ids"][t][s:e], sep]
+            ids[r, : len(row)] = torch.tensor(row)
+            mask[r, : len(row)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _run(
+        self,
+        enc: Any,
+        batches: list[list[tuple[int, int, int]]],
+        probs: list[np.ndarray],
+        vectors: list[np.ndarray] | None,
+        tail: _Tail | None,
+    ) -> None:
+        """The forward passes of :meth:`keep_probs`, filling ``probs`` (and ``vectors``) in
+        place."""
+        import torch
+
         with torch.inference_mode():
-            for b in range(0, len(order), self.batch_size):
-                batch = [jobs[j] for j in order[b : b + self.batch_size]]
-                width = max(e - s for _, s, e in batch) + 2
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, (t, s, e) in enumerate(batch):
-                    row = [cls, *enc["input_ids"][t][s:e], sep]
-                    ids[r, : len(row)] = torch.tensor(row)
-                    mask[r, : len(row)] = 1
-                logits = self.model(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-                ).logits
+            for batch in batches:
+                ids, mask = self._padded(enc, batch)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
                 p = torch.softmax(logits.float(), dim=-1)[..., 1].cpu().numpy()
                 h = None
                 if tail is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from thresher.core.classifier import TokenClassifier
 from thresher.core.device import check_device_name, resolve_device
 from thresher.core.embedding import Embedder
 from thresher.core.errors import ConfigError, ModelUnavailableError
+from thresher.core.precision import Choice, CpuProbe, choose_cpu_dtype, choose_threads, measure_cpu
 from thresher.core.registry import (
     CLASSIFIER_WEIGHTS,
     DEFAULT_CLASSIFIER,
@@ -64,14 +66,24 @@ class LoadEvent:
 
 @dataclass
 class ModelProvider:
-    """Loads models once and caches them by (kind, name, device, dtype). Thread-safe."""
+    """Loads models once and caches them by (kind, name, device, dtype). Thread-safe.
+
+    ``dtype="auto"`` loads general models in float32 on the CPU (log-probs exact and repeatable)
+    and in bf16 on CUDA; compression's models take the dtype :meth:`compression_precision`
+    chooses for this machine. ``cpu_probe`` measures the CPU for that choice (once per process
+    by default; a test passes the measurements of another CPU).
+    """
 
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str = "auto"
     dtype: str = "auto"
     torch_threads: int | None = None
+    cpu_probe: Callable[[], CpuProbe] = field(default=measure_cpu, repr=False)
     _cache: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
+    _wrappers: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _threads: Choice | None = field(default=None, repr=False)
+    _cpu_dtype: Choice | None = field(default=None, repr=False)
     events: list[LoadEvent] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,13 +105,23 @@ class ModelProvider:
             torch_threads=settings.torch_threads,
         )
 
+    def threads(self) -> Choice:
+        """torch's intra-op threads for this provider's models, and why
+        (:func:`thresher.core.precision.choose_threads`); applied to torch on the first load."""
+        with self._lock:
+            if self._threads is None:
+                import torch
+
+                current = torch.get_num_threads()
+                self._threads = choose_threads(self.torch_threads, current)
+                if self._threads.value != current:
+                    torch.set_num_threads(int(self._threads.value))
+            return self._threads
+
     def _cached(self, key: tuple[str, ...], load: Any) -> Any:
         with self._lock:
             if key not in self._cache:
-                if self.torch_threads is not None:
-                    import torch
-
-                    torch.set_num_threads(self.torch_threads)
+                self.threads()
                 start = time.perf_counter()
                 self._cache[key] = load()
                 seconds = time.perf_counter() - start
@@ -193,15 +215,42 @@ class ModelProvider:
     ) -> TokenScorer:
         """The scorer of prompt compression, one policy for every way in (the proxy's stage,
         ``/v1/compress``, ``thresher compress``), so one input compresses one way and the model
-        loads once: bf16 on the CPU unless a dtype is set (bench/compression.py compares its speed
-        and answer retention with fp32), else the provider's own choice."""
-        return self.scorer(name, device, dtype or self.compression_dtype(device))
+        loads once: in :meth:`compression_dtype` unless ``dtype`` is given. The wrapper is built
+        once too (it reads the tokenizer's whole vocabulary)."""
+        dev = resolve_device(device or self.device)
+        torch_dtype = self._torch_dtype(dtype or self.compression_dtype(dev), dev)
+        key = ("scorer", canonical_name(name), dev, torch_dtype)
+        with self._lock:
+            if key not in self._wrappers:
+                self._wrappers[key] = self.scorer(name, dev, torch_dtype)
+            return self._wrappers[key]
 
     def compression_dtype(self, device: str | None = None) -> str:
         """The dtype of compression's models (scoring LM, token classifier, ranking embedder):
-        bf16 on the CPU unless a dtype is set, else the provider's own."""
+        :meth:`compression_precision`'s choice."""
+        return str(self.compression_precision(device).value)
+
+    def compression_precision(self, device: str | None = None) -> Choice:
+        """The dtype compression's models run in on ``device``, and why: the ``dtype`` setting
+        when it is not ``auto``; on CUDA bf16 (float16 where the GPU lacks bf16); on the CPU
+        what :func:`thresher.core.precision.choose_cpu_dtype` makes of :attr:`cpu_probe`
+        (measured once, with this provider's threads); float32 elsewhere (MPS)."""
         dev = resolve_device(device or self.device)
-        return "bfloat16" if self.dtype == "auto" and dev == "cpu" else self.dtype
+        if self.dtype != "auto":
+            return Choice(self.dtype, f"THRESHER_DTYPE={self.dtype} (set)")
+        if dev.startswith("cuda"):
+            import torch
+
+            if torch.cuda.is_bf16_supported():
+                return Choice("bfloat16", f"bf16 is native on {dev}")
+            return Choice("float16", f"{dev} has no bf16: float16")
+        if dev != "cpu":
+            return Choice("float32", f"float32 on {dev}")
+        with self._lock:
+            if self._cpu_dtype is None:
+                self.threads()
+                self._cpu_dtype = choose_cpu_dtype(self.cpu_probe())
+            return self._cpu_dtype
 
     def token_classifier(
         self,

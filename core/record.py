@@ -48,17 +48,27 @@ class Record:
 
 
 def message_text(message: Message) -> str:
-    """The plain text of a message, whose content may be a string or a list of parts."""
-    content = message.get("content")
+    """The plain text of a message, whose content may be a string or a list of parts: its
+    :func:`content_texts` joined by line breaks."""
+    return "\n".join(content_texts(message.get("content")))
+
+
+def content_texts(content: Any) -> list[str]:
+    """A message content's texts in order: the string itself, or the text of each text part
+    (:func:`is_text_part`); none for no content."""
     if content is None:
-        return ""
+        return []
     if isinstance(content, str):
-        return content
-    parts = []
-    for part in content:
-        if isinstance(part, dict) and part.get("type") == "text":
-            parts.append(str(part.get("text", "")))
-    return "\n".join(parts)
+        return [content]
+    return [part["text"] for part in content if is_text_part(part)]
+
+
+def is_text_part(part: Any) -> bool:
+    """Whether a content part is text (``{"type": "text", "text": "..."}``), not an image,
+    audio or a malformed part."""
+    return (
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+    )
 
 
 def validate_messages(messages: Any, *, field_name: str = "messages") -> list[Message]:

@@ -49,11 +49,15 @@ class Settings(BaseSettings):
     """Device the models load on: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``,
     ``mps``."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Torch dtype of the models. ``auto``: bf16 on CUDA; on the CPU fp32, except compression's
-    models (scoring LM, token classifier, ranker), which run in bf16."""
+    """Torch dtype of the models. ``auto``: bf16 on CUDA (float16 where the GPU lacks bf16); on
+    the CPU float32, except compression's models (scoring LM, token classifier, ranker), which
+    run in the dtype measured fastest on this CPU once per process (bf16 only where the CPU
+    runs it natively; see the performance guide). Any other value is used for every model,
+    nothing measured."""
     torch_threads: int | None = Field(None, ge=1)
-    """Intra-op threads for torch on the CPU (unset: torch's default, one per core). On a
-    crowded machine one thread per process often beats threads that contend for cores."""
+    """Intra-op threads for torch on the CPU (unset: one per physical core, capped by this
+    process's CPU affinity and cgroup CPU quota). On a crowded machine one thread per process
+    often beats threads that contend for cores."""
     embedder_model: str = DEFAULT_EMBEDDER
     """Sentence embedder of pools, retrievers and the compression ranker: a model name Thresher
     ships or a sentence-transformers folder."""

@@ -67,10 +67,16 @@ def read_demonstrations(
 class PoolStore:
     """Pools saved under ``root/pools/<name>``, loaded once and kept in memory.
 
+    A store may see another's pools read-only (``shared``, by name): a deployment's pools that
+    every tenant reads and none changes. A shared name always means the shared pool; creating,
+    adding to or removing from it here is refused.
+
     Args:
-        root: the data directory (``Settings.data_dir``).
+        root: the data directory (``Settings.data_dir``), or one tenant's folder.
         embedder: the embedder, or a function returning it (so a store costs nothing until used).
         index: index config for new pools.
+        shared: the store holding the shared pools.
+        shared_names: the names of ``shared``'s pools this store reads.
     """
 
     def __init__(
@@ -79,13 +85,31 @@ class PoolStore:
         embedder: Embedder | Callable[[], Embedder],
         *,
         index: IndexConfig | str = "auto",
+        shared: PoolStore | None = None,
+        shared_names: Iterable[str] = (),
     ) -> None:
         self.root = Path(root)
         self._embedder = embedder
         self.index = index
+        self.shared = shared
+        self.shared_names = frozenset(shared_names)
         self._pools: dict[str, Pool] = {}
         self._retrievers: dict[tuple[str, str], BaseRetriever] = {}
         self._lock = threading.RLock()
+
+    def _elsewhere(self, name: str) -> PoolStore | None:
+        """The store that holds ``name`` when it is a shared pool seen from another store."""
+        if name in self.shared_names and self.shared is not None and self.shared is not self:
+            return self.shared
+        return None
+
+    def _writable(self, name: str) -> None:
+        if name in self.shared_names:
+            raise InputError(
+                f"Pool {name!r} is shared read-only in this deployment "
+                "(THRESHER_SHARED_POOLS); give your pool another name.",
+                field="name",
+            )
 
     @property
     def embedder(self) -> Embedder:
@@ -97,16 +121,27 @@ class PoolStore:
         return self.root / "pools" / check_pool_name(name)
 
     def names(self) -> list[str]:
+        """The pools this store reads: its own and the shared ones that exist."""
         folder = self.root / "pools"
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if (p / "config.json").exists())
+        own = (
+            {p.name for p in folder.iterdir() if (p / "config.json").exists()}
+            if folder.is_dir()
+            else set()
+        )
+        if self.shared is not None and self.shared is not self:
+            own = {n for n in own if n not in self.shared_names}
+            own |= {n for n in self.shared_names if self.shared.exists(n)}
+        return sorted(own)
 
     def exists(self, name: str) -> bool:
+        other = self._elsewhere(name)
+        if other is not None:
+            return other.exists(name)
         return (self.path(name) / "config.json").exists()
 
     def create(self, name: str, records: Iterable[Record], *, replace: bool = False) -> Pool:
         """Build and save a new pool (``replace=True`` overwrites one of the same name)."""
+        self._writable(check_pool_name(name))
         with self._lock:
             if self.exists(name) and not replace:
                 raise InputError(
@@ -121,6 +156,9 @@ class PoolStore:
 
     def get(self, name: str) -> Pool:
         """The pool called ``name``; :class:`NotFoundError` if there is none."""
+        other = self._elsewhere(name)
+        if other is not None:
+            return other.get(name)
         with self._lock:
             if name not in self._pools:
                 if not self.exists(name):
@@ -133,12 +171,14 @@ class PoolStore:
 
     def add(self, name: str, records: Iterable[Record]) -> Pool:
         """Add records to a saved pool and save it again."""
+        self._writable(name)
         with self._lock:
             pool = self.get(name).add(records)
             pool.save(self.path(name))
             return pool
 
     def remove(self, name: str, ids: Iterable[str]) -> Pool:
+        self._writable(name)
         with self._lock:
             pool = self.get(name).remove(ids)
             pool.save(self.path(name))
@@ -146,6 +186,9 @@ class PoolStore:
 
     def retriever(self, name: str, method: str, **options: Any) -> BaseRetriever:
         """A fitted retriever for a pool, kept so BM25 and VoteK state is built once."""
+        other = self._elsewhere(name)
+        if other is not None:
+            return other.retriever(name, method, **options)
         with self._lock:
             pool = self.get(name)
             key = (name, method)

@@ -65,7 +65,7 @@ def compress(
 ) -> None:
     """Compress a prompt with an LLMLingua-family method and print it."""
     from thresher.api.routes.compress import build_compressor
-    from thresher.compression import CLASSIFIER_METHODS, method_names
+    from thresher.compression import method_class, method_names
     from thresher.compression.budget import check_budget
     from thresher.core.models import ModelProvider
     from thresher.core.settings import load_settings
@@ -74,7 +74,7 @@ def compress(
         raise InputError(
             f"Unknown method {method!r}; use one of {list(method_names())}.", field="method"
         )
-    if model is not None and method not in CLASSIFIER_METHODS:
+    if model is not None and method_class(method).model != "token-classifier":
         raise InputError(
             f"--model names a token-classification folder and applies to llmlingua2 only, "
             f"not --method {method}.",

@@ -58,8 +58,11 @@ class EmbeddedPipeline:
         settings: Service settings, or a mapping of overrides of them (default: read from
             ``THRESHER_*`` like ``thresher serve``).
         provider: A loaded :class:`thresher.core.models.ModelProvider` to share (default: the one
-            every adapter built with the same model settings shares; each model loads on first use).
+            every adapter built with the same model settings shares).
         tokenizer: The token counter for budgets and reports (default: ``settings.tokenizer``).
+        preload: Load the compression stage's models here (:meth:`warm`), unless
+            ``settings.preload_models`` is off, so that the first call compresses like the rest
+            (a model that loads inside a call would spend that call's deadline).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class EmbeddedPipeline:
         settings: Settings | dict[str, Any] | None = None,
         provider: Any = None,
         tokenizer: str | None = None,
+        preload: bool = False,
     ) -> None:
         # LiteLLM's config.yaml can only give a mapping: overrides of the THRESHER_* settings.
         self.settings: ServiceSettings = (
@@ -86,6 +90,8 @@ class EmbeddedPipeline:
         self._provider = provider
         self._state: Any = None
         self._lock = threading.Lock()
+        if preload and self.settings.preload_models:
+            self.warm()
 
     @property
     def state(self) -> Any:
@@ -109,6 +115,23 @@ class EmbeddedPipeline:
         state.compression = CompressionService.from_settings(self.settings)
         state.pool_store()
         return state
+
+    def warm(self) -> None:
+        """Load what compression needs now: the default method's models (``llmlingua2`` when the
+        defaults configure no compression, since a request may ask for it), in the dtype chosen
+        for this machine, and the token counter."""
+        from thresher.compression import DEFAULT_METHOD, load_compressor
+
+        state = self.state
+        counter = state.prompt_counter(self.tokenizer)
+        compression = self.default_options.compression
+        load_compressor(
+            compression.method if compression is not None else DEFAULT_METHOD,
+            state.provider,
+            counter=counter,
+            scorer_model=self.settings.scorer_model,
+            embedder_model=self.settings.embedder_model,
+        )
 
     def options(self, *layers: dict[str, Any] | None) -> ThresherOptions:
         """The defaults overlaid by each ``thresher`` object in turn (a ``null`` switches a stage

@@ -74,8 +74,10 @@ class ThresherGuardrail(CustomGuardrail):
     ) -> None:
         kwargs.setdefault("guardrail_name", PROVIDER)
         kwargs.setdefault("event_hook", "pre_call")
+        # The models load when LiteLLM starts, not in the first request (unless
+        # THRESHER_PRELOAD_MODELS is off).
         self.pipeline = EmbeddedPipeline(
-            thresher, settings=settings, provider=provider, tokenizer=tokenizer
+            thresher, settings=settings, provider=provider, tokenizer=tokenizer, preload=True
         )
         super().__init__(**kwargs)
 

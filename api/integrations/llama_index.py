@@ -62,8 +62,13 @@ class ThresherPostprocessor(BaseNodePostprocessor):
             self.method, self.rate, self.target_tokens, self.protect, self.max_latency_ms,
             self.budget_tokens,
         )  # fmt: skip
+        # The models load here, not in the first call (unless settings.preload_models is off).
         self._pipeline = EmbeddedPipeline(
-            options, settings=self.settings, provider=self.provider, tokenizer=self.tokenizer
+            options,
+            settings=self.settings,
+            provider=self.provider,
+            tokenizer=self.tokenizer,
+            preload=True,
         )
 
     @classmethod

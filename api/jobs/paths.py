@@ -6,13 +6,19 @@ its choosing. Reads (inputs, DSIR targets, classifier folders, a local model fol
 dir) or the job's own folder (its upload); the output stays inside the job's folder; a judge's
 backend must be one this deployment already routes to. The walk goes by key names, so a step type
 added later with a ``path`` or ``*_dir`` parameter is covered without a change here.
+
+Thresher's own folders and files (every job's folder, every tenant's pools, the databases) are
+never input, even when an input root holds them: a job reads its own folder and nothing else of
+Thresher's, so one tenant cannot name another's upload or output by path. A refused path gets
+the same answer whether it exists or not.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from thresher.core.errors import InputError, NotFoundError
@@ -34,10 +40,13 @@ class RecipeGuard:
     Args:
         read_roots: Folders a recipe may read from (resolved; symlinks followed).
         backends: Backend URLs a judge step may call (``local`` and the configured ones).
+        private: Thresher's own folders and files (resolved): no job reads them, except its
+            own folder.
     """
 
     read_roots: tuple[Path, ...]
     backends: frozenset[str]
+    private: tuple[Path, ...] = ()
 
     def check(
         self, recipe: dict[str, Any], output_dir: Path, inputs_field: str | None = None
@@ -50,12 +59,15 @@ class RecipeGuard:
             inputs_field: The request field that set the inputs, if not the recipe's own.
         """
         # Another job's folder is not this job's to read: only its own joins the roots.
-        roots = (*self.read_roots, output_dir.resolve())
+        own = output_dir.resolve()
+        roots = (*self.read_roots, own)
+        walls = (self.private, own)
         base = Path(_checked(recipe["base_dir"], "recipe.base_dir"))
-        _readable(roots, base, "recipe.base_dir")
+        _readable(roots, base, "recipe.base_dir", walls)
         for index, spec in enumerate(recipe.get("inputs", [])):
             field = inputs_field or f"recipe.inputs[{index}].path"
-            _readable(roots, _resolve(base, spec["path"], field), field, must_exist=True)
+            path = _resolve(base, spec["path"], field)
+            _readable(roots, path, field, walls, must_exist=True)
         output = recipe.get("output", {}).get("path", "")
         target = (output_dir / _checked(output, "recipe.output.path")).resolve()
         if Path(output).is_absolute() or not target.is_relative_to(output_dir.resolve()):
@@ -65,14 +77,19 @@ class RecipeGuard:
                 field="recipe.output.path",
             )
         for index, step in enumerate(recipe.get("steps", [])):
-            self._check_step(step, base, f"recipe.steps[{index}]", roots)
+            self._check_step(step, base, f"recipe.steps[{index}]", roots, walls)
 
     def _check_step(
-        self, step: dict[str, Any], base: Path, where: str, roots: tuple[Path, ...]
+        self,
+        step: dict[str, Any],
+        base: Path,
+        where: str,
+        roots: tuple[Path, ...],
+        walls: tuple[tuple[Path, ...], Path],
     ) -> None:
         for field, key, value in _strings(step, where):
             if _names_a_file(key):
-                _readable(roots, _resolve(base, value, field), field)
+                _readable(roots, _resolve(base, value, field), field, walls)
             elif key == "backend" and value.rstrip("/") not in self.backends:
                 raise InputError(
                     f"{field} {value!r} is not a backend of this deployment; use one of "
@@ -82,16 +99,31 @@ class RecipeGuard:
             elif key == "model" and canonical_name(value) not in KNOWN_MODELS:
                 # The model provider loads a local folder when the name is one: the same rule.
                 folder = Path(_checked(value, field)).expanduser()
-                if folder.is_dir():
-                    _readable(roots, folder, field)
+                if _private(folder.resolve(), walls) or folder.is_dir():
+                    _readable(roots, folder, field, walls)
 
 
-def _readable(roots: tuple[Path, ...], path: Path, field: str, *, must_exist: bool = False) -> None:
+def _private(resolved: Path, walls: tuple[tuple[Path, ...], Path]) -> bool:
+    private, own = walls
+    return not resolved.is_relative_to(own) and any(
+        resolved == p or resolved.is_relative_to(p) for p in private
+    )
+
+
+def _readable(
+    roots: tuple[Path, ...],
+    path: Path,
+    field: str,
+    walls: tuple[tuple[Path, ...], Path],
+    *,
+    must_exist: bool = False,
+) -> None:
     # Messages name the field and a path relative to its root, never a resolved server path
-    # or the roots themselves: an answer does not map the server's disk.
+    # or the roots themselves: an answer does not map the server's disk. A private path is
+    # refused before its existence is looked at.
     resolved = path.resolve()
     root = next((r for r in roots if resolved.is_relative_to(r)), None)
-    if root is None:
+    if root is None or _private(resolved, walls):
         raise InputError(
             f"{field} is outside the folders jobs may read; give a path relative to the data "
             "folder, upload the file instead, or have the operator add its folder to "
@@ -101,6 +133,34 @@ def _readable(roots: tuple[Path, ...], path: Path, field: str, *, must_exist: bo
     if must_exist and not resolved.exists():
         shown = resolved.relative_to(root).as_posix() or "."
         raise NotFoundError(f"{field} {shown!r} does not exist.", field=field)
+
+
+# The endings the selection readers know a format by (selection/io.py), longest first.
+UPLOAD_SUFFIXES = (".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl", ".ndjson", ".json", ".parquet",
+                   ".pq")  # fmt: skip
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+UPLOAD_STEM_CHARS = 80
+
+
+def upload_name(filename: str | None) -> str:
+    """The name an upload is stored under: the client's base name with every character but
+    letters, digits, ``_ - .`` made ``_``, no leading dot, at most :data:`UPLOAD_STEM_CHARS`
+    characters before its format's ending (which is kept, so the reader still knows it);
+    ``input`` when nothing usable is left. A name with a control character is refused."""
+    raw = filename or ""
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise InputError(
+            "The upload's file name holds a control character; name the file plainly, e.g. "
+            "rows.jsonl.",
+            field="file",
+        )
+    base = PurePosixPath(raw.replace("\\", "/")).name
+    lower = base.lower()
+    suffix = next((s for s in UPLOAD_SUFFIXES if lower.endswith(s)), "")
+    stem = _UNSAFE.sub("_", base[: len(base) - len(suffix)]).lstrip(".")[:UPLOAD_STEM_CHARS]
+    if not stem.strip("_."):
+        return "input" + (suffix or ".jsonl")
+    return stem + suffix
 
 
 def _checked(value: str, field: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from thresher.core.errors import NotFoundError
+from thresher.core.errors import ConfigError, NotFoundError
 
 Status = Literal["queued", "running", "succeeded", "failed"]
 
@@ -52,7 +52,7 @@ class Job:
     pid: int | None
     created: float
     updated: float
-    owner: str | None = None  # the caller that submitted it (a key digest; None: keys off)
+    owner: str | None = None  # the tenant that submitted it (api/state.py tenant_of)
 
 
 class JobStore:
@@ -60,13 +60,23 @@ class JobStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(SCHEMA)
-            columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
-            if "owner" not in columns:  # a database from before jobs had owners
-                db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._db() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(SCHEMA)
+                columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+                if "owner" not in columns:  # a database from before jobs had owners
+                    db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+                # Jobs submitted with keys off, before tenants: the anonymous tenant's.
+                db.execute("UPDATE jobs SET owner = 'anonymous' WHERE owner IS NULL")
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(
+                f"Setting jobs_db (THRESHER_JOBS_DB): the job database cannot be opened "
+                f"({type(exc).__name__}: {exc}); point it at a new file or remove the broken "
+                "one.",
+                field="jobs_db",
+            ) from None
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -100,9 +110,7 @@ class JobStore:
         with self._db() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None or (owner is not None and row["owner"] != owner):
-            raise NotFoundError(
-                f"No selection job {job_id!r}; GET /v1/selection/jobs lists them.", field="job_id"
-            )
+            raise no_such_job(job_id)
         return _job(row)
 
     def list(self, limit: int = 100, owner: str | None = None) -> list[Job]:
@@ -161,6 +169,13 @@ class JobStore:
         columns = ", ".join(f"{k} = ?" for k in values)
         with self._db() as db:
             db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*values.values(), job_id))
+
+
+def no_such_job(job_id: str) -> NotFoundError:
+    """The one answer for a job id this caller cannot see: unknown, malformed or another's."""
+    return NotFoundError(
+        f"No selection job {job_id!r}; GET /v1/selection/jobs lists them.", field="job_id"
+    )
 
 
 def _alive(pid: int | None) -> bool:

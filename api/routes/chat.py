@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from thresher.api.errors import error_responses
 from thresher.api.pipeline import ThresherOptions
 from thresher.api.proxy import AnswerResponse, forward
-from thresher.api.state import State
+from thresher.api.state import State, Tenant
 from thresher.core.record import ROLES
 
 router = APIRouter(tags=["proxy"])
@@ -92,15 +92,15 @@ class CompletionRequest(ProxyRequest):
 
 @router.post("/v1/chat/completions", responses=ANSWER, response_model=None)
 async def chat_completions(
-    request: ChatCompletionRequest, state: State
+    request: ChatCompletionRequest, state: State, tenant: Tenant
 ) -> AnswerResponse | StreamingResponse:
     """Chat completion through the pipeline; ``stream: true`` answers with SSE."""
-    return await forward(state, "chat", request)
+    return await forward(state, "chat", request, tenant=tenant)
 
 
 @router.post("/v1/completions", responses=ANSWER, response_model=None)
 async def completions(
-    request: CompletionRequest, state: State
+    request: CompletionRequest, state: State, tenant: Tenant
 ) -> AnswerResponse | StreamingResponse:
     """Text completion through the pipeline; ``stream: true`` answers with SSE."""
-    return await forward(state, "completion", request)
+    return await forward(state, "completion", request, tenant=tenant)

@@ -1,6 +1,9 @@
 """Demonstration pools and retrieval: ``/v1/pools`` and ``/v1/demonstrations``.
 
 Routes are plain ``def`` so embedding and LM probing run in the threadpool, not on the loop.
+Each tenant sees its own pools and the deployment's shared ones (read-only); another tenant's
+pool answers as a missing one. One request asks for at most ``max_demonstrations``: DPP's and
+MMR's memory grows with the square of ``k``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from thresher.api.errors import error_responses
 from thresher.api.state import Pools, State, client_counter
+from thresher.core.errors import InputError
 from thresher.prompting import PoolStore, check_pool_name, demonstrate, demonstration
 
 router = APIRouter(tags=["pools"])
@@ -115,6 +119,13 @@ def add_records(name: str, body: AddRecordsRequest, store: Store) -> PoolRespons
 )
 def demonstrations(body: DemonstrationsRequest, store: Store, state: State) -> dict[str, Any]:
     """Retrieve, order and (with ``budget_tokens``) assemble demonstrations for a query."""
+    limit = getattr(state.settings, "max_demonstrations", None)
+    if limit is not None and body.k > limit:
+        raise InputError(
+            f"k is {body.k}; one request may ask for at most {limit} demonstrations "
+            "(THRESHER_MAX_DEMONSTRATIONS).",
+            field="k",
+        )
     pool = store.get(body.pool)
     provider = state.provider
     found = demonstrate(

@@ -39,6 +39,10 @@ def test_doctor_reports_models_and_device():
     assert result.returncode == 0, result.stdout + result.stderr
     for expected in ("ok    embedder", "ok    scorer", "ok    cl100k_base", "cache dir", "-> cpu"):
         assert expected in result.stdout
+    # What compression runs in here, and why: measured (bf16 against fp32), with the threads.
+    dtype = next(line for line in result.stdout.splitlines() if line.startswith("dtype"))
+    assert dtype.split()[1] in ("float32", "bfloat16") and "than fp32 here" in dtype
+    assert "threads" in dtype and "affinity" in result.stdout
 
 
 def test_bad_device_is_one_line_and_exit_2():

@@ -9,9 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from thresher.api.app import create_app
-from thresher.api.routes.compress import compression_scorer
 from thresher.api.state import AppState
-from thresher.compression import get_compressor
+from thresher.compression import load_compressor
 from thresher.core.backends import LocalBackend
 from thresher.core.settings import Settings
 
@@ -139,22 +138,20 @@ def test_cli_api_and_python_agree(client, provider, counter, story, tmp_path):
             "method": "llmlingua",
         },
     ).json()
-    compressor = get_compressor(
-        "llmlingua", scorer=compression_scorer(provider, Settings()), counter=counter
-    )
+    compressor = load_compressor("llmlingua", provider, counter=counter)
     from_python = compressor.compress(story["context"], question=story["question"], rate=0.4)
     for key in ("compressed", "origin_tokens", "compressed_tokens", "ratio"):
         assert from_cli[key] == from_api[key] == from_python.to_dict()[key], key
 
 
 def test_the_proxy_and_the_route_compress_with_one_scorer(client, provider):
-    from thresher.api.routes.compress import compressors
+    from thresher.api.routes.compress import build_compressor
 
     state = client.app.state.thresher
-    route_model = compressors(state)["llmlingua"].scorer.model
-    # The proxy's stage asks the provider the same way: the same model object, loaded once.
-    assert provider.compression_scorer(state.settings.scorer_model).model is route_model
-    assert compression_scorer(provider, state.settings).model is route_model
+    route_model = build_compressor("llmlingua", state.settings, provider).scorer.model
+    # The proxy's stage asks the provider the same way: the same wrapper and model, loaded once.
+    scorer = provider.compression_scorer(state.settings.scorer_model)
+    assert scorer.model is route_model and provider.compression_scorer() is scorer
 
 
 def test_llmlingua2_through_the_api(client, story):
@@ -172,20 +169,61 @@ def test_llmlingua2_through_the_api(client, story):
     assert body["compressed"].endswith(story["question"])
 
 
-def test_model_folder_errors_are_422_naming_model(client, provider, tmp_path):
+def test_a_model_the_deployment_does_not_offer_is_one_422_naming_model(client, provider, tmp_path):
+    """Finding 3 of issue 26: a path, a model folder of the server's or a missing one answer
+    alike, naming what is allowed; nothing of the disk (no listing, no config value)."""
     from thresher.core.registry import causal_lm_path
 
     lm = str(causal_lm_path("SmolLM2-135M-Instruct", provider.cache_dir))
-    cases = [
-        ({"method": "llmlingua2", "model": str(tmp_path / "nope")}, "found nothing"),
-        ({"method": "llmlingua2", "model": lm}, "LlamaForCausalLM"),
-        ({"method": "llmlingua", "model": lm}, "applies to llmlingua2 only"),
-    ]
-    for extra, message in cases:
-        response = client.post("/v1/compress", json={"context": "some text", **extra})
+    answers = set()
+    for model in ["/root", str(tmp_path / "nope"), lm, "/etc", "../../etc", "~"]:
+        response = client.post(
+            "/v1/compress", json={"context": "some text", "method": "llmlingua2", "model": model}
+        )
         assert response.status_code == 422, response.text
         error = response.json()["error"]
-        assert error["param"] == "model" and message in error["message"], error
+        assert error["param"] == "model" and "thresher-llmlingua2-minilm" in error["message"]
+        said = error["message"].replace(repr(model), "<model>")  # beyond the client's own words
+        for leak in (".bashrc", ".cache", "config.json", "found", "Llama", str(tmp_path)):
+            assert leak not in said, error
+        answers.add(said)
+    assert len(answers) == 1  # nothing tells one case from another
+    response = client.post(
+        "/v1/compress", json={"context": "some text", "method": "llmlingua", "model": "x"}
+    )
+    assert response.status_code == 422 and "llmlingua2 only" in response.json()["error"]["message"]
+    assert "SmolLM2" not in response.json()["error"]["message"]  # no setting's value
+
+
+def test_models_under_the_configured_root_or_by_name(provider, local_lm, tmp_path):
+    from tests.api.conftest import make_app
+    from thresher.core.registry import causal_lm_path
+
+    root = tmp_path / "models"
+    (root / "empty").mkdir(parents=True)
+    lm = causal_lm_path("SmolLM2-135M-Instruct", provider.cache_dir)
+    (root / "escape").symlink_to(lm)  # a link out of the root is not under it
+    embedded = provider.token_classifier()  # a real two-label classifier, saved as a folder
+    embedded.model.save_pretrained(root / "team" / "mine")
+    embedded.tokenizer.save_pretrained(root / "team" / "mine")
+    app = make_app(provider, local_lm, models_root=root, compress_models={"lm": lm})
+    text = "The meeting moved to Thursday because the room was booked on Wednesday. " * 40
+    with TestClient(app) as c:
+        ok = c.post(
+            "/v1/compress",
+            json={"context": text, "method": "llmlingua2", "model": "team/mine", "rate": 0.5},
+        )
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["compressed_tokens"] < ok.json()["origin_tokens"]
+        for model in ["empty", "escape", "lm", "../models/empty"]:
+            response = c.post(
+                "/v1/compress",
+                json={"context": "some text", "method": "llmlingua2", "model": model},
+            )
+            assert response.status_code == 422, response.text
+            message = response.json()["error"]["message"]
+            assert "THRESHER_MODELS_ROOT" in message and "'lm'" in message
+            assert str(root) not in message and str(lm) not in message
 
 
 def test_cli_model_flag_errors(tmp_path):

@@ -120,7 +120,7 @@ def test_one_in_sixteen_skips_measures_again():
 def test_workers_share_remembered_messages_through_sqlite(tmp_path, provider, counter):
     from thresher.api.compression_service import CompressionService
     from thresher.api.settings import ServiceSettings
-    from thresher.compression import get_compressor
+    from thresher.compression import load_compressor
     from thresher.compression.conversation import ConversationCompressor
 
     settings = ServiceSettings(
@@ -130,8 +130,7 @@ def test_workers_share_remembered_messages_through_sqlite(tmp_path, provider, co
         CompressionService.from_settings(settings),
         CompressionService.from_settings(settings),
     )
-    scorer = provider.scorer(dtype="bfloat16")
-    compressor = get_compressor("llmlingua", scorer=scorer, counter=counter, min_tokens=0)
+    compressor = load_compressor("llmlingua", provider, counter=counter, min_tokens=0)
     text = "The old lighthouse keeper walked along the cliffs every single evening. " * 8
     messages = [{"role": "user", "content": text}]
 

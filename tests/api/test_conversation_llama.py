@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from contextlib import ExitStack
 
 import openai
 import pytest
 
 from tests.api.conftest import make_app
-from tests.api.servers import free_port, serve_app, wait_until_up
+from tests.api.servers import free_port, needs_redis, redis_server, serve_app, wait_until_up
 from tests.api.test_llama_backend import LLAMA_PYTHON, gguf
 
 pytestmark = pytest.mark.slow
@@ -29,8 +30,11 @@ def passages(data_dir):
     return out
 
 
-def chat_share(tmp_path, provider, local_lm, passages, compression) -> float:
-    """The share of prompt tokens after the first turn that the server took from its cache."""
+def chat_share(
+    tmp_path, provider, local_lm, passages, compression, replicas: int = 1, **settings
+) -> float:
+    """The share of prompt tokens after the first turn that the server took from its cache;
+    with ``replicas`` apps (built with ``settings``) taking the turns round robin."""
     if not LLAMA_PYTHON.exists():
         pytest.skip(f"llama-cpp-python server not installed at {LLAMA_PYTHON}: make llama-server")
     port = free_port()
@@ -44,18 +48,21 @@ def chat_share(tmp_path, provider, local_lm, passages, compression) -> float:
         )  # fmt: skip
     try:
         wait_until_up(f"http://127.0.0.1:{port}/v1/models", timeout=120, process=proc)
-        app = make_app(
-            provider, local_lm, routes={"llama": f"http://127.0.0.1:{port}/v1"},
-            compress_min_tokens=50,
-        )  # fmt: skip
-        with serve_app(app) as base:
-            client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+        with ExitStack() as stack:
+            clients = []
+            for _ in range(replicas):
+                app = make_app(
+                    provider, local_lm, routes={"llama": f"http://127.0.0.1:{port}/v1"},
+                    compress_min_tokens=50, **settings,
+                )  # fmt: skip
+                base = stack.enter_context(serve_app(app))
+                clients.append(openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0))
             messages = [{"role": "system", "content": "Answer in one short sentence."}]
             hits: list[tuple[int, int]] = []
             for t in range(10):
                 messages.append({"role": "user", "content": f"{passages[2 * t]}\nWho is it?"})
                 seen = len(HIT.findall(log.read_text()))
-                client.chat.completions.create(
+                clients[t % replicas].chat.completions.create(
                     model="llama", messages=messages, max_tokens=8, temperature=0,
                     extra_body={"thresher": {"compression": compression}} if compression else {},
                 )  # fmt: skip
@@ -77,3 +84,15 @@ def test_compression_keeps_the_servers_prefix_cache(tmp_path, provider, local_lm
     )
     assert without > 0.5
     assert with_compression >= 0.9 * without
+
+
+@needs_redis
+def test_two_replicas_sharing_redis_keep_the_prefix_cache_of_one(
+    tmp_path, provider, local_lm, passages
+):
+    compression = {"rate": 0.5, "when": "always"}
+    one = chat_share(tmp_path, provider, local_lm, passages, compression)
+    with redis_server() as (url, _):
+        two = chat_share(tmp_path, provider, local_lm, passages, compression, replicas=2,
+                         redis_url=url)  # fmt: skip
+    assert two >= one - 0.02  # within 2 points of one replica's share

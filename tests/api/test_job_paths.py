@@ -125,3 +125,30 @@ def test_a_nul_character_in_a_file_name_is_refused_naming_the_field(layout, reci
     with pytest.raises(InputError) as caught:
         check(layout, recipe)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    "name, stored",
+    [
+        ("r" * 300 + ".jsonl", "r" * 80 + ".jsonl"),  # 306 characters: a 500 before
+        ("../../etc/passwd", "passwd"),
+        ("C:\\data\\rows.jsonl", "rows.jsonl"),
+        (".hidden.parquet", "hidden.parquet"),
+        ("my rows (v2).JSONL.gz", "my_rows_v2_.jsonl.gz"),
+        ("...", "input.jsonl"),
+        (None, "input.jsonl"),
+    ],
+)
+def test_upload_names_are_made_safe_and_short(name, stored):
+    from thresher.api.jobs.paths import upload_name
+
+    assert upload_name(name) == stored
+
+
+def test_an_upload_name_with_a_control_character_is_refused():
+    from thresher.api.jobs.paths import upload_name
+    from thresher.core.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        upload_name("bad\x01name.jsonl")
+    assert caught.value.field == "file"

@@ -98,6 +98,10 @@ def test_healthz_without_a_key_says_only_that_it_is_up(client):
     }
     detailed = client.get("/healthz", headers=KEY).json()
     assert detailed["status"] == "ok" and {"models", "backend", "device"} <= set(detailed)
+    # How compression's models run here, and why (the provider's own choice).
+    provider = client.app.state.thresher.provider
+    assert detailed["compute"]["compression_dtype"] == provider.compression_precision().as_dict()
+    assert detailed["compute"]["threads"]["value"] >= 1
 
 
 def test_a_job_belongs_to_the_key_that_made_it(provider, local_lm, tmp_path, data_dir):

@@ -125,14 +125,12 @@ def test_caller_mistakes_are_4xx(proxy):
 
 
 def test_a_broken_stage_fails_open(provider, local_lm, echo_url):
-    # A scoring model that cannot be loaded: a real failure inside the stage. (/v1/compress's
-    # own compressors are left out: they would load that model at startup.)
+    # A scoring model that cannot be loaded: a real failure inside the stage.
     settings = ServiceSettings(
         preload_models=False, routes={"ok": echo_url}, compress_min_tokens=0,
         scorer_model="/nonexistent/model",
     )  # fmt: skip
     state = local_state(provider, local_lm, settings)
-    state.compressors = {}
     with serve_app(create_app(settings, state=state)) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
         answer, headers = ask(client, LONG, compression={"method": "llmlingua", "rate": 0.5})

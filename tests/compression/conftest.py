@@ -1,4 +1,4 @@
-"""Compressors over the real SmolLM2 scorer (bf16, as the service runs it on CPU)."""
+"""Compressors over the real models, in the dtype the service runs them in on this machine."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from thresher.compression import CLASSIFIER_METHODS, METHODS, get_compressor
+from thresher.compression import METHODS, load_compressor
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -24,7 +24,8 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def fast_scorer(provider):
-    return provider.scorer(dtype="bfloat16")
+    """The scoring LM as compression runs it here (bf16 only where the CPU has it natively)."""
+    return provider.compression_scorer()
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +35,9 @@ def classifier(provider):
 
 
 @pytest.fixture(scope="session")
-def compressors(fast_scorer, classifier, embedder, counter):
-    def build(name):
-        if name in CLASSIFIER_METHODS:
-            return get_compressor(name, scorer=classifier, counter=counter, embedder=embedder)
-        return get_compressor(name, scorer=fast_scorer, counter=counter)
-
-    return {name: build(name) for name in METHODS}
+def compressors(provider, counter):
+    """Every method over the models the service gives it (load_compressor)."""
+    return {name: load_compressor(name, provider, counter=counter) for name in METHODS}
 
 
 @pytest.fixture(scope="session")

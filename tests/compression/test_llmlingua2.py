@@ -4,11 +4,7 @@ import numpy as np
 import pytest
 
 from thresher.compression import get_compressor
-from thresher.compression.llmlingua2 import (
-    collapse_punctuation,
-    lexical_similarity,
-    sentence_groups,
-)
+from thresher.compression.llmlingua2 import collapse_punctuation, lexical_similarity
 from thresher.core.errors import InputError
 
 NEEDLE = "The code for the stable is 3614."
@@ -72,7 +68,6 @@ def test_helpers():
     mask = np.array([True, True, True, False, True, False, True])
     collapse_punctuation(pieces, mask, np.zeros(7, bool))
     assert mask.tolist() == [True, True, False, False, False, False, True]
-    assert sentence_groups(["A", " b", ".", " C", "!", "\n", "D"]).tolist() == [0, 0, 0, 1, 1, 2, 2]
     sims = lexical_similarity("stable code", ["the stable code is here", "a horse"])
     assert sims[0] > sims[1]
 

@@ -25,7 +25,7 @@ def test_builtin_kinds_are_protected():
         "555-0100",
         "March 3, 2024",
         "https://example.com/a?b=1",
-        "```python\nx = {'a': 1}\n```",
+        "```python\nx = {'a': 1}\n```\n",  # a block takes its line break along
         '{"model": "gpt-4o", "k": [1, 2]}',
         "3.14%",
         "2024-05-01",

@@ -45,6 +45,9 @@ def test_nothing_imports_a_folder_name():
                 names = [node.module]
             else:
                 continue
-            bad += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
-                    if n.split(".")[0] in FOLDERS]
+            bad += [
+                f"{path.relative_to(REPO)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] in FOLDERS
+            ]
     assert not bad, bad

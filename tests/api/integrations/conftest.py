@@ -47,9 +47,13 @@ def recording():
 
 @pytest.fixture(scope="session")
 def service_settings(recording) -> ServiceSettings:
-    """One set of settings for Thresher's proxy and the adapters (the parity tests' premise)."""
+    """One set of settings for Thresher's proxy and the adapters (the parity tests' premise).
+    The deadline is far: parity is about what is forwarded, and a busy machine must not turn a
+    compression into a partial one on one side only."""
     base, _ = recording
-    return ServiceSettings(preload_models=False, routes={"recorded": f"{base}/v1"})
+    return ServiceSettings(
+        preload_models=False, routes={"recorded": f"{base}/v1"}, compress_deadline_ms=300_000
+    )
 
 
 @pytest.fixture(scope="session")

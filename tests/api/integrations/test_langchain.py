@@ -81,6 +81,26 @@ def test_short_documents_pass_unchanged_and_no_arguments_work(store, story):
     assert compressor.compress_documents([], "anything") == []
 
 
+def test_built_with_no_arguments_it_compresses_on_its_first_call(story):
+    """The models load when the compressor is built (as the service's lifespan loads them), so
+    a first call's deadline goes to compressing: the whole story, retrieved as 19 passages,
+    comes back compressed, with nothing loaded during the call."""
+    compressor = ThresherCompressor()
+    provider = compressor._pipeline.state.provider
+    loads = len(provider.events)
+    docs = [Document(page_content=c, metadata={"chunk": i}) for i, c in enumerate(story["chunks"])]
+    out = compressor.compress_documents(docs, story["question"])
+    report = out[0].metadata["thresher"]
+    stage = report["stages"][0]
+    # None left to a deadline; the passages whose text before their last sentence (taken as a
+    # question) is short go verbatim, the rest compressed.
+    assert stage["status"] == "ran" and stage["detail"].startswith("compress;"), stage
+    counts = dict(kv.split("=") for kv in stage["detail"].split("; ")[1:])
+    assert counts["skipped"] == "0" and int(counts["compressed"]) >= 8, stage
+    assert report["tokens_after"] < 0.8 * report["tokens_before"]
+    assert len(provider.events) == loads
+
+
 def test_a_bad_option_names_its_field():
     # pydantic (LangChain's models) wraps Thresher's InputError in its ValidationError.
     with pytest.raises(ValueError, match="thresher.compression.rate"):

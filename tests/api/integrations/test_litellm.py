@@ -250,3 +250,34 @@ def test_team_and_key_metadata_set_the_options(env, story):
     text = out["text"]
     assert len(text["prompt"].split()) < 60 and "thresher" not in text
     assert out["embedding"] == {"model": "recorded", "input": ["x"]}
+
+
+FIRST_CALL_SCRIPT = """
+import asyncio, json, sys, time
+from thresher.api.integrations.litellm import ThresherGuardrail
+
+guard = ThresherGuardrail()  # no arguments: the models load here, as LiteLLM starts
+data = {"model": "recorded", "messages": json.loads(sys.argv[1]), "thresher": {"compression": {}}}
+start = time.perf_counter()
+asyncio.run(guard.async_pre_call_hook(None, None, data, "acompletion"))
+print(json.dumps({"report": data["metadata"]["thresher_report"],
+                  "seconds": time.perf_counter() - start}))
+"""
+
+
+def test_built_with_no_arguments_it_compresses_on_its_first_call(env, story):
+    # The whole 939-word story in one message; the default method (llmlingua2) and deadline.
+    story_messages = [
+        {"role": "user", "content": " ".join(story["chunks"])},
+        {"role": "user", "content": story["question"]},
+    ]
+    preloading = {k: v for k, v in env.items() if k != "THRESHER_PRELOAD_MODELS"}
+    done = subprocess.run(
+        [str(LITELLM_PYTHON), "-c", FIRST_CALL_SCRIPT, json.dumps(story_messages)],
+        cwd=ROOT, env=preloading, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    stage = out["report"]["stages"][0]
+    assert stage["status"] == "ran" and stage["detail"].startswith("compress;"), stage
+    assert out["report"]["tokens_after"] < 0.7 * out["report"]["tokens_before"]

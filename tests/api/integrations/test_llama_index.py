@@ -123,3 +123,20 @@ def test_no_arguments_and_no_nodes():
     assert out[0].node.get_content() == "A short passage."
     assert out[0].node.metadata["thresher"]["stages"][0]["status"] == "skipped"
     assert short[0].node.metadata == {}  # the retrieved node itself is left as it was
+
+
+def test_built_with_no_arguments_it_compresses_on_its_first_call(story):
+    post = ThresherPostprocessor()  # the models load here, not in the first call
+    provider = post._pipeline.state.provider
+    loads = len(provider.events)
+    nodes = [NodeWithScore(node=TextNode(text=c), score=1.0) for c in story["chunks"]]
+    out = post.postprocess_nodes(nodes, query_str=story["question"])
+    report = out[0].node.metadata["thresher"]
+    stage = report["stages"][0]
+    # None left to a deadline; the passages whose text before their last sentence (taken as a
+    # question) is short go verbatim, the rest compressed.
+    assert stage["status"] == "ran" and stage["detail"].startswith("compress;"), stage
+    counts = dict(kv.split("=") for kv in stage["detail"].split("; ")[1:])
+    assert counts["skipped"] == "0" and int(counts["compressed"]) >= 8, stage
+    assert report["tokens_after"] < 0.8 * report["tokens_before"]
+    assert len(provider.events) == loads
