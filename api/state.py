@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from thresher.api.pricing import PriceBook
     from thresher.api.routing import BackendRouter
     from thresher.api.stores import Store
-    from thresher.compression import Compressor
     from thresher.api.work import WorkPool
     from thresher.prompting import PoolStore
 
