@@ -106,7 +106,7 @@ def load_compressor(
         takers = " and ".join(n for n, c in METHODS.items() if c.model == "token-classifier")
         raise InputError(
             f"model names a token-classification folder and applies to {takers} only; method "
-            f"{name!r} uses the scoring LM {scorer_model or DEFAULT_SCORER!r}.",
+            f"{name!r} uses the deployment's scoring LM; drop model.",
             field="model",
         )
     else:

@@ -90,8 +90,12 @@ def test_another_tenants_request_keeps_its_deadline_under_a_burst(server, chunks
     report = stage(answer)
     assert elapsed < 2.5, (elapsed, report)
     queued = float(report["detail"].rsplit("queued_ms=", 1)[1].split(";")[0])
-    assert queued > 1000 and report["ms"] >= queued  # the wait counts in the stage's time
-    assert "deadline passed while queued" in answer.headers["x-thresher-compression-decision"]
+    # It waited behind a's running request (the fair queue serves b's line next) and the wait
+    # counts in the stage's time. Whether a's request finished in time for b to compress or
+    # b's deadline passed first depends on this machine's speed; either answer says which.
+    assert queued > 0 and report["ms"] >= queued, report
+    decision = answer.headers["x-thresher-compression-decision"]
+    assert decision == "compress" or "deadline passed while queued" in decision, decision
     for t in burst:
         t.join(30)
 
@@ -217,15 +221,11 @@ def test_a_locked_message_cache_costs_a_request_one_short_wait(server, chunks):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="needs linear-time scanners in compression/units.py and structured.py (issue 26, "
-    "finding 1, the content branch's part): their patterns hold the GIL for seconds",
-    strict=False,
-)
 @pytest.mark.parametrize("text", ["ab." * 29_000 + "\nWhat is this?", "```x\n" * 12_000])
 def test_adversarial_text_answers_at_its_deadline_and_health_meanwhile(server, text):
     """Finding 1 end to end, as the red team sent it: 17.3 s for a 3 s deadline, /healthz
-    16.2 s meanwhile. The pool and the deadline are this branch's; the scanners are not."""
+    16.2 s meanwhile. Linear-time scanners (compression/scan.py) and Thresher's own pool with
+    the deadline from arrival keep both in time."""
     client, _ = server
     result: dict = {}
 
