@@ -190,6 +190,8 @@ def create_app(
                 settings=service, provider=provider, backend=router.default, router=router
             )
         complete_state(built, service, metrics)
+        if built.store is not None and isinstance(app.front, Guard):
+            app.front.share(built.store)  # replicas share one allowance per caller
         if service.preload_models:  # else on the first /v1/compress (a proxy starts at once)
             compress.preload_compressors(built)
         app.state.thresher = built

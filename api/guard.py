@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from starlette.exceptions import HTTPException
@@ -121,6 +122,59 @@ class RateLimiter:
         return False
 
 
+class SharedRateLimiter:
+    """The same limit over every replica: requests per caller counted in a shared store
+    (:class:`thresher.api.stores.Store`, Redis when ``redis_url`` is set), so a caller that
+    round-robins replicas gets one allowance, not one per replica.
+
+    A sliding window from two fixed ones: this minute's count plus the last minute's, weighted
+    by how much of it the sliding minute still covers. A refused request is taken back, so, as
+    with a token bucket, only granted requests count. The store bounds what it keeps (Redis
+    lets each counter expire after two minutes; the local fallback keeps a bounded number).
+    """
+
+    WINDOW_S = 60.0
+
+    def __init__(self, per_minute: int, store: Any, namespace: str) -> None:
+        self.per_minute = per_minute
+        self.store = store
+        self.namespace = namespace
+
+    def wait(self, caller: str) -> float:
+        """Count one request of ``caller``'s; 0.0 if granted, else the seconds to wait."""
+        window, into = self._window()
+        key = f"{caller}\0{window}"
+        current = self.store.incr(self.namespace, key, 1, ttl_s=2 * self.WINDOW_S)
+        previous = self._count(caller, window - 1)
+        wait = self._wait(previous, current - 1, into)
+        if wait > 0:
+            self.store.incr(self.namespace, key, -1, ttl_s=2 * self.WINDOW_S)
+        return wait
+
+    def blocked(self, caller: str) -> float:
+        """The seconds ``caller`` must wait before a request would be granted (counts none)."""
+        window, into = self._window()
+        return self._wait(self._count(caller, window - 1), self._count(caller, window), into)
+
+    def _window(self) -> tuple[int, float]:
+        now = time.time()  # wall time: replicas agree on it, not on their monotonic clocks
+        window = int(now // self.WINDOW_S)
+        return window, now - window * self.WINDOW_S
+
+    def _count(self, caller: str, window: int) -> int:
+        return self.store.incr(self.namespace, f"{caller}\0{window}", 0, ttl_s=2 * self.WINDOW_S)
+
+    def _wait(self, previous: int, granted: int, into: float) -> float:
+        """Seconds until one more request fits, with ``granted`` counted in this window."""
+        left = 1 - into / self.WINDOW_S
+        over = previous * left + granted + 1 - self.per_minute
+        if over <= 0:
+            return 0.0
+        if previous == 0 or over > previous * left:  # only the next window can free enough
+            return self.WINDOW_S - into + (over - previous * left) * self.WINDOW_S / self.per_minute
+        return over * self.WINDOW_S / previous
+
+
 @dataclass(frozen=True)
 class Key:
     """One accepted API key: the key, the caller it is recorded as (a digest), its tenant."""
@@ -190,15 +244,22 @@ class Guard:
         self.keys = keyring(api_keys, tenants or {})
         self.trusted = tuple(ip_network(p, strict=False) for p in trusted_proxies)
         self.max_body_bytes = max_body_bytes
-        self.limiter = (
+        self.limiter: RateLimiter | SharedRateLimiter | None = (
             RateLimiter(rate_limit_per_minute, max_callers) if rate_limit_per_minute else None
         )
-        self.failures = (
+        self.failures: RateLimiter | SharedRateLimiter | None = (
             RateLimiter(auth_failures_per_minute, max_callers)
             if auth_failures_per_minute and self.keys
             else None
         )
         self.metrics = metrics
+
+    def share(self, store: Any) -> None:
+        """Count the rate limits in ``store`` (shared by the replicas) from now on."""
+        if self.limiter is not None:
+            self.limiter = SharedRateLimiter(self.limiter.per_minute, store, "limits")
+        if self.failures is not None:
+            self.failures = SharedRateLimiter(self.failures.per_minute, store, "auth-failures")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

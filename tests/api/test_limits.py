@@ -1,15 +1,18 @@
 """Limits that hold (issue 26, finding 6): the client address is the socket's unless a trusted
 proxy names another, against uvicorn run as ``thresher serve`` runs it; the limiter's memory
-is bounded without lifting a lockout."""
+is bounded without lifting a lockout; replicas sharing Redis share the limits (issue 29)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import httpx
 import pytest
 
 from tests.api.conftest import make_app
-from tests.api.servers import serve_app
-from thresher.api.guard import RateLimiter, client_address
+from tests.api.servers import needs_redis, redis_server, serve_app
+from thresher.api.guard import RateLimiter, SharedRateLimiter, client_address
+from thresher.api.stores import MemoryStore
 
 WRONG = {"Authorization": "Bearer guess"}
 
@@ -131,3 +134,33 @@ def test_bad_tenants_settings_name_the_setting(tenants, message):
     with pytest.raises(ConfigError, match="THRESHER_TENANTS") as caught:
         service_settings(tenants=tenants)
     assert message in str(caught.value)
+
+
+@pytest.mark.skipif(needs_redis.args[0], reason=needs_redis.kwargs["reason"])
+def test_replicas_sharing_redis_share_one_allowance_per_caller(provider, local_lm, tmp_path):
+    """Issue 29: limiter state in the shared store. Round-robin over two replicas gives a key
+    its limit once, not once per replica; failed keys from one address likewise."""
+    with redis_server() as (url, _), contextlib.ExitStack() as stack:
+        clients = []
+        for n in range(2):
+            app = make_app(
+                provider, local_lm, api_keys=["right"], rate_limit_per_minute=3,
+                auth_failures_per_minute=2, redis_url=url, redis_prefix="limits",
+                data_dir=tmp_path / f"replica-{n}",
+            )  # fmt: skip
+            base = stack.enter_context(serve_app(app))
+            clients.append(stack.enter_context(httpx.Client(base_url=base)))
+        right = {"Authorization": "Bearer right"}
+        statuses = [clients[i % 2].get("/v1/models", headers=right).status_code for i in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]  # before: 6 granted, 3 on each replica
+        wrong = [clients[i % 2].get("/v1/models", headers=WRONG).status_code for i in range(4)]
+        assert wrong == [401, 401, 429, 429]
+
+
+def test_the_shared_limiter_counts_granted_requests_only():
+    limiter = SharedRateLimiter(per_minute=2, store=MemoryStore(), namespace="limits")
+    assert [limiter.wait("a") for _ in range(2)] == [0.0, 0.0]
+    refused = [limiter.wait("a") for _ in range(5)]
+    assert all(0 < wait <= 120 for wait in refused)
+    assert limiter.blocked("a") > 0 and limiter.blocked("b") == 0.0
+    assert limiter.wait("b") == 0.0  # another caller has its own allowance
