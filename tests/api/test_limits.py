@@ -64,8 +64,7 @@ def test_no_keys_rotating_the_header_does_not_defeat_the_rate_limit(provider, lo
     app = make_app(provider, local_lm, rate_limit_per_minute=5)
     with serve_app(app) as base, httpx.Client(base_url=base) as client:
         statuses = [
-            client.get("/v1/models", headers=forwarded(f"10.2.0.{i}")).status_code
-            for i in range(8)
+            client.get("/v1/models", headers=forwarded(f"10.2.0.{i}")).status_code for i in range(8)
         ]
     assert statuses[:5] == [200] * 5 and statuses[5:] == [429] * 3
 
