@@ -101,7 +101,7 @@ def fleet_state(state: AppState, settings: ServiceSettings) -> None:
 def check_configured_models(settings: ServiceSettings) -> None:
     """Fail startup naming the setting when a model it names cannot be had (checked without
     loading; a service that starts "ok" must not fail on its first compression)."""
-    from thresher.core.registry import check_model_name
+    from thresher.core.catalog import check_model_name
 
     check_model_name(settings.embedder_model, "embedder", "embedder_model")
     check_model_name(settings.scorer_model, "causal-lm", "scorer_model")

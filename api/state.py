@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request
 
 from thresher.core.backends import ChatBackend
+from thresher.core.catalog import KNOWN_MODELS, canonical_name
 from thresher.core.errors import InputError
 from thresher.core.models import ModelProvider
-from thresher.core.registry import KNOWN_MODELS, canonical_name
 from thresher.core.settings import Settings
 from thresher.core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
 
