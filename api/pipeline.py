@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from thresher.api.state import ANONYMOUS_TENANT
 from thresher.compression import DEFAULT_METHOD
-from thresher.core.errors import ConfigError, InputError, ThresherError
+from thresher.core.errors import InputError, ThresherError
 from thresher.core.record import message_text
 from thresher.core.tokens import TokenCounter
 
@@ -376,18 +376,3 @@ class StageRegistry:
 
     def names(self) -> list[str]:
         return [n for n, _ in self._factories]
-
-
-def unavailable(option: str, package: str) -> StageFactory:
-    """A factory for a stage whose package is not part of this build: asking for it is a 4xx."""
-
-    def factory(options: ThresherOptions, services: StageServices) -> Stage | None:
-        if getattr(options, option) is None:
-            return None
-        raise ConfigError(
-            f"thresher.{option} needs the {package}/ package, which this build does not have; "
-            f"drop thresher.{option} from the request.",
-            field=f"thresher.{option}",
-        )
-
-    return factory

@@ -25,8 +25,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from thresher.core.errors import ConfigError, InputError
+from thresher.core.files import atomic_write_text
 from thresher.core.steps import Selector
-from thresher.selection.io import atomic_write_text, file_format, plan_shards
+from thresher.selection.io import file_format, plan_shards
 from thresher.selection.job import Job, build_steps
 from thresher.selection.outputs import EXAMPLE_CAPS, PartLayout
 from thresher.selection.plan import plan_passes
