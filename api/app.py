@@ -19,6 +19,7 @@ from thresher.api.jobs.worker import JobRunner
 from thresher.api.lane import ProxyLane
 from thresher.api.metrics import Metrics
 from thresher.api.openapi import openapi
+from thresher.api.pipeline import StageServices
 from thresher.api.routes import (
     audit,
     chat,
@@ -33,7 +34,7 @@ from thresher.api.routes import (
 from thresher.api.routing import build_router
 from thresher.api.settings import ServiceSettings, service_settings
 from thresher.api.stages import default_stages
-from thresher.api.state import AppState
+from thresher.api.state import AppState, TenantPools
 from thresher.api.work import WorkPool
 from thresher.core.errors import ConfigError, ModelUnavailableError, NotFoundError
 from thresher.core.models import ModelProvider
@@ -46,21 +47,23 @@ def complete_state(state: AppState, settings: ServiceSettings, metrics: Metrics)
     """Fill in what a caller-built state lacks (tests pass a provider and a backend)."""
     state.settings = settings
     state.metrics = metrics
-    state.router = state.router or build_router(
+    router = state.router = state.router or build_router(
         settings, state.provider, default=state.backend, on_error=metrics.observe_backend_error
     )
-    for name in state.router.tokenizers():  # no first request pays for loading a vocabulary
+    for name in router.tokenizers():  # no first request pays for loading a vocabulary
         state.prompt_counter(name)
     state.stages = state.stages or default_stages()
     if state.jobs is None:
         state.jobs = JobStore(settings.jobs_db_path())
     state.job_runner = state.job_runner or JobRunner(state.jobs)
-    state.pool_store()
-    if state.compression is None:
-        state.compression = CompressionService.from_settings(settings, LatencyModel())
+    pools = state.pools = state.pools or TenantPools(settings, state.provider)
+    compression = state.compression = state.compression or CompressionService.from_settings(
+        settings, LatencyModel()
+    )
     fleet_state(state, settings)
     if state.work is None:
         state.work = WorkPool(settings.work_threads, settings.work_queue)
+    state.services = StageServices(settings, state.provider, compression, pools, router)
     return state
 
 
@@ -98,7 +101,7 @@ def fleet_state(state: AppState, settings: ServiceSettings) -> None:
 def check_configured_models(settings: ServiceSettings) -> None:
     """Fail startup naming the setting when a model it names cannot be had (checked without
     loading; a service that starts "ok" must not fail on its first compression)."""
-    from thresher.core.registry import check_model_name
+    from thresher.core.catalog import check_model_name
 
     check_model_name(settings.embedder_model, "embedder", "embedder_model")
     check_model_name(settings.scorer_model, "causal-lm", "scorer_model")

@@ -247,13 +247,14 @@ class Auditor:
     def _compress(self, job: AuditJob, state: AppState) -> tuple[dict[str, Any], Any, str]:
         """What the pipeline would have forwarded (runs in a worker thread)."""
         assert state.router is not None and state.stages is not None
+        assert state.services is not None
         route = state.router.resolve(job.route)
         options, method = self._options(job)
         ctx = RequestContext(
             job.kind, copy.deepcopy(job.body), options, state.prompt_counter(route.tokenizer),
             route=job.route,
         )  # fmt: skip
-        report = Pipeline(state.stages.build(options, state)).run(ctx)
+        report = Pipeline(state.stages.build(options, state.services)).run(ctx)
         return ctx.body, report, method
 
     async def run(self, job: AuditJob, state: AppState) -> None:

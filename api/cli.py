@@ -139,9 +139,11 @@ def main(args: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning usage and Thresher errors into one line and an exit
     code (2: the caller's mistake, 1: a failure)."""
     from thresher.api.usage import abort_types, one_line, usage_error_types
+    from thresher.core.settings import load_settings
 
-    logging.basicConfig(level=os.environ.get("THRESHER_LOG_LEVEL", "WARNING"))
     try:
+        # Settings load first, so that a bad THRESHER_* value is one line before any command.
+        logging.basicConfig(level=load_settings().log_level)
         command().main(args=args, prog_name="thresher", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -148,8 +148,8 @@ class StoppableModel:
 
 
 def stoppable_model(wrapper: Any, stop: StopCheck) -> Any:
-    """A copy of a model wrapper (a :class:`thresher.core.classifier.TokenClassifier`) whose every
-    forward pass first checks ``stop``."""
+    """A copy of a model wrapper (a :class:`thresher.core.token_classifier.TokenClassifier`)
+    whose every forward pass first checks ``stop``."""
     import copy
 
     out = copy.copy(wrapper)

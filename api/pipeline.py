@@ -18,15 +18,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from thresher.api.state import ANONYMOUS_TENANT
 from thresher.compression import DEFAULT_METHOD
-from thresher.core.errors import ConfigError, InputError, ThresherError
+from thresher.core.errors import InputError, ThresherError
 from thresher.core.record import message_text
 from thresher.core.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from thresher.api.compression_service import CompressionService
+    from thresher.api.routing import BackendRouter
+    from thresher.api.settings import ServiceSettings
+    from thresher.api.state import TenantPools
+    from thresher.core.models import ModelProvider
 
 log = logging.getLogger(__name__)
 Kind = Literal["chat", "completion"]
@@ -337,7 +344,22 @@ def _failure(exc: Exception) -> str:
     return f"{type(exc).__name__} (the service log has the details)"
 
 
-StageFactory = Callable[[ThresherOptions, Any], "Stage | None"]
+@dataclass(frozen=True)
+class StageServices:
+    """The few long-lived services the stages use, built once by whoever runs the pipeline:
+    ``thresher serve``'s lifespan (api/app.py) or a host embedding it
+    (api/integrations/embedded.py). Each stage's factory hands a stage only the ones it needs.
+    ``router`` is the proxy's (the pays gate looks a route's upstream model up in it); a host
+    that routes requests itself has none."""
+
+    settings: ServiceSettings
+    provider: ModelProvider
+    compression: CompressionService
+    pools: TenantPools
+    router: BackendRouter | None = None
+
+
+StageFactory = Callable[[ThresherOptions, StageServices], "Stage | None"]
 
 
 class StageRegistry:
@@ -349,23 +371,8 @@ class StageRegistry:
     def register(self, name: str, factory: StageFactory) -> None:
         self._factories.append((name, factory))
 
-    def build(self, options: ThresherOptions, services: Any) -> list[Stage]:
+    def build(self, options: ThresherOptions, services: StageServices) -> list[Stage]:
         return [s for _, f in self._factories if (s := f(options, services)) is not None]
 
     def names(self) -> list[str]:
         return [n for n, _ in self._factories]
-
-
-def unavailable(option: str, package: str) -> StageFactory:
-    """A factory for a stage whose package is not part of this build: asking for it is a 4xx."""
-
-    def factory(options: ThresherOptions, services: Any) -> Stage | None:
-        if getattr(options, option) is None:
-            return None
-        raise ConfigError(
-            f"thresher.{option} needs the {package}/ package, which this build does not have; "
-            f"drop thresher.{option} from the request.",
-            field=f"thresher.{option}",
-        )
-
-    return factory

@@ -74,8 +74,8 @@ async def forward(
     deadlines count from ``arrived`` (``time.monotonic()``, default now); what the request
     stores belongs to ``tenant``. A route in audit mode (api/audit.py) is forwarded unchanged,
     and a sampled request audited once answered."""
-    router, metrics, stages = state.router, state.metrics, state.stages
-    if router is None or metrics is None or stages is None:
+    router, metrics, stages, services = state.router, state.metrics, state.stages, state.services
+    if router is None or metrics is None or stages is None or services is None:
         raise RuntimeError("the service is not started (its lifespan builds router and stages)")
     # exclude_unset: the body goes on as the client wrote it, explicit nulls included.
     body = request.model_dump(exclude_unset=True, exclude={"thresher"})
@@ -88,7 +88,7 @@ async def forward(
         kind, body, options, state.prompt_counter(route.tokenizer), route=request.model,
         cancelled=cancelled, arrived=arrived or time.monotonic(), tenant=tenant,
     )  # fmt: skip
-    built = stages.build(options, state)  # options that cannot hold are a 4xx, audited or not
+    built = stages.build(options, services)  # options that cannot hold are a 4xx, audited or not
     auditor, audit_rate = state.audit, None
     if auditor is not None and auditor.covers(request.model):
         audit_rate = auditor.sample(request.model)

@@ -12,8 +12,8 @@ from typing import Any
 
 from thresher.api.settings import RouteSpec, ServiceSettings
 from thresher.core.backends import ChatBackend, LocalBackend, make_backend
+from thresher.core.catalog import canonical_name
 from thresher.core.errors import BackendError, NotFoundError
-from thresher.core.registry import canonical_name
 from thresher.core.retry import ErrorObserver
 
 log = logging.getLogger(__name__)

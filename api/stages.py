@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from thresher.api.pipeline import (
@@ -14,6 +15,7 @@ from thresher.api.pipeline import (
     RequestContext,
     Retrieved,
     StageRegistry,
+    StageServices,
     ThresherOptions,
     header_value,
 )
@@ -22,7 +24,12 @@ from thresher.core.record import message_text
 from thresher.core.tokens import uncached
 
 if TYPE_CHECKING:
+    from thresher.api.compression_service import CompressionService
     from thresher.api.pays import Verdict
+    from thresher.api.routing import BackendRouter
+    from thresher.api.settings import ServiceSettings
+    from thresher.api.state import TenantPools
+    from thresher.core.models import ModelProvider
 
 
 def query_text(ctx: RequestContext) -> str:
@@ -39,13 +46,16 @@ class DemonstrationStage:
 
     name = "demonstrations"
 
-    def __init__(self, options: DemonstrationOptions, state: Any) -> None:
+    def __init__(
+        self, options: DemonstrationOptions, pools: TenantPools, scorer: Callable[[], Any]
+    ) -> None:
         self.options = options
-        self.state = state
+        self.pools = pools
+        self.scorer = scorer  # the causal LM of ordering by perplexity, loaded when asked for
 
     def check(self, ctx: RequestContext) -> None:
         """The pool must be one the request's tenant sees (its own, or a shared one)."""
-        pools = self.state.pool_store(ctx.tenant)
+        pools = self.pools(ctx.tenant)
         if not pools.exists(self.options.pool):
             known = ", ".join(pools.names()) or "none yet"
             raise NotFoundError(
@@ -60,7 +70,7 @@ class DemonstrationStage:
     def run(self, ctx: RequestContext) -> None:
         from thresher.prompting import demonstrate
 
-        pools = self.state.pool_store(ctx.tenant)
+        pools = self.pools(ctx.tenant)
         pool = pools.get(self.options.pool)
         found = demonstrate(
             pool,
@@ -69,7 +79,7 @@ class DemonstrationStage:
             method=self.options.method,
             order=self.options.order or "similarity",
             retriever=pools.retriever(self.options.pool, self.options.method),
-            scorer=lambda: self.state.provider.scorer(self.state.settings.scorer_model),
+            scorer=self.scorer,
         )
         template = "classification" if pool.labels_ else "generation"
         ctx.demonstrations = Retrieved(found.result, template)
@@ -130,11 +140,19 @@ class CompressionStage:
 
     name = "compression"
 
-    def __init__(self, options: CompressionOptions, state: Any) -> None:
+    def __init__(
+        self,
+        options: CompressionOptions,
+        settings: ServiceSettings,
+        provider: ModelProvider,
+        service: CompressionService,
+        router: BackendRouter | None,
+    ) -> None:
         self.options = options
-        self.state = state
-        self.settings = state.settings
-        self.service = state.compression
+        self.settings = settings
+        self.provider = provider
+        self.service = service
+        self.router = router  # the proxy's, to name a route's upstream model to the pays gate
         self.detail = ""
         # The client's kept messages, by identity: demonstrations placed before the last turn
         # shift the indices the client wrote.
@@ -202,7 +220,7 @@ class CompressionStage:
 
         compressor = load_compressor(  # the models of /v1/compress and the CLI too
             self.options.method,
-            self.state.provider,
+            self.provider,
             counter=uncached(ctx.counter),
             scorer_model=self.settings.scorer_model,
             embedder_model=self.settings.embedder_model,
@@ -357,7 +375,7 @@ class CompressionStage:
         # A token target is a requirement (a context window), not a saving to weigh.
         required = self.options.target_tokens is not None or ctx.text_budget is not None
         if self.options.when == "pays" and not required:
-            route = self.state.router.resolve(ctx.route) if ctx.route else None
+            route = self.router.resolve(ctx.route) if ctx.route and self.router else None
             names = (ctx.route, route.upstream_model) if route is not None else (ctx.route,)
             verdict = service.gate.decide(Inputs(
                 ctx.route, names, new_tokens, ctx.prompt_tokens(), rate, cost, prefill,
@@ -422,7 +440,7 @@ def _ms(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f}"
 
 
-def _demonstrations(options: ThresherOptions, state: Any) -> DemonstrationStage | None:
+def _demonstrations(options: ThresherOptions, services: StageServices) -> DemonstrationStage | None:
     found = options.demonstrations
     if found is None:
         return None
@@ -430,22 +448,26 @@ def _demonstrations(options: ThresherOptions, state: Any) -> DemonstrationStage 
 
     _check_name(found.method, RETRIEVER_NAMES, "thresher.demonstrations.method")
     _check_name(found.order or "similarity", ORDER_NAMES, "thresher.demonstrations.order")
-    return DemonstrationStage(found, state)
+    provider, scorer_model = services.provider, services.settings.scorer_model
+    return DemonstrationStage(found, services.pools, lambda: provider.scorer(scorer_model))
 
 
-def _budget(options: ThresherOptions, state: Any) -> BudgetStage | None:
+def _budget(options: ThresherOptions, services: StageServices) -> BudgetStage | None:
     if options.budget_tokens is None and options.demonstrations is None:
         return None
     return BudgetStage(options.budget_tokens)
 
 
-def _compression(options: ThresherOptions, state: Any) -> CompressionStage | None:
+def _compression(options: ThresherOptions, services: StageServices) -> CompressionStage | None:
     if options.compression is None:
         return None
     from thresher.compression import METHODS
 
     _check_name(options.compression.method, METHODS, "thresher.compression.method")
-    return CompressionStage(options.compression, state)
+    return CompressionStage(
+        options.compression, services.settings, services.provider, services.compression,
+        services.router,
+    )  # fmt: skip
 
 
 def _check_name(name: str, known: Any, field: str) -> None:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request
 
 from thresher.core.backends import ChatBackend
+from thresher.core.catalog import KNOWN_MODELS, canonical_name
 from thresher.core.errors import InputError
 from thresher.core.models import ModelProvider
-from thresher.core.registry import KNOWN_MODELS, canonical_name
 from thresher.core.settings import Settings
 from thresher.core.tokens import CachedCounter, TokenCounter, tiktoken_encoding_for
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from thresher.api.jobs.store import JobStore
     from thresher.api.jobs.worker import JobRunner
     from thresher.api.metrics import Metrics
-    from thresher.api.pipeline import StageRegistry
+    from thresher.api.pipeline import StageRegistry, StageServices
     from thresher.api.pricing import PriceBook
     from thresher.api.routing import BackendRouter
     from thresher.api.stores import Store
@@ -37,7 +37,8 @@ ANONYMOUS_TENANT = "anonymous"
 class AppState:
     """The service's parts, built once per app (models, pools, backends, job runner, caches),
     each a typed field. Tests may pass the first three; the lifespan builds the rest
-    (api/app.py ``complete_state``)."""
+    (api/app.py ``complete_state``), among them the few services the pipeline's stages use
+    (``services``)."""
 
     settings: Settings
     provider: ModelProvider
@@ -47,7 +48,7 @@ class AppState:
     stages: StageRegistry | None = None
     jobs: JobStore | None = None
     job_runner: JobRunner | None = None
-    pools: PoolStore | None = None
+    pools: TenantPools | None = None
     # The compression stage's cache, worker pool and cost models (api/compression_service.py).
     compression: CompressionService | None = None
     # Thresher's own threads for request work, shared fairly by tenants (api/work.py).
@@ -58,38 +59,14 @@ class AppState:
     prices: PriceBook | None = None
     audit: Auditor | None = None
     store: Store | None = None
-    tenant_pools: dict[str, PoolStore] = field(default_factory=dict)
+    # What the pipeline's stages use (api/pipeline.py StageServices), once the rest is built.
+    services: StageServices | None = None
 
     def pool_store(self, tenant: str = ANONYMOUS_TENANT) -> PoolStore:
-        """The demonstration pools ``tenant`` sees (built on first use).
-
-        The anonymous tenant (no API keys) keeps its pools in the data folder, as the CLI does;
-        a keyed tenant in a folder of its own (``ServiceSettings.tenants_dir``). Every tenant
-        reads the deployment's shared pools (``shared_pools``, in the data folder) and changes
-        none of them."""
-        from thresher.prompting import PoolStore
-
-        settings = self.settings
-        shared = tuple(getattr(settings, "shared_pools", ()))
+        """The demonstration pools ``tenant`` sees (see :class:`TenantPools`)."""
         if self.pools is None:
-            self.pools = PoolStore(
-                settings.data_dir,
-                lambda: self.provider.embedder(settings.embedder_model),
-                shared_names=shared,
-            )
-        if tenant == ANONYMOUS_TENANT:
-            return self.pools
-        store = self.tenant_pools.get(tenant)
-        if store is None:
-            base = self.pools
-            store = self.tenant_pools[tenant] = PoolStore(
-                settings.tenants_dir() / tenant,  # type: ignore[attr-defined]
-                lambda: base.embedder,
-                index=base.index,
-                shared=base,
-                shared_names=shared,
-            )
-        return store
+            self.pools = TenantPools(self.settings, self.provider)
+        return self.pools(tenant)
 
     def prompt_counter(self, name: str) -> TokenCounter:
         """The counter of proxied prompts for tokenizer ``name``: one per name, remembering
@@ -98,6 +75,45 @@ class AppState:
         if counter is None:
             counter = self.counters[name] = CachedCounter(self.provider.token_counter(name))
         return counter
+
+
+class TenantPools:
+    """The demonstration pools each tenant sees, each tenant's store built on first use.
+
+    The anonymous tenant (no API keys) keeps its pools in the data folder, as the CLI does; a
+    keyed tenant in a folder of its own (``ServiceSettings.tenants_dir``). Every tenant reads the
+    deployment's shared pools (``shared_pools``, in the data folder) and changes none of them.
+    The embedder loads when a pool first needs it.
+    """
+
+    def __init__(self, settings: Settings, provider: ModelProvider) -> None:
+        from thresher.prompting import PoolStore
+
+        self.settings = settings
+        self.shared = tuple(getattr(settings, "shared_pools", ()))
+        self.anonymous = PoolStore(
+            settings.data_dir,
+            lambda: provider.embedder(settings.embedder_model),
+            shared_names=self.shared,
+        )
+        self.tenants: dict[str, PoolStore] = {}
+
+    def __call__(self, tenant: str = ANONYMOUS_TENANT) -> PoolStore:
+        if tenant == ANONYMOUS_TENANT:
+            return self.anonymous
+        store = self.tenants.get(tenant)
+        if store is None:
+            from thresher.prompting import PoolStore
+
+            base = self.anonymous
+            store = self.tenants[tenant] = PoolStore(
+                self.settings.tenants_dir() / tenant,  # type: ignore[attr-defined]
+                lambda: base.embedder,
+                index=base.index,
+                shared=base,
+                shared_names=self.shared,
+            )
+        return store
 
 
 def client_counter(provider: ModelProvider, name: str, field: str) -> TokenCounter:

@@ -49,6 +49,8 @@ import numpy as np
 from embedcache import shared_data
 from tqdm import tqdm
 
+from thresher.core.files import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = shared_data(required=False) / "longqa.jsonl"
@@ -326,11 +328,10 @@ def main() -> None:
         # After every item, atomically: a run that is stopped keeps a table of what it did.
         table = report(tallies, len(per_item), args.rate, like)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"command": sys.argv[1:], "table": table, "items": per_item}, indent=1)
+        atomic_write_text(
+            out_path,
+            json.dumps({"command": sys.argv[1:], "table": table, "items": per_item}, indent=1),
         )
-        os.replace(tmp, out_path)
 
     print(report(tallies, len(per_item), args.rate, like))
     for peer in peers.values():

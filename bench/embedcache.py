@@ -1,9 +1,9 @@
 """On-disk cache of sentence embeddings for the benchmarks, so reruns skip the slow part.
 
-Vectors are keyed by the embedder's name and a hash of the texts, and written in shards
-(temp name + ``os.replace``), so an interrupted run resumes at the first missing shard. Bulk
-embedding runs under bfloat16 autocast when the CPU has it (cosine >= 0.9999 to float32 on
-MiniLM, about 2x faster); queries timed by the benchmarks are embedded live, in float32.
+Vectors are keyed by the embedder's name and a hash of the texts, and written in shards, each
+atomically (:mod:`thresher.core.files`), so an interrupted run resumes at the first missing
+shard. Bulk embedding runs under bfloat16 autocast when the CPU has it (cosine >= 0.9999 to
+float32 on MiniLM, about 2x faster); queries timed by the benchmarks are embedded live, in float32.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from thresher.core.files import atomic_path
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 SHARD = 4096
@@ -76,10 +78,8 @@ def cached_encode(
 
 
 def _save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def shared_data(required: bool = True) -> Path:

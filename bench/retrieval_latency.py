@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from embedcache import cached_encode, shared_data  # noqa: E402
 
+from thresher.core.files import atomic_write_text  # noqa: E402
 from thresher.core.models import ModelProvider  # noqa: E402
 from thresher.prompting import IndexConfig, Pool, demonstration, get_retriever  # noqa: E402
 
@@ -255,11 +256,8 @@ def main() -> None:
     if args.embed_only:
         return
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps({"command": " ".join(sys.argv), "threads": args.threads, "rows": rows}, indent=2)
-    )
-    os.replace(tmp, args.out)
+    result = {"command": " ".join(sys.argv), "threads": args.threads, "rows": rows}
+    atomic_write_text(Path(args.out), json.dumps(result, indent=2))
     print(table(rows))
 
 

@@ -37,6 +37,8 @@ from pathlib import Path
 
 from embedcache import shared_data
 
+from thresher.core.files import atomic_path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,8 +46,7 @@ def build(path: Path, n: int, seed: int = 5) -> None:
     rows = [json.loads(line) for line in open(shared_data() / "instructions.jsonl", "rb")]
     rng = random.Random(seed)
     vocab = sorted({w for r in rows[:2000] for w in r["output"].split()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for i in range(n):
             row = dict(rows[i % len(rows)])
             copy = i // len(rows)
@@ -57,7 +58,6 @@ def build(path: Path, n: int, seed: int = 5) -> None:
                         rng.choice(vocab) if w and rng.random() < 0.33 else w for w in words
                     )
             fh.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
 
 
 def digest(result) -> str:  # noqa: ANN001

@@ -32,6 +32,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from thresher.core.files import atomic_write_text
+
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 CONFIGS: dict[str, dict[str, str]] = {
     "native": {},
@@ -57,9 +59,9 @@ def run_configs(argv: list[str], configs: list[str], out_path: Path) -> dict[str
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     table = speed_table(results)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"command": argv, "table": table, "configs": results}, indent=1))
-    os.replace(tmp, out_path)
+    atomic_write_text(
+        out_path, json.dumps({"command": argv, "table": table, "configs": results}, indent=1)
+    )
     print(table)
     return results
 

@@ -6,11 +6,11 @@
 
 Methods by name (:data:`METHODS`): ``llmlingua``, ``longllmlingua``, ``selective-context`` over
 a causal LM's :class:`thresher.core.scoring.TokenScorer`, and ``llmlingua2`` over a
-:class:`thresher.core.classifier.TokenClassifier` (label 1 = keep). Each class declares the model
-it needs (``model``, ``ranks_by``); :func:`load_compressor` is the one place that loads those
-models, in the dtype compression runs in on this machine, for every way in (the proxy's stage,
-``/v1/compress``, ``thresher compress``, the adapters). :func:`get_compressor` builds one over
-models the caller already holds. Nothing here imports torch; the models bring it.
+:class:`thresher.core.token_classifier.TokenClassifier` (label 1 = keep). Each class declares
+the model it needs (``model``, ``ranks_by``); :func:`load_compressor` is the one place that loads
+those models, in the dtype compression runs in on this machine, for every way in (the proxy's
+stage, ``/v1/compress``, ``thresher compress``, the adapters). :func:`get_compressor` builds one
+over models the caller already holds. Nothing here imports torch; the models bring it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def get_compressor(name: str, *, scorer: Any, counter: Any, **options: Any) -> C
     Args:
         name: One of :data:`METHODS`.
         scorer: A :class:`thresher.core.scoring.TokenScorer` (``ModelProvider.scorer()``), or for
-            ``llmlingua2`` a :class:`thresher.core.classifier.TokenClassifier`
+            ``llmlingua2`` a :class:`thresher.core.token_classifier.TokenClassifier`
             (``ModelProvider.token_classifier()``; pass ``embedder=`` for question ranking).
         counter: The target model's :class:`thresher.core.tokens.TokenCounter`.
         **options: Keyword options of the method's class (``min_tokens``, ``protect``, ...).
@@ -95,7 +95,7 @@ def load_compressor(
             to check a deadline before every forward pass.
         **options: Keyword options of the method's class.
     """
-    from thresher.core.registry import DEFAULT_CLASSIFIER
+    from thresher.core.catalog import DEFAULT_CLASSIFIER
     from thresher.core.settings import DEFAULT_EMBEDDER, DEFAULT_SCORER
 
     cls = method_class(name)

@@ -93,7 +93,7 @@ class BaseCompressor:
     Class attributes (capabilities, read by the factory and the conversation compressor instead
     of method names): ``model`` is the kind of model ``scorer`` must be, a causal LM's
     :class:`thresher.core.scoring.TokenScorer` (``scoring-lm``) or a
-    :class:`thresher.core.classifier.TokenClassifier` (``token-classifier``), and ``ranks_by``
+    :class:`thresher.core.token_classifier.TokenClassifier` (``token-classifier``), and ``ranks_by``
     the other model it takes, ``embedder`` or none; ``self_information`` says that on a text of
     one segment the method keeps the units of most self-information per target token under the
     scoring LM (LLMLingua's rule), so that many short texts can be scored in one batched pass

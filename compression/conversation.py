@@ -76,7 +76,7 @@ def split_question(text: str) -> tuple[str, str]:
 
 
 @dataclass(slots=True)
-class Job:
+class ProseJob:
     """A prose piece to compress to ``target`` tokens; ``out`` is filled in."""
 
     message: int
@@ -98,7 +98,7 @@ class Pending:
     question: str = ""
     text_tokens: list[int] = field(default_factory=list)
     build: Callable[[], Any] | None = None
-    jobs: list[Job] = field(default_factory=list)
+    jobs: list[ProseJob] = field(default_factory=list)
     elided: list[Elided] = field(default_factory=list)
     any_key: str = ""  # its key at any rate (what a token target reuses)
 
@@ -256,14 +256,18 @@ class ConversationCompressor:
                 segments, elided = [body], []
             pending.elided += elided
             pieces: list[Any] = [
-                Job(pending.index, s.text, s.tokens, s.target, ask) if isinstance(s, Prose) else s
+                ProseJob(pending.index, s.text, s.tokens, s.target, ask)
+                if isinstance(s, Prose)
+                else s
                 for s in segments
             ]
-            pending.jobs += [p for p in pieces if isinstance(p, Job)]
+            pending.jobs += [p for p in pieces if isinstance(p, ProseJob)]
             built.append([*pieces, question])
 
         def build() -> Any:
-            joined = ["".join(_edged(p) if isinstance(p, Job) else p for p in ps) for ps in built]
+            joined = [
+                "".join(_edged(p) if isinstance(p, ProseJob) else p for p in ps) for ps in built
+            ]
             if isinstance(content, str):
                 return joined[0]
             parts, it = [], iter(joined)
@@ -362,7 +366,7 @@ class ConversationCompressor:
             group.append(p)
         return group
 
-    def _compress_jobs(self, jobs: list[Job]) -> None:
+    def _compress_jobs(self, jobs: list[ProseJob]) -> None:
         # A method whose rule on one segment is self-information scores short pieces together.
         batchable = isinstance(self.compressor, BaseCompressor) and (
             self.compressor.self_information
@@ -374,7 +378,7 @@ class ConversationCompressor:
             if job.out is None:
                 job.out = self._compress_one(job)
 
-    def _compress_one(self, job: Job) -> str:
+    def _compress_one(self, job: ProseJob) -> str:
         """One piece at its target, as a message of its own: question-aware methods condition
         on the job's question, which is not part of the piece's output or budget."""
         result = self.compressor.compress(
@@ -386,7 +390,7 @@ class ConversationCompressor:
         assert result.messages is not None  # messages in, messages out
         return str(result.messages[0]["content"])
 
-    def _batch(self, jobs: list[Job]) -> None:
+    def _batch(self, jobs: list[ProseJob]) -> None:
         """One batched pass of the scoring LM over many short pieces; each keeps the units of
         most self-information per token within its own target (LLMLingua's rule for a text of
         one segment)."""
@@ -449,7 +453,7 @@ def _step_questions(messages: Sequence[Message]) -> list[str]:
     return out
 
 
-def _edged(job: Job) -> str:
+def _edged(job: ProseJob) -> str:
     """A job's output with the whitespace its text began and ended with, so that it never runs
     into the piece beside it (a compressor may drop a trailing line break: "fewWhat happens?")."""
     out = str(job.out).strip()

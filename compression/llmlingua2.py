@@ -5,7 +5,7 @@ meets the budget are dropped. Thresher adds question awareness and dynamic ratio
 
 The model is any Hugging Face ``AutoModelForTokenClassification`` with two labels, **label 1 =
 keep** (microsoft's ``llmlingua-2-*`` checkpoints use the same convention), wrapped by
-:class:`thresher.core.classifier.TokenClassifier`; by default Thresher's own classifier on
+:class:`thresher.core.token_classifier.TokenClassifier`; by default Thresher's own classifier on
 all-MiniLM-L6-v2 (``compression/train/MODEL_CARD.md``).
 
 With a question, sentences are ranked by relevance to it and the budget is shared by rank: the
@@ -20,13 +20,13 @@ needle items of another seed and on long-context stories not used for evaluation
 The ranker is the sentence embedder the service already loads (all-MiniLM-L6-v2), at almost no
 cost: the default classifier is that encoder with a retrained top layer, so one pass serves
 both. The embedder's own top layer runs on the classifier's hidden states below its retrained
-layer (:meth:`thresher.core.classifier.TokenClassifier.keep_probs`), and a sentence's vector is the
-mean of its tokens' vectors, each seen in its 128-token window (late chunking) rather than alone.
-It finds a planted sentence from a paraphrased question that shares few words with it ("Which
-number do I need to get into the stable?" for "The code for the stable is 3614."), where
-IDF-weighted word overlap (``ranker="lexical"``) misses more often (``bench/reader_tasks.py``
-measures both). The classifier is not
-conditioned on the question, so it cannot rank by itself. A classifier folder with an encoder
+layer (:meth:`thresher.core.token_classifier.TokenClassifier.keep_probs`), and a sentence's
+vector is the mean of its tokens' vectors, each seen in its 128-token window (late chunking)
+rather than alone. It finds a planted sentence from a paraphrased question that shares few
+words with it ("Which number do I need to get into the stable?" for "The code for the stable is
+3614."), where IDF-weighted word overlap (``ranker="lexical"``) misses more often
+(``bench/reader_tasks.py`` measures both). The classifier is not conditioned on the question, so
+it cannot rank by itself. A classifier folder with an encoder
 of its own (microsoft's) gets its sentences embedded separately, which roughly doubles the time
 of its pass; ``lexical`` needs no embedder and ``none`` is plain LLMLingua-2 (one percentile cut
 over all words).
@@ -56,7 +56,7 @@ class LLMLingua2(BaseCompressor):
     """Token-classifier compression with question-aware sentence ranking.
 
     Args:
-        scorer: A :class:`thresher.core.classifier.TokenClassifier`
+        scorer: A :class:`thresher.core.token_classifier.TokenClassifier`
             (``ModelProvider.token_classifier()``).
         counter: The target model's token counter; rates are met in its tokens.
         embedder: A :class:`thresher.core.embedding.Embedder` for ``ranker="embedder"``; without one

@@ -13,12 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thresher.core.classifier import TokenClassifier
-from thresher.core.device import check_device_name, resolve_device
-from thresher.core.embedding import Embedder
-from thresher.core.errors import ConfigError, ModelUnavailableError
-from thresher.core.precision import Choice, CpuProbe, choose_cpu_dtype, choose_threads, measure_cpu
-from thresher.core.registry import (
+from thresher.core.catalog import (
     CLASSIFIER_WEIGHTS,
     DEFAULT_CLASSIFIER,
     canonical_name,
@@ -26,8 +21,13 @@ from thresher.core.registry import (
     embedder_path,
     token_classifier_folder,
 )
+from thresher.core.device import check_device_name, resolve_device
+from thresher.core.embedding import Embedder
+from thresher.core.errors import ConfigError, ModelUnavailableError
+from thresher.core.precision import Choice, CpuProbe, choose_cpu_dtype, choose_threads, measure_cpu
 from thresher.core.scoring import TokenScorer
 from thresher.core.settings import DEFAULT_EMBEDDER, DEFAULT_SCORER, default_cache_dir
+from thresher.core.token_classifier import TokenClassifier
 from thresher.core.tokens import (
     HFTokenCounter,
     TiktokenCounter,

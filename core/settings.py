@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     """Address ``thresher serve`` binds (``0.0.0.0`` for every interface)."""
     port: int = Field(8000, ge=1, le=65535)
     """Port ``thresher serve`` listens on."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    """Log level of the ``thresher`` command (Python's level names)."""
     cache_dir: Path = Field(default_factory=default_cache_dir)
     """Where models converted once (SmolLM2 from its GGUF) are kept between runs (default
     ``$XDG_CACHE_HOME/thresher`` when ``XDG_CACHE_HOME`` is set)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from thresher.core.errors import InputError, ModelUnavailableError
+from thresher.core.files import atomic_path
 
 _TIKTOKEN_URLS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
@@ -71,9 +72,8 @@ def seed_tiktoken_cache(cache_dir: Path | None = None) -> Path:
             if dest.exists():
                 continue
             blob = gzip.decompress((data / f"{name}.tiktoken.gz").read_bytes())
-            tmp = dest.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, dest)
+            with atomic_path(dest) as tmp:
+                tmp.write_bytes(blob)
     return target
 
 

@@ -17,7 +17,10 @@ from thresher.prompting.index import IndexConfig
 from thresher.prompting.ordering import Orderer
 from thresher.prompting.pipeline import Demonstrations, demonstrate
 from thresher.prompting.pool import Pool, demonstration, record_label, record_output
-from thresher.prompting.registry import (
+from thresher.prompting.result import Demonstration, RetrievalResult
+from thresher.prompting.retrievers import Retriever
+from thresher.prompting.store import PoolStore, check_pool_name, read_demonstrations
+from thresher.prompting.strategies import (
     ORDER_NAMES,
     ORDERERS,
     RETRIEVER_NAMES,
@@ -27,9 +30,6 @@ from thresher.prompting.registry import (
     get_orderer,
     get_retriever,
 )
-from thresher.prompting.result import Demonstration, RetrievalResult
-from thresher.prompting.retrievers import Retriever
-from thresher.prompting.store import PoolStore, check_pool_name, read_demonstrations
 
 __all__ = [
     "ORDERERS",

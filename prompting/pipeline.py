@@ -11,9 +11,9 @@ from thresher.core.scoring import TokenScorer
 from thresher.core.tokens import TokenCounter
 from thresher.prompting.assembly import AssembledPrompt, Template, TemplateName, assemble
 from thresher.prompting.pool import Pool
-from thresher.prompting.registry import ORDERERS, get_orderer, get_retriever
 from thresher.prompting.result import RetrievalResult
 from thresher.prompting.retrievers import Retriever
+from thresher.prompting.strategies import ORDERERS, get_orderer, get_retriever
 
 
 @dataclass(slots=True)

@@ -227,7 +227,7 @@ class LabelBalancedRetriever(BaseRetriever):
         self.base_options = base_options
 
     def _prepare(self, pool: Pool) -> None:
-        from thresher.prompting.registry import get_retriever
+        from thresher.prompting.strategies import get_retriever
 
         if self.base == self.name:
             raise InputError("label_balanced cannot wrap itself; pick another base.", field="base")

@@ -14,8 +14,8 @@ from thresher.core.errors import InputError, NotFoundError
 from thresher.core.record import Record
 from thresher.prompting.index import IndexConfig
 from thresher.prompting.pool import Pool, demonstration
-from thresher.prompting.registry import get_retriever
 from thresher.prompting.retrievers import BaseRetriever
+from thresher.prompting.strategies import get_retriever
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -25,20 +25,25 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from thresher.core.errors import ConfigError, InputError
+from thresher.core.files import atomic_write_text
 from thresher.core.steps import Selector
-from thresher.selection.io import atomic_write_text, file_format, plan_shards
-from thresher.selection.job import Job, build_steps, produced
+from thresher.selection.io import file_format, plan_shards
+from thresher.selection.job import Job, build_steps
 from thresher.selection.outputs import EXAMPLE_CAPS, PartLayout
 from thresher.selection.plan import plan_passes
 from thresher.selection.ranking import rank_round, select_top
 from thresher.selection.recipe import Recipe, load_recipe
 from thresher.selection.registry import (
+    FitNotes,
     OutputObserver,
     RankSelector,
+    RowRequester,
+    ScoreReader,
     ScoreSelector,
     StepContext,
     combine_stats,
     concatenates,
+    score_names,
 )
 from thresher.selection.report import JobReport, Phase, build_report
 from thresher.selection.shuffle import (
@@ -207,14 +212,14 @@ def _check_score_names(recipe: Recipe, steps: list[Any]) -> None:
     """A step that reads a score must come after a step that writes it (else: recipe error)."""
     known: list[str] = []
     for i, (spec, step) in enumerate(zip(recipe.steps, steps, strict=True)):
-        wanted = getattr(spec.params, "score", None)
-        if isinstance(wanted, str) and wanted not in known:
+        wanted = step.reads_score() if isinstance(step, ScoreReader) else None
+        if wanted is not None and wanted not in known:
             raise ConfigError(
                 f"steps[{i}] ({spec.name}) reads the score {wanted!r}, which no earlier step "
                 f"writes; earlier steps write {known or 'no scores'}.",
                 field=f"steps[{i}].score",
             )
-        known.extend(produced(step))
+        known.extend(score_names(step))
 
 
 def _fingerprint(recipe: Recipe, paths: list[Path]) -> str:
@@ -304,7 +309,8 @@ def _run_passes(job: Job, runner: Executor, progress: bool, phases: list[Phase],
         phases.append(Phase(f"pass {index + 1} barrier: {label}", alive or 0,
                             time.perf_counter() - began - inner, "serial"))  # fmt: skip
     for step in job.steps:  # what a fitted step could not judge, said once, after every fit
-        job.notes.extend(getattr(step, "fit_notes", list)())
+        if isinstance(step, FitNotes):
+            job.notes.extend(step.fit_notes())
     return worker_peak
 
 
@@ -344,9 +350,7 @@ def _select(job: Job, runner: Executor, pass_index: int, index: int, alive: dict
     """Reach a selection's verdict and persist it; returns the rows it keeps."""
     step = job.steps[index]
     total = sum(alive.values())
-    params = getattr(step, "params", None)
-    wanted = next((getattr(params, k) for k in ("num", "k", "budget")
-                   if isinstance(getattr(params, k, None), int)), None)  # fmt: skip
+    wanted = step.requested_rows() if isinstance(step, RowRequester) else None
     if wanted is not None and wanted > total:
         job.notes.append(
             f"{step.name} asked for {wanted} rows but only {total} were left, so it kept all"

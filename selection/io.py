@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,21 +296,3 @@ def read_records(
     for shard in plan_shards([path], [fmt], 1 << 62):
         yield from read_shard(shard, spec, batch_size, strict=strict)
 
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` (unique to this process) to write to; renamed onto
-    ``path`` when the block succeeds, removed when it fails, so a killed writer leaves either
-    the whole file or none (also with two writers, such as a retried task and its original)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small file under a temporary name, then rename it into place."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thresher.core.errors import InputError, NotFoundError
-from thresher.core.steps import Scorer
 from thresher.selection.io import ReadBatch, Shard, read_shard
 from thresher.selection.outputs import PartLayout
 from thresher.selection.plan import Op
 from thresher.selection.recipe import InputSpec, Recipe
-from thresher.selection.registry import StepContext, step_type
+from thresher.selection.registry import Checked, StepContext, step_type
 from thresher.selection.state import WorkDir
 
 
@@ -53,15 +52,15 @@ class Job:
 def build_steps(recipe: Recipe, context: StepContext, *, check: bool = False) -> list[Any]:
     """Instantiate every step once, through the registry (constructors store parameters only).
 
-    With ``check`` (the driver, once per job), each step's optional ``check()`` runs too: the
-    place for I/O that should fail a job before any work, such as a missing target file or a
-    judge backend that does not answer.
+    With ``check`` (the driver, once per job), each :class:`Checked` step's ``check()`` runs
+    too: the place for I/O that should fail a job before any work, such as a missing target
+    file or a judge backend that does not answer.
     """
     steps = []
     for i, spec in enumerate(recipe.steps):
         try:
             step = step_type(spec.type).factory(spec.name, spec.params, context)
-            if check and callable(getattr(step, "check", None)):
+            if check and isinstance(step, Checked):
                 step.check()
             steps.append(step)
         except (InputError, NotFoundError) as exc:
@@ -69,10 +68,3 @@ def build_steps(recipe: Recipe, context: StepContext, *, check: bool = False) ->
             field_name = f"steps[{i}].{exc.field or 'params'}"
             raise type(exc)(f"steps[{i}] ({spec.name}): {exc}", field=field_name) from exc
     return steps
-
-
-def produced(step: Any) -> list[str]:
-    """The scores a step writes (none unless it is a scorer)."""
-    if not isinstance(step, Scorer):
-        return []
-    return list(getattr(step, "score_names", None) or [step.name])

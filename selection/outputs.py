@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from thresher.core.errors import ConfigError
+from thresher.core.files import atomic_write_text
 from thresher.core.record import Record
-from thresher.selection.io import atomic_write_text
 from thresher.selection.quality.turns import turns
 from thresher.selection.recipe import OutputSpec
 from thresher.selection.state import ShardState

@@ -21,7 +21,13 @@ import numpy as np
 from thresher.core.record import Record
 from thresher.core.steps import Filter, Scorer, Selector
 from thresher.selection.io import Reject
-from thresher.selection.registry import Fitted, Grouped, RankSelector, ScoreSelector
+from thresher.selection.registry import (
+    Fitted,
+    Grouped,
+    RankSelector,
+    ScoreSelector,
+    score_names,
+)
 
 OpKind = Literal["fit", "group", "score", "filter", "select"]
 BARRIERS = ("fit", "group", "select")
@@ -59,7 +65,7 @@ def plan_passes(steps: Sequence[Any]) -> list[list[Op]]:
         ops = step_ops(index, step)
         if not ops:
             raise TypeError(
-                f"step {getattr(step, 'name', index)!r} implements none of Scorer, Filter, "
+                f"steps[{index}] ({type(step).__name__}) implements none of Scorer, Filter, "
                 "Selector, ScoreSelector, RankSelector, Fitted or Grouped (see selection.registry)"
             )
         for op in ops:
@@ -95,7 +101,8 @@ def apply_ops(
 ) -> BatchOutcome:
     """Run the map part of a pass over one batch of (alive) records.
 
-    A scorer with a ``score_names`` attribute returns one column per name (shape ``(n, m)``).
+    A :class:`thresher.selection.registry.MultiScorer` returns one column per name (shape
+    ``(n, m)``).
     ``deciders`` stand in for steps whose filter is a verdict reached at a barrier (a grouped
     step's drops for this shard), looked up by row position.
     """
@@ -113,7 +120,7 @@ def apply_ops(
         step = steps[op.step]
         live = [records[i] for i in alive]
         if op.kind == "score":
-            names = list(getattr(step, "score_names", None) or [step.name])
+            names = score_names(step)
             columns = np.full((n, len(names)), np.nan)
             if live:
                 values = np.asarray(step.score(live), dtype=np.float64)

@@ -57,7 +57,7 @@ class RankVerdict:
     columns: list[tuple[int, int] | None]
 
     def save(self, path: Any) -> None:
-        from thresher.selection.io import atomic_write_text
+        from thresher.core.files import atomic_write_text
 
         atomic_write_text(path, json.dumps(asdict(self)))
 

@@ -21,8 +21,8 @@ resolved) or import it yourself before running a recipe. A registered factory is
 object implementing one or more capabilities, found by protocol:
 
 - :class:`thresher.core.steps.Scorer` ``score(records) -> ndarray``: a map; the executor writes
-  ``record.scores[step.name]``. A scorer with a ``score_names`` list returns one column per
-  name (shape ``(n, len(score_names))``) and each lands under its own name.
+  ``record.scores[step.name]``. A :class:`MultiScorer` (a ``score_names`` list) returns one
+  column per name (shape ``(n, len(score_names))``) and each lands under its own name.
 - :class:`thresher.core.steps.Filter` ``keep(records) -> (mask, reasons)``: a map; dropped rows are
   counted and shown in the report under their reason.
 - :class:`RankSelector` ``rank_quotas(alive)`` and ``rank_keys(scores, column, start, alive,
@@ -39,10 +39,12 @@ object implementing one or more capabilities, found by protocol:
   records (the driver holds every surviving record; prefer the two above when scores suffice).
 - :class:`Fitted` ``fit_stats(records) -> ndarray`` and ``fit_from_stats(total)``: a step that
   needs a pass over its input first; each shard sums ``fit_stats`` over its batches, the driver
-  sums the shards' totals (or merges them with ``merge_stats(total, part)``) and persists the
-  result, so resumed jobs refit without re-reading. A step with ``fit_reduce = "concat"`` gets
-  the per-batch arrays concatenated along axis 0 in row-position order instead: an array of
-  O(rows) that the driver holds, so such steps suit small inputs only.
+  sums the shards' totals and persists the result, so resumed jobs refit without re-reading.
+  A :class:`MergedStats` step reduces two parts with ``merge_stats(total, part)`` instead of a
+  sum; a :class:`ConcatStats` step (``fit_reduce = "concat"``) gets the per-batch arrays
+  concatenated along axis 0 in row-position order: an array of O(rows) that the driver holds,
+  so such steps suit small inputs only. A :class:`FitNotes` step says, after every fit, what
+  its statistics left it unable to judge (``fit_notes() -> list[str]``, shown in the report).
 - :class:`Grouped` ``group_rows``, ``group_keys``, ``group_edges`` and ``drop_reason``: keeps one
   row of each group of related rows across the whole input (deduplication), as a distributed
   shuffle: each shard writes one row per record (its position, id, rank ``cost`` and
@@ -52,6 +54,15 @@ object implementing one or more capabilities, found by protocol:
   ``drop_reason(keeper_id)``.
 - :class:`OutputObserver` ``output_stats(kept_records) -> ndarray`` and
   ``report_metrics(total) -> dict``: extra numbers for the job report computed over the kept rows.
+
+Three declarations help the driver check a recipe and explain its result:
+
+- :class:`Checked` ``check()``: runs once on the driver before any work, the place for I/O that
+  should fail a job early (a missing target file, a judge backend that does not answer).
+- :class:`ScoreReader` ``reads_score() -> str | None``: the score a step reads, which an earlier
+  step must write (else the recipe is refused, naming both).
+- :class:`RowRequester` ``requested_rows() -> int | None``: the fixed number of rows a selector
+  asks for (``None`` for a fraction); the report notes when fewer were left.
 
 Models and backends come through :class:`StepContext`: ``context.provider`` is a lazily built
 :class:`thresher.core.models.ModelProvider` (one per process; callers that already hold one pass it
@@ -69,13 +80,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from thresher.core.errors import ConfigError
 from thresher.core.record import Record
+from thresher.core.steps import Scorer
 
 if TYPE_CHECKING:
     from thresher.core.backends import ChatBackend
@@ -160,23 +172,80 @@ class OutputObserver(Protocol):
     def report_metrics(self, total: np.ndarray) -> dict[str, float]: ...
 
 
-def combine_stats(step: Any, total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
-    """Reduce two parts' fit statistics: ``merge_stats``, a sum, or a concatenation."""
-    if total is None:
-        return np.array(part, copy=True)
-    merge = getattr(step, "merge_stats", None)
-    if merge is not None:
-        return np.asarray(merge(total, part))
-    if getattr(step, "fit_reduce", "sum") == "concat":
-        return np.concatenate([total, part], axis=0)
-    return total + part
+@runtime_checkable
+class MergedStats(Protocol):
+    """A :class:`Fitted` step whose statistics do not add up: it reduces two parts itself."""
+
+    def merge_stats(self, total: np.ndarray, part: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ConcatStats(Protocol):
+    """A :class:`Fitted` step whose statistics are rows to concatenate in row-position order
+    (``fit_reduce = "concat"``), not to sum; the driver holds them all (small inputs only)."""
+
+    fit_reduce: Literal["concat"]
+
+
+@runtime_checkable
+class FitNotes(Protocol):
+    """A :class:`Fitted` step that says what its fitted statistics leave unjudged (for the
+    report: a rule with too little data to model, say), asked once after every fit."""
+
+    def fit_notes(self) -> list[str]: ...
+
+
+@runtime_checkable
+class MultiScorer(Scorer, Protocol):
+    """A scorer that writes several scores: one column per name, in this order."""
+
+    score_names: list[str]
+
+
+@runtime_checkable
+class ScoreReader(Protocol):
+    """A step that reads a score (``None``: not in this configuration); an earlier step must
+    write it, which the driver checks before any work."""
+
+    def reads_score(self) -> str | None: ...
+
+
+@runtime_checkable
+class RowRequester(Protocol):
+    """A selector asking for a fixed number of rows (``None``: a fraction of what is left)."""
+
+    def requested_rows(self) -> int | None: ...
+
+
+@runtime_checkable
+class Checked(Protocol):
+    """A step with I/O to do once on the driver before any work, so that a bad recipe fails
+    early (a missing file, a backend that does not answer)."""
+
+    def check(self) -> None: ...
+
+
+def score_names(step: Any) -> list[str]:
+    """The scores a step writes: none unless it is a scorer, else its name or its names."""
+    if not isinstance(step, Scorer):
+        return []
+    return list(step.score_names) if isinstance(step, MultiScorer) else [step.name]
 
 
 def concatenates(step: Any) -> bool:
     """Whether a step's fit statistics are concatenated (see :func:`combine_stats`)."""
-    return getattr(step, "merge_stats", None) is None and (
-        getattr(step, "fit_reduce", "sum") == "concat"
-    )
+    return isinstance(step, ConcatStats) and not isinstance(step, MergedStats)
+
+
+def combine_stats(step: Any, total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
+    """Reduce two parts' fit statistics: ``merge_stats``, a concatenation, or a sum."""
+    if total is None:
+        return np.array(part, copy=True)
+    if isinstance(step, MergedStats):
+        return np.asarray(step.merge_stats(total, part))
+    if concatenates(step):
+        return np.concatenate([total, part], axis=0)
+    return total + part
 
 
 @dataclass

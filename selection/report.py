@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from thresher.selection.io import atomic_path
+from thresher.core.files import atomic_path
 from thresher.selection.recipe import Recipe
 from thresher.selection.summary import ScoreSketch, ShardSummary
 

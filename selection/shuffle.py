@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from thresher.core.files import atomic_write_text
 from thresher.core.record import Record
-from thresher.selection.io import POS_SHIFT, Shard, atomic_write_text
+from thresher.selection.io import POS_SHIFT, Shard
 from thresher.selection.state import pack_strings, save_array, save_npz, unpack_strings
 
 if TYPE_CHECKING:

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from thresher.selection.io import Reject, atomic_path, atomic_write_text
+from thresher.core.files import atomic_path, atomic_write_text
+from thresher.selection.io import Reject
 from thresher.selection.plan import ALIVE, BatchOutcome
 
 

@@ -21,11 +21,16 @@ import numpy as np
 
 from thresher.core.record import Record
 from thresher.selection.io import Reject
-from thresher.selection.job import produced
 from thresher.selection.outputs import ShardSink, rows_to_read
 from thresher.selection.plan import BatchOutcome, Op, apply_ops
 from thresher.selection.ranking import RankVerdict, apply_chosen, apply_rank
-from thresher.selection.registry import Grouped, OutputObserver, combine_stats, concatenates
+from thresher.selection.registry import (
+    Grouped,
+    OutputObserver,
+    combine_stats,
+    concatenates,
+    score_names,
+)
 from thresher.selection.shuffle import ShardVerdicts, write_map_side
 from thresher.selection.state import (
     ShardState,
@@ -223,7 +228,7 @@ def write_shard(job: Job, steps: list[Any], item: tuple[int, int]) -> dict[str, 
     state = load_state(job, steps, shard, pass_index - 1) if pass_index else None
     ops, deciders = _position_filters(job, steps, shard, job.passes[pass_index], state)
     summary = ShardSummary()
-    names = [n for s in steps for n in produced(s)]
+    names = [n for s in steps for n in score_names(s)]
     sink = ShardSink(job.layout, index, [s.name for s in steps], names, job.schema, summary)
     observers = [s for s in steps if isinstance(s, OutputObserver)]
     wanted = rows_to_read(state, job.recipe.output.write_dropped)

@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
+from thresher.core.files import atomic_path, temp_name
+
 Row = dict[str, Any]
 
 
@@ -37,7 +39,7 @@ class JsonlWriter:
 
     def __init__(self, path: Path, *, compress: bool = False) -> None:
         self.path = path
-        self.tmp = _tmp(path)
+        self.tmp = temp_name(path)
         raw = open(self.tmp, "wb")  # noqa: SIM115 (closed in commit/abort)
         if compress:
             self._raw = raw
@@ -71,7 +73,7 @@ class ParquetWriter:
 
     def __init__(self, path: Path, *, schema: Any = None) -> None:
         self.path = path
-        self.tmp = _tmp(path)
+        self.tmp = temp_name(path)
         self.schema = schema
         self._writer: Any = None
         # Fields holding a dict of floats whose keys are known for the whole job (the scores):
@@ -131,7 +133,7 @@ class HFWriter:
 
     def __init__(self, path: Path, *, schema: Any = None) -> None:
         self.path = path
-        self.work = _tmp(path)
+        self.work = temp_name(path)
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
         self._parquet = ParquetWriter(self.work / "rows.parquet", schema=schema)
@@ -147,12 +149,6 @@ class HFWriter:
     def abort(self) -> None:
         self._parquet.abort()
         shutil.rmtree(self.work, ignore_errors=True)
-
-
-def _tmp(path: Path) -> Path:
-    """A temporary name beside ``path``, unique to this process (a retried task and its
-    original never share one)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def save_hf(parquet: Path, path: Path, work: Path) -> None:
@@ -189,20 +185,15 @@ def join_parts(parts: list[Path], path: Path, fmt: str) -> None:
     one schema for parquet. Memory: one row group."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("jsonl", "jsonl.gz"):
-        tmp = _tmp(path)
-        try:
-            with open(tmp, "wb") as out:
-                for part in parts:
-                    with open(part, "rb") as fh:
-                        shutil.copyfileobj(fh, out, 1 << 22)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    target = _tmp(path) if fmt == "parquet" else _tmp(path) / "rows.parquet"
+    target = temp_name(path) if fmt == "parquet" else temp_name(path) / "rows.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
     files = [pq.ParquetFile(p) for p in parts]
     schema = pa.unify_schemas([f.schema_arrow for f in files], promote_options="permissive")

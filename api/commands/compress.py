@@ -84,7 +84,7 @@ def compress(
     settings = load_settings()
     provider = ModelProvider.from_settings(settings)
     if model is not None:  # a bad folder fails before the input is read
-        from thresher.core.registry import token_classifier_folder
+        from thresher.core.catalog import token_classifier_folder
 
         token_classifier_folder(model, "model")
     text = read_input(file)

@@ -1,6 +1,7 @@
 """Thresher's request pipeline inside another process (LiteLLM's proxy, a LangChain or LlamaIndex
-app): what ``thresher serve`` builds in its lifespan for the pipeline, without a backend, a router
-or a job store, since the host routes, answers and logs.
+app): the services ``thresher serve``'s lifespan builds for the pipeline's stages
+(:class:`thresher.api.pipeline.StageServices`: settings, models, compression, pools), without a
+backend, a router or a job store, since the host routes, answers and logs.
 
 The adapters in this package are thin: they turn their host's objects into the ``thresher``
 options and the chat body that Thresher's own proxy would get, run the same stages through
@@ -13,19 +14,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thresher.api.pipeline import (
     Kind,
     Pipeline,
     PipelineReport,
     RequestContext,
+    StageRegistry,
+    StageServices,
     ThresherOptions,
     deep_merge,
     merge_options,
 )
 from thresher.api.settings import ServiceSettings, service_settings
 from thresher.core.settings import Settings
+
+if TYPE_CHECKING:
+    from thresher.core.tokens import TokenCounter
 
 QUESTION_ROLE = "user"
 # The metadata key under which the document adapters put the pipeline's report.
@@ -88,33 +94,41 @@ class EmbeddedPipeline:
         self.default_options = merge_options(self.defaults, None)
         self.tokenizer = tokenizer or self.settings.tokenizer
         self._provider = provider
-        self._state: Any = None
+        self._built: tuple[StageServices, StageRegistry, TokenCounter] | None = None
         self._lock = threading.Lock()
         if preload and self.settings.preload_models:
             self.warm()
 
     @property
-    def state(self) -> Any:
-        """The service state the stages read, built on first use (no model loads here)."""
+    def services(self) -> StageServices:
+        """The services the stages use, built on first use (no model loads here)."""
+        return self._build()[0]
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter of budgets and reports (``tokenizer``), remembering recent texts."""
+        return self._build()[2]
+
+    def _build(self) -> tuple[StageServices, StageRegistry, TokenCounter]:
         with self._lock:
-            if self._state is None:
-                self._state = self._build_state()
-            return self._state
+            if self._built is None:
+                from thresher.api.compression_service import CompressionService
+                from thresher.api.stages import default_stages
+                from thresher.api.state import TenantPools
+                from thresher.core.tokens import CachedCounter
 
-    def _build_state(self) -> Any:
-        from thresher.api.compression_service import CompressionService
-        from thresher.api.stages import default_stages
-        from thresher.api.state import AppState
-
-        provider = self._provider or shared_provider(
-            str(self.settings.cache_dir), self.settings.device, self.settings.dtype,
-            self.settings.torch_threads,
-        )  # fmt: skip
-        state = AppState(settings=self.settings, provider=provider, backend=None)  # type: ignore[arg-type]
-        state.stages = default_stages()
-        state.compression = CompressionService.from_settings(self.settings)
-        state.pool_store()
-        return state
+                settings = self.settings
+                provider = self._provider or shared_provider(
+                    str(settings.cache_dir), settings.device, settings.dtype,
+                    settings.torch_threads,
+                )  # fmt: skip
+                services = StageServices(
+                    settings, provider, CompressionService.from_settings(settings),
+                    TenantPools(settings, provider),
+                )  # fmt: skip
+                counter = CachedCounter(provider.token_counter(self.tokenizer))
+                self._built = (services, default_stages(), counter)
+            return self._built
 
     def warm(self) -> None:
         """Load what compression needs now: the default method's models (``llmlingua2`` when the
@@ -122,13 +136,11 @@ class EmbeddedPipeline:
         for this machine, and the token counter."""
         from thresher.compression import DEFAULT_METHOD, load_compressor
 
-        state = self.state
-        counter = state.prompt_counter(self.tokenizer)
         compression = self.default_options.compression
         load_compressor(
             compression.method if compression is not None else DEFAULT_METHOD,
-            state.provider,
-            counter=counter,
+            self.services.provider,
+            counter=self.counter,
             scorer_model=self.settings.scorer_model,
             embedder_model=self.settings.embedder_model,
         )
@@ -169,9 +181,9 @@ class EmbeddedPipeline:
     ) -> tuple[Pipeline, RequestContext]:
         if not isinstance(options, ThresherOptions):
             options = self.options(options)
-        state = self.state
-        ctx = RequestContext(kind, body, options, state.prompt_counter(self.tokenizer))
-        return Pipeline(state.stages.build(options, state)), ctx
+        services, stages, counter = self._build()
+        ctx = RequestContext(kind, body, options, counter)
+        return Pipeline(stages.build(options, services)), ctx
 
     @staticmethod
     def _finish(

@@ -177,7 +177,7 @@ class ThresherExampleSelector(BaseExampleSelector):
             if self._pool is None:
                 from thresher.prompting import Pool
 
-                embedder = self._embedded.state.provider.embedder(
+                embedder = self._embedded.services.provider.embedder(
                     self._embedded.settings.embedder_model
                 )
                 self._pool = Pool(embedder).fit([self._record(example)])
@@ -192,7 +192,7 @@ class ThresherExampleSelector(BaseExampleSelector):
         if query is None:
             query = " ".join(str(v) for v in input_variables.values())
         pool, retriever = self._retriever()
-        state = self._embedded.state
+        provider = self._embedded.services.provider
         found = demonstrate(
             pool,
             str(query),
@@ -200,7 +200,7 @@ class ThresherExampleSelector(BaseExampleSelector):
             method=self.method,
             order=self.order,
             retriever=retriever,
-            scorer=lambda: state.provider.scorer(self._embedded.settings.scorer_model),
+            scorer=lambda: provider.scorer(self._embedded.settings.scorer_model),
         )
         return [
             {self.input_key: d.text, self.output_key: d.output if d.output is not None else d.label}
@@ -208,7 +208,7 @@ class ThresherExampleSelector(BaseExampleSelector):
         ]
 
     def _store(self) -> Any:
-        return self._embedded.state.pool_store()
+        return self._embedded.services.pools()
 
     def _retriever(self) -> tuple[Any, Any]:
         with self._lock:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from thresher.core.catalog import KNOWN_MODELS, canonical_name
 from thresher.core.errors import InputError, NotFoundError
-from thresher.core.registry import KNOWN_MODELS, canonical_name
 
 # Keys whose string value is a file or folder the engine will read.
 PATH_KEYS = frozenset({"path", "paths", "base_dir", "file", "dir", "folder"})

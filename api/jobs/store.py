@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 
 @dataclass
-class Job:
+class JobRecord:
     """One selection job as stored."""
 
     id: str
@@ -93,7 +93,7 @@ class JobStore:
         output_dir: Path,
         job_id: str | None = None,
         owner: str | None = None,
-    ) -> Job:
+    ) -> JobRecord:
         job_id = job_id or uuid.uuid4().hex
         now = time.time()
         with self._db() as db:
@@ -104,7 +104,7 @@ class JobStore:
             )
         return self.get(job_id)
 
-    def get(self, job_id: str, owner: str | None = None) -> Job:
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
         """The job; with ``owner``, only that caller's (another's is a 404 like a missing one,
         so a job id says nothing about whether it exists)."""
         with self._db() as db:
@@ -113,7 +113,7 @@ class JobStore:
             raise no_such_job(job_id)
         return _job(row)
 
-    def list(self, limit: int = 100, owner: str | None = None) -> list[Job]:
+    def list(self, limit: int = 100, owner: str | None = None) -> list[JobRecord]:
         """The most recent jobs; with ``owner``, only that caller's."""
         where, args = ("WHERE owner = ? ", (owner,)) if owner is not None else ("", ())
         with self._db() as db:
@@ -128,7 +128,7 @@ class JobStore:
                 db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
             )
 
-    def claim(self, pid: int) -> Job | None:
+    def claim(self, pid: int) -> JobRecord | None:
         """Atomically take the oldest queued job for the worker ``pid``."""
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -190,8 +190,8 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def _job(row: sqlite3.Row) -> Job:
-    return Job(
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
         id=row["id"],
         status=row["status"],
         recipe=json.loads(row["recipe"]),

@@ -16,7 +16,7 @@ from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any
 
-from thresher.api.jobs.store import Job, JobStore
+from thresher.api.jobs.store import JobRecord, JobStore
 from thresher.core.errors import ThresherError
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def last_progress_line(path: Path, tail: int = 4096) -> str:
     return lines[-1][-300:] if lines else ""
 
 
-def run_job(store: JobStore, job: Job) -> None:
+def run_job(store: JobStore, job: JobRecord) -> None:
     """Run one job to the end, recording progress, the result or the error."""
     from thresher import selection
 

@@ -81,7 +81,7 @@ def classifier_folder(settings: Any, name: str) -> str:
     ``compress_models``, or a folder under ``models_root`` named relative to it. Anything else,
     and a folder there that is not a two-label token classifier, is one 422 that names what is
     allowed and nothing of the disk (no path, listing or config value: nothing to probe)."""
-    from thresher.core.registry import DEFAULT_CLASSIFIER, token_classifier_folder
+    from thresher.core.catalog import DEFAULT_CLASSIFIER, token_classifier_folder
 
     if name == DEFAULT_CLASSIFIER:
         return name

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from thresher.api.boundary import load_json_text
 from thresher.api.errors import error_responses
 from thresher.api.jobs.paths import RecipeGuard, upload_name
-from thresher.api.jobs.store import Job, no_such_job
+from thresher.api.jobs.store import JobRecord, no_such_job
 from thresher.api.state import AppState, State, Tenant
 from thresher.core.errors import ConfigError, InputError, NotFoundError
 
@@ -198,7 +198,7 @@ def _check_id(job_id: str) -> str:
     return job_id
 
 
-def _response(job: Job) -> SelectionJobResponse:
+def _response(job: JobRecord) -> SelectionJobResponse:
     files = (job.result or {}).get("files", [])
     return SelectionJobResponse(
         id=job.id,

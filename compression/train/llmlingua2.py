@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from thresher.compression.units import ProtectOptions, split_units, unit_of_chars
+from thresher.core.catalog import CLASSIFIER_WEIGHTS, embedder_path
 from thresher.core.models import ModelProvider
-from thresher.core.registry import CLASSIFIER_WEIGHTS, embedder_path
 
 SEED = 14
 KEEP = 0.5  # fraction of words the teacher keeps

@@ -21,12 +21,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "settings.md"
 
-# Variables read outside the settings classes (before any settings object exists).
-ENVIRONMENT_ONLY: dict[str, str] = {
-    "THRESHER_LOG_LEVEL": "Log level of the ``thresher`` command (Python's names: ``DEBUG``, "
-    "``INFO``, ``WARNING``, ...). Default ``WARNING``.",
-}
-
 HEADER = """# Settings reference
 
 <!-- Generated from the settings classes by docs/hooks/settings_reference.py: do not edit by
@@ -154,10 +148,7 @@ def render() -> str:
                 f"| {cell(description)} |"
             )
         lines.append("")
-    lines += ["## Read outside the settings classes", ""]
-    lines += ["| variable | description |", "| --- | --- |"]
-    lines += [f"| `{name}` | {cell(text)} |" for name, text in sorted(ENVIRONMENT_ONLY.items())]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines[:-1]) + "\n"
 
 
 def stale_message() -> str | None:

@@ -51,7 +51,6 @@ LABEL_LIKE = frozenset(
         "i don't know", "null",
     }
 )  # fmt: skip
-POLAR = LABEL_LIKE
 # Characters that only appear in text through a decoding error (U+FFFD) or as UTF-8 read as
 # Latin-1/cp1252 (mojibake): "Ã©", "Â ", "â€™".
 MOJIBAKE = re.compile("\ufffd|Ã[\u0080-\u00bf]|Â[\u0080-\u00bf ]|â€[\u0080-\u00bf™œ“”]")
@@ -467,12 +466,3 @@ def build_rules(names: Sequence[str]) -> list[Rule]:
             f"Unknown heuristic rule(s) {unknown}; use some of {sorted(CHECKS)}.", field="rules"
         )
     return [Rule(name, part, CHECKS[name][0]) for name in names for part in CHECKS[name][1]]
-
-
-def __getattr__(name: str) -> object:
-    # HeuristicFilter lives in thresher.selection.quality.rulefilter (it imports the rules above).
-    if name == "HeuristicFilter":
-        from thresher.selection.quality.rulefilter import HeuristicFilter
-
-        return HeuristicFilter
-    raise AttributeError(name)

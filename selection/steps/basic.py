@@ -9,7 +9,15 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from thresher.core.record import Record
-from thresher.selection.registry import StepContext, StepParams, register_step
+from thresher.core.steps import Filter, Scorer
+from thresher.selection.registry import (
+    RankSelector,
+    RowRequester,
+    ScoreReader,
+    StepContext,
+    StepParams,
+    register_step,
+)
 
 
 class LengthParams(StepParams):
@@ -17,7 +25,7 @@ class LengthParams(StepParams):
 
 
 @register_step("length", params=LengthParams, example={"unit": "chars"})
-class LengthScorer:
+class LengthScorer(Scorer):
     """Scores a record by its length in characters or whitespace-separated words."""
 
     def __init__(self, name: str, params: LengthParams, context: StepContext) -> None:
@@ -45,7 +53,7 @@ class ThresholdParams(StepParams):
 
 
 @register_step("threshold", params=ThresholdParams, example={"score": "_len", "min": 20})
-class ThresholdFilter:
+class ThresholdFilter(Filter, ScoreReader):
     """Keeps records whose score lies in [min, max]; the reason says which bound failed."""
 
     def __init__(self, name: str, params: ThresholdParams, context: StepContext) -> None:
@@ -53,6 +61,9 @@ class ThresholdFilter:
         self.score_name = params.score
         self.low = params.min
         self.high = params.max
+
+    def reads_score(self) -> str:
+        return self.score_name
 
     def keep(self, records: Sequence[Record]) -> tuple[np.ndarray, list[str | None]]:
         mask = np.ones(len(records), dtype=bool)
@@ -82,12 +93,18 @@ class TopKParams(StepParams):
 
 
 @register_step("top_k", params=TopKParams, example={"score": "_len", "fraction": 0.3})
-class TopK:
+class TopK(RankSelector, ScoreReader, RowRequester):
     """Keeps the k (or a fraction) best records by one score; ties go to the earlier row."""
 
     def __init__(self, name: str, params: TopKParams, context: StepContext) -> None:
         self.name = name
         self.params = params
+
+    def reads_score(self) -> str:
+        return self.params.score
+
+    def requested_rows(self) -> int | None:
+        return self.params.k
 
     def rank_quotas(self, alive: int) -> list[int]:
         p = self.params

@@ -14,7 +14,17 @@ from thresher.core.record import Record
 from thresher.selection.dsir import HashedNgramDSIR
 from thresher.selection.io import read_records
 from thresher.selection.recipe import InputSpec
-from thresher.selection.registry import StepContext, StepParams, register_step
+from thresher.selection.registry import (
+    Checked,
+    Fitted,
+    MultiScorer,
+    OutputObserver,
+    RankSelector,
+    RowRequester,
+    StepContext,
+    StepParams,
+    register_step,
+)
 
 
 class DSIRParams(StepParams):
@@ -49,7 +59,7 @@ class DSIRParams(StepParams):
 
 
 @register_step("dsir", params=DSIRParams)
-class DSIRStep:
+class DSIRStep(Fitted, MultiScorer, RankSelector, RowRequester, Checked, OutputObserver):
     """DSIR (Xie et al. 2023): fit on the raw stream, weight every row, resample ``num`` rows."""
 
     def __init__(self, name: str, params: DSIRParams, context: StepContext) -> None:
@@ -60,8 +70,9 @@ class DSIRStep:
             params.ngrams, params.buckets, params.smoothing, params.target_mode, params.proportions
         )
         self._target_fitted = False
+        self.score_names = [name]  # then one weight column per target, if kept ``separate``
         if params.target_mode == "separate" and len(params.target) > 1:
-            self.score_names = [name] + [f"{name}.{Path(t.path).stem}" for t in params.target]
+            self.score_names += [f"{name}.{Path(t.path).stem}" for t in params.target]
 
     def check(self) -> None:
         """Fail before any work if a target is missing (the driver calls this once)."""
@@ -104,6 +115,9 @@ class DSIRStep:
             return weights[:, 0]
         return np.column_stack([weights.max(axis=1), weights])
 
+    def requested_rows(self) -> int | None:
+        return self.params.num
+
     def _wanted(self, alive: int) -> int:
         p = self.params
         return p.num if p.num is not None else round(alive * (p.fraction or 0))
@@ -115,7 +129,7 @@ class DSIRStep:
     def rank_keys(
         self, scores: dict[str, np.ndarray], column: int, start: int, alive: int, seed: int
     ) -> np.ndarray:
-        names = getattr(self, "score_names", [self.name])
+        names = self.score_names
         weights = scores[(names[1:] if len(names) > 1 else names)[column]]
         return self.model.resample_keys(weights, column, start, alive,
                                         method=self.params.method, seed=seed)  # fmt: skip

@@ -10,12 +10,25 @@ import numpy as np
 from pydantic import Field
 
 from thresher.core.record import Record
+from thresher.core.steps import Filter, Scorer, Selector
 from thresher.selection.dedup import Deduplicator
 from thresher.selection.quality.classifier import QualityClassifier
 from thresher.selection.quality.heuristics import DEFAULT_RULES, RuleName
 from thresher.selection.quality.perplexity import PerplexityScorer
 from thresher.selection.quality.rulefilter import HeuristicFilter, merge_rule_stats
-from thresher.selection.registry import StepContext, StepParams, register_step
+from thresher.selection.registry import (
+    Checked,
+    FitNotes,
+    Fitted,
+    Grouped,
+    MergedStats,
+    MultiScorer,
+    RowRequester,
+    ScoreReader,
+    StepContext,
+    StepParams,
+    register_step,
+)
 
 
 class RulesParams(StepParams):
@@ -23,7 +36,7 @@ class RulesParams(StepParams):
 
 
 @register_step("quality_rules", params=RulesParams, example={})
-class QualityRules:
+class QualityRules(Fitted, MergedStats, FitNotes, MultiScorer, Filter):
     """Heuristic rules on instruction, input and every response; each firing rule is a reason.
 
     Fitted over the whole input first (template lengths, the requests' character model, from
@@ -36,6 +49,7 @@ class QualityRules:
         self.name = name
         self.filter = HeuristicFilter(rules=tuple(params.rules), name=name)
         self.score_names = [f"{name}.fluency"]
+        self._compacted = 0  # the merged table's length when it was last compacted
 
     def fit_stats(self, records: Sequence[Record]) -> np.ndarray:
         return self.filter.fit_stats(records)
@@ -45,7 +59,7 @@ class QualityRules:
         # whole total would be quadratic); fit_from_stats merges whatever it gets, so the
         # model does not depend on when compaction happened.
         combined = np.concatenate([total, part])
-        if len(combined) > 2 * getattr(self, "_compacted", 0):
+        if len(combined) > 2 * self._compacted:
             combined = merge_rule_stats(combined)
             self._compacted = len(combined)
         return combined
@@ -79,7 +93,7 @@ class DedupParams(StepParams):
 
 
 @register_step("dedup", params=DedupParams, example={"method": "exact"})
-class DedupStep:
+class DedupStep(Grouped, ScoreReader):
     """Drops exact, near (MinHash) or semantic duplicates, keeping one copy per cluster; each
     dropped row's reason names the id it duplicates.
 
@@ -94,6 +108,9 @@ class DedupStep:
         self.params = params
         self.context = context
         self._dedup: Deduplicator | None = None
+
+    def reads_score(self) -> str | None:
+        return self.params.score
 
     @property
     def dedup(self) -> Deduplicator:
@@ -130,13 +147,19 @@ class DiversityParams(StepParams):
 
 
 @register_step("diversity", params=DiversityParams, example={"budget": 5})
-class DiversityStep:
+class DiversityStep(Selector, ScoreReader, RowRequester):
     """Keeps a diverse subset of at most ``budget`` rows (k-center greedy or DEITA score-first)."""
 
     def __init__(self, name: str, params: DiversityParams, context: StepContext) -> None:
         self.name = name
         self.params = params
         self.context = context
+
+    def reads_score(self) -> str | None:
+        return self.params.score
+
+    def requested_rows(self) -> int:
+        return self.params.budget
 
     def select(self, records: Sequence[Record], k: int | None = None) -> list[Record]:
         from thresher.selection.diversity import DiverseSubset
@@ -161,7 +184,7 @@ class JudgeParams(StepParams):
 # No conformance example: rating 400 rows with a generating LM is a job, not a unit test; the
 # judge is tested against a real server in tests/selection/quality/test_judge.py.
 @register_step("judge", params=JudgeParams)
-class JudgeStep:
+class JudgeStep(Scorer, Checked):
     """AlpaGasus-style 0-5 rating by an LLM; missing ratings are NaN, never a default."""
 
     def __init__(self, name: str, params: JudgeParams, context: StepContext) -> None:
@@ -226,7 +249,7 @@ class PerplexityParams(StepParams):
 
 
 @register_step("perplexity", params=PerplexityParams, example={"max_response_tokens": 8})
-class PerplexityStep:
+class PerplexityStep(MultiScorer):
     """PPL of each response given its request, alone, and their ratio IFD (Superfiltering)."""
 
     def __init__(self, name: str, params: PerplexityParams, context: StepContext) -> None:
@@ -251,7 +274,7 @@ class ClassifierParams(StepParams):
 
 
 @register_step("classifier", params=ClassifierParams)
-class ClassifierStep:
+class ClassifierStep(Scorer, Checked):
     """P(good) from a hashed n-gram classifier fitted on a good set versus a raw set."""
 
     def __init__(self, name: str, params: ClassifierParams, context: StepContext) -> None:

@@ -172,7 +172,7 @@ def test_llmlingua2_through_the_api(client, story):
 def test_a_model_the_deployment_does_not_offer_is_one_422_naming_model(client, provider, tmp_path):
     """Finding 3 of issue 26: a path, a model folder of the server's or a missing one answer
     alike, naming what is allowed; nothing of the disk (no listing, no config value)."""
-    from thresher.core.registry import causal_lm_path
+    from thresher.core.catalog import causal_lm_path
 
     lm = str(causal_lm_path("SmolLM2-135M-Instruct", provider.cache_dir))
     answers = set()
@@ -197,7 +197,7 @@ def test_a_model_the_deployment_does_not_offer_is_one_422_naming_model(client, p
 
 def test_models_under_the_configured_root_or_by_name(provider, local_lm, tmp_path):
     from tests.api.conftest import make_app
-    from thresher.core.registry import causal_lm_path
+    from thresher.core.catalog import causal_lm_path
 
     root = tmp_path / "models"
     (root / "empty").mkdir(parents=True)

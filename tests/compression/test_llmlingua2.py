@@ -91,7 +91,7 @@ def test_bad_folders_say_what_was_found(provider, tmp_path):
     with pytest.raises(InputError, match="found nothing") as info:
         provider.token_classifier(str(tmp_path / "missing"))
     assert info.value.field == "model"
-    from thresher.core.registry import causal_lm_path
+    from thresher.core.catalog import causal_lm_path
 
     lm = causal_lm_path("SmolLM2-135M-Instruct", provider.cache_dir)
     with pytest.raises(InputError, match="LlamaForCausalLM.*not a token classifier"):
@@ -125,7 +125,7 @@ def test_an_encoder_of_its_own_ranks_by_embedding_sentences(classifier, embedder
 
     import torch
 
-    from thresher.core.classifier import TokenClassifier
+    from thresher.core.token_classifier import TokenClassifier
 
     model = copy.deepcopy(classifier.model)
     other = TokenClassifier(model, classifier.tokenizer, name="other", device=classifier.device)

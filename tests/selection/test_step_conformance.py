@@ -19,6 +19,7 @@ from thresher.selection.registry import (
     RankSelector,
     ScoreSelector,
     load_builtin_steps,
+    score_names,
 )
 
 load_builtin_steps()
@@ -56,5 +57,5 @@ def test_step_type_conforms(tmp_path, raw_path, target_path, kind):
     assert counts.rows_in == 400 and counts.rows_out == len(kept)
     assert sum(counts.reasons.values()) == counts.rows_in - counts.rows_out
     if isinstance(step, Scorer):
-        names = getattr(step, "score_names", None) or [kind]
+        names = score_names(step)
         assert any(n in result.report.score_summary or n in kept[0]["thresher"] for n in names)

@@ -86,7 +86,7 @@ def test_built_with_no_arguments_it_compresses_on_its_first_call(story):
     a first call's deadline goes to compressing: the whole story, retrieved as 19 passages,
     comes back compressed, with nothing loaded during the call."""
     compressor = ThresherCompressor()
-    provider = compressor._pipeline.state.provider
+    provider = compressor._pipeline.services.provider
     loads = len(provider.events)
     docs = [Document(page_content=c, metadata={"chunk": i}) for i, c in enumerate(story["chunks"])]
     out = compressor.compress_documents(docs, story["question"])

@@ -127,7 +127,7 @@ def test_no_arguments_and_no_nodes():
 
 def test_built_with_no_arguments_it_compresses_on_its_first_call(story):
     post = ThresherPostprocessor()  # the models load here, not in the first call
-    provider = post._pipeline.state.provider
+    provider = post._pipeline.services.provider
     loads = len(provider.events)
     nodes = [NodeWithScore(node=TextNode(text=c), score=1.0) for c in story["chunks"]]
     out = post.postprocess_nodes(nodes, query_str=story["question"])

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from thresher.core.errors import ConfigError
 from thresher.core.record import Record
 from thresher.selection.quality.charlm import CharNgramLM
-from thresher.selection.quality.heuristics import HeuristicFilter
 from thresher.selection.quality.repetition import minimal_period
+from thresher.selection.quality.rulefilter import HeuristicFilter
 from thresher.selection.quality.turns import turns
 
 RULE_FOR = {
