@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -142,8 +142,7 @@ def main(args: list[str] | None = None) -> None:
     from thresher.core.settings import load_settings
 
     try:
-        # Settings load first, so that a bad THRESHER_* value is one line before any command.
-        logging.basicConfig(level=load_settings().log_level)
+        logging.basicConfig(level=_log_level(load_settings))
         command().main(args=args, prog_name="thresher", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -164,6 +163,15 @@ def main(args: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def _log_level(load_settings: Any) -> str:
+    """THRESHER_LOG_LEVEL from the settings; WARNING while another THRESHER_* value is bad, so
+    that ``--help`` still answers and a command that reads the settings names the bad one."""
+    try:
+        return str(load_settings().log_level)
+    except ThresherError:
+        return "WARNING"
 
 
 # Command modules register themselves below, one line each (heavy imports stay inside commands).

@@ -55,6 +55,14 @@ def test_bad_device_is_one_line_and_exit_2():
     assert "Unknown device 'tpu'" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_bad_setting_stops_the_command_that_reads_it_not_help(monkeypatch, capsys):
+    monkeypatch.setenv("THRESHER_LOG_LEVEL", "LOUD")
+    main(["--help"])  # answers (and returns) while a setting is bad
+    assert "Commands" in capsys.readouterr().out
+    code, _, err = run_cli(capsys, ["serve"])
+    assert code == 2 and err.count("\n") == 1 and "THRESHER_LOG_LEVEL" in err
+
+
 def run_cli(capsys, args):
     with pytest.raises(SystemExit) as exited:
         main(args)
