@@ -99,6 +99,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python bench/conversation.py --smoke
 	$(BIN)/python bench/audit.py --smoke
 	$(BIN)/python bench/content.py --smoke
+	$(BIN)/python bench/deadlines.py --smoke
 
 # LiteLLM side by side with Thresher's proxy, plain and with the guardrail (needs its venv; a
 # smoke run takes about 2 minutes, most of it starting LiteLLM three times).

@@ -123,7 +123,8 @@ def on_cluster(nodes: int, path: Path, job: Path, shard: int, sharded: bool) -> 
     from ray_cluster import ENV, RayCluster
 
     with tempfile.TemporaryDirectory(prefix="cluster-") as tmp:
-        cluster = RayCluster(Path(tmp), nodes=nodes)
+        # Raylets start slowly on a busy 2-core machine: a longer wait than the tests'.
+        cluster = RayCluster(Path(tmp), nodes=nodes, timeout=600)
         try:
             return run(path, job, 1000, None, shard, "ray", cluster.address, sharded, env=ENV)
         finally:

@@ -55,7 +55,7 @@ def session_members(leader: int) -> list[int]:
 class RayCluster:
     """A head and ``nodes - 1`` more nodes, each with one CPU."""
 
-    def __init__(self, root: Path, nodes: int = 2) -> None:
+    def __init__(self, root: Path, nodes: int = 2, timeout: float = 120) -> None:
         self.root = root
         self.nodes: list[subprocess.Popen[bytes]] = []
         self.port = free_ports(1)[0]
@@ -75,7 +75,11 @@ class RayCluster:
             time.sleep(0.2)
         for _ in range(nodes - 1):
             self.add_node()
-        self.wait_for(nodes)
+        try:
+            self.wait_for(nodes, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _listening(self) -> bool:
         try:
