@@ -7,12 +7,14 @@ after the first event ends with an error event: the headers and part of the answ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,6 +52,12 @@ GONE = {
         "code": "client_disconnected",
     }
 }
+# The answer to a client that left while the backend was answering (nobody reads it either).
+GONE_ANSWERING = {
+    "error": {**GONE["error"], "message": "The client disconnected; the backend call was stopped."}
+}
+# How often a backend call checks that its client is still there.
+GONE_POLL_S = 0.25
 
 
 class AnswerResponse(JSONResponse):
@@ -133,9 +141,12 @@ async def forward(
         )  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     if expander is not None:
-        answer = await expander.chat(backend, out)
+        call = expander.chat(backend, out)
     else:
-        answer = await (backend.chat if kind == "chat" else backend.complete)(out)
+        call = (backend.chat if kind == "chat" else backend.complete)(out)
+    answer = await unless_gone(call, cancelled)
+    if answer is None:
+        return AnswerResponse(GONE_ANSWERING, status_code=499)
     if learn is not None:
         learn(answer, time.monotonic() - sent)
     answer["thresher"] = report.as_dict()
@@ -145,6 +156,30 @@ async def forward(
     if audit is not None:
         audit(answer)  # starts in the background; the answer above is already rendered
     return response
+
+
+async def unless_gone(
+    call: Awaitable[Body], cancelled: Callable[[], bool] | None, poll_s: float = GONE_POLL_S
+) -> Body | None:
+    """The backend's answer, or None once the client has gone: the call is then cancelled, so
+    a remote backend sees its connection close and the local model stops generating, rather
+    than answering for minutes to nobody while everyone else waits behind it."""
+    if cancelled is None:
+        return await call
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if cancelled():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 class Learner:

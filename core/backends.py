@@ -110,7 +110,7 @@ class LocalBackend:
 
     async def chat(self, body: Body) -> Body:
         prompt = self._chat_prompt(body)
-        text, finish, n_in, n_out = await asyncio.to_thread(self._generate, prompt, body)
+        text, finish, n_in, n_out = await self._generate_until_cancelled(prompt, body)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -129,7 +129,7 @@ class LocalBackend:
 
     async def complete(self, body: Body) -> Body:
         prompt = self._completion_prompt(body)
-        text, finish, n_in, n_out = await asyncio.to_thread(self._generate, prompt, body)
+        text, finish, n_in, n_out = await self._generate_until_cancelled(prompt, body)
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -153,20 +153,25 @@ class LocalBackend:
             }
 
         yield chunk({"role": "assistant", "content": ""}, None)
-        async for piece, finish in self._stream(prompt, body):
+        counts: list[int] = []
+        async for piece, finish in self._stream(prompt, body, counts):
             yield chunk({"content": piece} if piece else {}, finish)
+        if _include_usage(body) and counts:
+            # OpenAI's last chunk under stream_options.include_usage: no choices, the usage.
+            yield {**chunk({}, None), "choices": [], "usage": _usage(*counts)}
 
     async def stream_complete(self, body: Body) -> AsyncIterator[Body]:
         prompt = self._completion_prompt(body)
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        async for piece, finish in self._stream(prompt, body):
+        head = {"id": ident, "object": "text_completion", "created": created, "model": self.name}
+        counts: list[int] = []
+        async for piece, finish in self._stream(prompt, body, counts):
             yield {
-                "id": ident,
-                "object": "text_completion",
-                "created": created,
-                "model": self.name,
+                **head,
                 "choices": [{"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}],
             }
+        if _include_usage(body) and counts:
+            yield {**head, "choices": [], "usage": _usage(*counts)}
 
     def _chat_prompt(self, body: Body) -> str:
         messages = validate_messages(body.get("messages"), field_name="messages")
@@ -233,12 +238,29 @@ class LocalBackend:
         tok = self.lm.tokenizer
         return tok(prompt, return_tensors="pt", add_special_tokens=False).to(self.lm.device)
 
-    def _generate(self, prompt: str, body: Body) -> tuple[str, str, int, int]:
+    async def _generate_until_cancelled(self, prompt: str, body: Body) -> tuple[str, str, int, int]:
+        """:meth:`_generate` in a worker thread that a cancelled caller stops within one token
+        (the proxy cancels when its client disconnects), so an abandoned request neither holds
+        the model's lock for its whole ``max_tokens`` nor makes every other request wait."""
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate, prompt, body, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
+    def _generate(
+        self, prompt: str, body: Body, stop: threading.Event | None = None
+    ) -> tuple[str, str, int, int]:
         import torch
 
         kwargs = self._generation_kwargs(body)
+        if stop is not None:
+            kwargs["stopping_criteria"] = _stopping(stop)
         inputs = self._encode(prompt)
         with self._lock, torch.inference_mode():
+            if stop is not None and stop.is_set():  # cancelled while waiting for the lock
+                return "", "stop", int(inputs["input_ids"].shape[1]), 0
             if body.get("seed") is not None:
                 torch.manual_seed(int(body["seed"]))
             out = self.lm.model.generate(
@@ -250,10 +272,16 @@ class LocalBackend:
         finish = "length" if len(new) >= kwargs["max_new_tokens"] and not stopped else "stop"
         return text, finish, int(inputs["input_ids"].shape[1]), int(len(new))
 
-    async def _stream(self, prompt: str, body: Body) -> AsyncIterator[tuple[str, str | None]]:
+    async def _stream(
+        self, prompt: str, body: Body, counts: list[int] | None = None
+    ) -> AsyncIterator[tuple[str, str | None]]:
+        """The text as it is generated; ``counts`` gets the prompt's and the answer's tokens
+        once done. A consumer that stops early (its client left) stops the generation."""
         from transformers import TextIteratorStreamer
 
         kwargs = self._generation_kwargs(body)
+        stop = threading.Event()
+        kwargs["stopping_criteria"] = _stopping(stop)
         inputs = self._encode(prompt)
         streamer = TextIteratorStreamer(
             self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300
@@ -264,6 +292,9 @@ class LocalBackend:
             import torch
 
             with self._lock, torch.inference_mode():
+                if stop.is_set():  # the consumer left while this waited for the lock
+                    streamer.end()
+                    return
                 out = self.lm.model.generate(
                     **inputs,
                     streamer=streamer,
@@ -276,15 +307,39 @@ class LocalBackend:
         worker.start()
         sentinel = object()
         iterator = iter(streamer)
-        while True:
-            piece = await asyncio.to_thread(next, iterator, sentinel)
-            if piece is sentinel:
-                break
-            if piece:
-                yield str(piece), None
-        await asyncio.to_thread(worker.join)
+        try:
+            while True:
+                piece = await asyncio.to_thread(next, iterator, sentinel)
+                if piece is sentinel:
+                    break
+                if piece:
+                    yield str(piece), None
+            await asyncio.to_thread(worker.join)
+        finally:
+            stop.set()  # closed or cancelled before the end: the generation stops too
         finish = "length" if counted and counted[0] >= kwargs["max_new_tokens"] else "stop"
+        if counts is not None and counted:
+            counts += [int(inputs["input_ids"].shape[1]), counted[0]]
         yield "", finish
+
+
+def _include_usage(body: Body) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _stopping(stop: threading.Event) -> Any:
+    """A stopping criterion that ends a generation once ``stop`` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full(
+                (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
+            )
+
+    return StoppingCriteriaList([_Stop()])
 
 
 def _cut_at_stop(text: str, stops: list[str] | None) -> tuple[str, bool]:

@@ -22,9 +22,8 @@ def read_input(source: str) -> str:
     else:
         path = Path(source)
         if not path.is_file():
-            raise InputError(
-                f"file {source!r} does not exist; give a text file or -.", field="file"
-            )
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise InputError(f"file {source!r} {what}; give a text file or -.", field="file")
         data = path.read_bytes()
         name = source
     try:

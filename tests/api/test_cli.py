@@ -117,6 +117,15 @@ def test_a_value_checked_inside_a_command_is_one_line_too(capsys):
     assert code == 2 and err.count("\n") == 1 and "rate" in err
 
 
+def test_compress_names_a_folder_as_a_folder(capsys, tmp_path):
+    # It said the folder "does not exist", which sends the user looking for a typo.
+    code, _, err = run_cli(capsys, ["compress", str(tmp_path)])
+    assert code == 2 and err.count("\n") == 1
+    assert "is a folder, not a file" in err and "does not exist" not in err
+    code, _, err = run_cli(capsys, ["compress", str(tmp_path / "nope.txt")])
+    assert code == 2 and "does not exist" in err
+
+
 TYPE_TAGS = re.compile(r"\b(INTEGER|TEXT|FLOAT|PATH|BOOLEAN|RANGE)\b|<(int|str|path|bool|float)")
 
 

@@ -138,3 +138,28 @@ def test_a_non_sse_answer_to_a_stream_is_a_502_not_an_empty_stream(server):
                                                       "stream": True})  # fmt: skip
     assert response.status_code == 502, response.text
     assert response.json()["error"]["code"] == "backend_protocol_error"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_stops_the_local_generation(provider, local_lm, stream):
+    # A client that asked for thousands of tokens and hung up used to keep the local model
+    # generating for minutes, and every other tenant's request waited behind it.
+    app = make_app(provider, local_lm)
+    body = {
+        "model": LOCAL,
+        "messages": [{"role": "user", "content": "Count from 1 to 5000, one number per line."}],
+        "max_tokens": 3000,
+        "temperature": 0,
+        "stream": stream,
+    }
+    with serve_app(app) as base:
+        url = f"{base}/v1/chat/completions"
+        if stream:
+            with httpx.stream("POST", url, json=body, timeout=30) as answer:
+                next(answer.iter_lines())  # the first event: generation has begun
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url, json=body, timeout=httpx.Timeout(10, read=1.5))
+        lock = app.state.thresher.backend._lock
+        assert lock.acquire(timeout=5)  # stopped within a token or two, not after 3,000
+        lock.release()

@@ -1,4 +1,5 @@
 import asyncio
+import time
 
 import pytest
 
@@ -80,3 +81,56 @@ def test_near_zero_temperature_decodes_greedily(local_backend):
 def test_max_tokens_beyond_the_context_is_refused(local_backend):
     with pytest.raises(InputError, match="max_tokens is 2147483648"):
         asyncio.run(local_backend.complete({"prompt": "Hi", "max_tokens": 2**31}))
+
+
+def test_local_stream_ends_with_usage_when_asked(local_backend):
+    # OpenAI's stream_options.include_usage: a last chunk with no choices and the usage; the
+    # local backend used to drop the option, so the official client never saw a usage.
+    body = {
+        "model": "x",
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "max_tokens": 4,
+        "temperature": 0,
+        "stream_options": {"include_usage": True},
+    }
+
+    async def collect(stream):
+        return [c async for c in stream]
+
+    chunks = asyncio.run(collect(local_backend.stream_chat(body)))
+    assert chunks[-1]["choices"] == [] and chunks[-1]["object"] == "chat.completion.chunk"
+    usage = chunks[-1]["usage"]
+    assert usage["prompt_tokens"] > 0 and 0 < usage["completion_tokens"] <= 4
+    assert all("usage" not in c for c in chunks[:-1])
+    plain = asyncio.run(collect(local_backend.stream_chat({**body, "stream_options": None})))
+    assert all("usage" not in c for c in plain)
+    completion = {"model": "x", "prompt": "The sky is", "max_tokens": 3, "temperature": 0}
+    asked = {**completion, "stream_options": {"include_usage": True}}
+    last = asyncio.run(collect(local_backend.stream_complete(asked)))[-1]
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] <= 3
+
+
+def test_a_cancelled_local_generation_frees_the_model_at_once(local_backend):
+    # A caller that stops waiting (the proxy, when its client disconnects) used to leave the
+    # generation running to max_tokens, holding the lock every other request waits on.
+    chat = {
+        "model": "x",
+        "messages": [{"role": "user", "content": "Count from 1 to 5000, one number per line."}],
+        "max_tokens": 3000,
+        "temperature": 0,
+    }
+    completion = {"model": "x", "prompt": "1, 2, 3, 4,", "max_tokens": 3000, "temperature": 0}
+
+    async def abandon(call):
+        task = asyncio.ensure_future(call)
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    for call in (local_backend.chat(chat), local_backend.complete(completion)):
+        started = time.monotonic()
+        asyncio.run(abandon(call))  # returns once the worker thread has returned
+        assert time.monotonic() - started < 10  # within a token, not after 3,000
+        assert local_backend._lock.acquire(timeout=1)
+        local_backend._lock.release()
