@@ -164,6 +164,17 @@ def _domain_end(chunk: str, start: int, stop: int) -> int:
     return start + len(".".join(labels))
 
 
+class TooDeep:
+    """The value :func:`json_values` offers for a balanced candidate nested deeper than the
+    JSON parser goes: it cannot be read, so it is kept whole rather than taken for prose."""
+
+    def __repr__(self) -> str:
+        return "TOO_DEEP"
+
+
+TOO_DEEP = TooDeep()
+
+
 def json_values(text: str, accept: Callable[[Any, int, int], bool]) -> list[tuple[int, int, Any]]:
     """``(start, end, value)`` of the objects and arrays in ``text`` that decode as JSON and
     that ``accept(value, start, end)`` takes, outermost first, none inside another.
@@ -172,7 +183,8 @@ def json_values(text: str, accept: Callable[[Any, int, int], bool]) -> list[tupl
     allows one: after ``[``, ``{``, ``,`` or ``:``; a line break inside a string or a
     mismatched bracket ends the candidates open there). Balanced candidates are decoded from
     the outside in; one inside a candidate that failed is tried only while fewer than
-    :data:`_JSON_RETRY_DEPTH` failed ones hold it, so decoding stays linear.
+    :data:`_JSON_RETRY_DEPTH` failed ones hold it, so decoding stays linear. A candidate too
+    deep to decode is offered as :data:`TOO_DEEP`.
     """
     if "[" not in text and "{" not in text:
         return []
@@ -217,7 +229,9 @@ def json_values(text: str, accept: Callable[[Any, int, int], bool]) -> list[tupl
             continue
         try:
             value = json.loads(text[start:end])
-        except (ValueError, RecursionError):
+        except RecursionError:  # balanced, but deeper than the parser goes: one value, kept
+            value = TOO_DEEP
+        except ValueError:
             failed.append(end)
             continue
         if accept(value, start, end):

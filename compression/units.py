@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from thresher.compression.markup import code_blocks, markdown_spans, speaker_labels
-from thresher.compression.scan import emails, fences, json_values, urls
+from thresher.compression.scan import TOO_DEEP, emails, fences, json_values, urls
 from thresher.core.errors import InputError
 
 # Han ideographs (with extensions and compatibility forms) and kana: written without spaces, so
@@ -122,7 +122,10 @@ def _through_line_end(text: str, spans: list[tuple[int, int]]) -> list[tuple[int
 
 
 def _worth_protecting(value: object, start: int, end: int) -> bool:
-    """A JSON value kept as one unit: an object with a key, or an array of two items or more."""
+    """A JSON value kept as one unit: an object with a key, an array of two items or more, or
+    a value nested too deep to read (kept as it is rather than cut as prose)."""
+    if value is TOO_DEEP:
+        return True
     return (isinstance(value, dict) and bool(value)) or (isinstance(value, list) and len(value) > 1)
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from thresher.compression.scan import emails, fences, json_values, urls
+from thresher.compression.scan import TOO_DEEP, emails, fences, json_values, urls
 from thresher.compression.structured import split_segments
 from thresher.compression.units import ProtectOptions, split_units
 from thresher.core.text import ends_sentence, sentence_ends
@@ -141,4 +141,5 @@ def test_json_values_skip_strays_and_find_values_inside_asides():
     found = [(text[a:b], v) for a, b, v in json_values(text, lambda v, a, b: True)]
     assert found == [('{"a": [1, 2]}', {"a": [1, 2]}), ('{"b": "x]"}', {"b": "x]"})]
     deep = "[" * 5000 + "]" * 5000
-    assert json_values(deep, lambda v, a, b: True) == []  # past the parser's depth: not JSON
+    # Past the parser's depth: one value that cannot be read, offered as such (kept whole).
+    assert json_values(deep, lambda v, a, b: True) == [(0, 10_000, TOO_DEEP)]

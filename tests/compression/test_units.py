@@ -110,3 +110,10 @@ def test_rank_rates_are_monotone():
     rates = rank_rates(5, 0.4, 0.3)
     assert list(rates) == sorted(rates, reverse=True)
     assert rates[0] == pytest.approx(0.52) and rates[-1] == pytest.approx(0.28)
+
+
+def test_json_too_deep_to_read_is_kept_whole_not_cut_as_prose():
+    """Red team: JSON nested 990 deep inside a prompt lost 828 of its 990 keys at rate 0.33."""
+    deep = '{"key":' * 990 + "1" + "}" * 990
+    text = "Config: " + deep + " and then some prose after it."
+    assert spans_text(text) == [deep]
