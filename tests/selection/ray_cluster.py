@@ -104,10 +104,12 @@ class RayCluster:
     def alive_nodes(self) -> int:
         out = subprocess.run(
             [sys.executable, "-c", "import ray; ray.init(address='" + self.address + "', "
-             "log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"],
+             "log_to_driver=False); print('alive', sum(n['Alive'] for n in ray.nodes()))"],
             env={**os.environ, **ENV}, capture_output=True, text=True, check=False,
         )  # fmt: skip
-        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
+        # Ray may print its own log lines after ours (a raylet's notice): find our line.
+        counts = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("alive ")]
+        return int(counts[-1]) if out.returncode == 0 and counts else 0
 
     def wait_for(self, nodes: int, timeout: float = 120) -> None:
         deadline = time.time() + timeout
