@@ -122,8 +122,11 @@ def install_error_handlers(app: FastAPI) -> None:
                 None,
                 "invalid_json",
             )
+        message = str(first.get("msg"))
+        if "Expected UploadFile" in message:  # a form part sent without a file name
+            message = "send a file here (a multipart part with a file name), not a text field"
         return error_response(
-            422, f"{param}: {first.get('msg')}", "invalid_request_error", param, "invalid_value"
+            422, f"{param}: {message}", "invalid_request_error", param, "invalid_value"
         )
 
     @app.exception_handler(TooDeep)

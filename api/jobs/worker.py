@@ -54,16 +54,24 @@ def run_job(store: JobStore, job: JobRecord) -> None:
         with log_path.open("a", encoding="utf-8") as sink, redirect_stderr(sink):
             result = selection.run_recipe(job.recipe, job.output_dir / OUTPUT_NAME, progress=True)
     except ThresherError as exc:
-        store.fail(job.id, str(exc))
+        store.fail(job.id, job_relative(str(exc), job.output_dir))
     except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives on
         log.exception("selection job %s failed", job.id)
-        store.fail(job.id, f"{type(exc).__name__}: {exc}")
+        store.fail(job.id, job_relative(f"{type(exc).__name__}: {exc}", job.output_dir))
     else:
         store.set_progress(job.id, last_progress_line(log_path))
         store.succeed(job.id, describe(result, job.output_dir))
     finally:
         done.set()
         watcher.join()
+
+
+def job_relative(message: str, job_dir: Path) -> str:
+    """An error as the client reads it: the job's folder named relative to the job (as its
+    files are), never by the server's path."""
+    for folder in {str(job_dir.resolve()), str(job_dir)}:
+        message = message.replace(folder + "/", "").replace(folder, ".")
+    return message
 
 
 def describe(result: Any, job_dir: Path) -> dict[str, Any]:

@@ -130,6 +130,28 @@ def test_an_upload_name_cannot_leave_the_job_folder(client, rows_path):
     assert f"/v1/selection/jobs/{job['id']}/files/input/escaped.jsonl" in job["files"]
 
 
+def test_a_failed_job_names_its_files_relative_to_the_job(client, rows_path):
+    response = client.post(
+        "/v1/selection/jobs/upload",
+        files={"file": ("rows.exe", rows_path.read_bytes())},
+        data={"recipe": json.dumps(RECIPE)},
+    )
+    job = wait_for(client, response.json()["id"])
+    assert job["status"] == "failed" and "input/rows.exe" in job["error"], job
+    assert "/jobs/" not in job["error"]  # before: the server's absolute path to the upload
+
+
+def test_a_file_part_without_a_file_name_says_to_send_a_file(client, rows_path):
+    response = client.post(
+        "/v1/selection/jobs/upload",
+        files={"file": ("", rows_path.read_bytes())},
+        data={"recipe": json.dumps(RECIPE)},
+    )
+    error = response.json()["error"]
+    assert response.status_code == 422 and error["param"] == "file"
+    assert "send a file" in error["message"] and "UploadFile" not in error["message"]
+
+
 def test_unknown_job_and_file_traversal_are_404(client, rows_path):
     assert client.get("/v1/selection/jobs/" + "0" * 32).status_code == 404
     job = client.post(
