@@ -19,6 +19,7 @@ def test_notebooks_exist():
         "01_filter_instruction_data.ipynb",
         "02_demonstrations.ipynb",
         "03_compression.ipynb",
+        "04_agent_traffic.ipynb",
     ]
 
 
