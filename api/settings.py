@@ -147,8 +147,9 @@ class ServiceSettings(Settings):
     audit_queue: int = Field(16, ge=1)
     """Audits running at most; a sample past this is dropped (and counted), never waited for."""
     redis_url: str | None = None
-    """A Redis every replica shares (``redis://host:port/db``): forwarded message forms and the
-    originals of elided spans live there, with a local copy for when it is away."""
+    """A Redis every replica shares (``redis://host:port/db``): forwarded message forms, the
+    originals of elided spans and the rate limits' counts live there, with a local copy for when
+    it is away."""
     redis_prefix: str = "thresher"
     """The first part of every Redis key."""
     redis_timeout_ms: float = Field(500, gt=0)

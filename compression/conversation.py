@@ -2,10 +2,10 @@
 
 A chat client resends the whole conversation every turn, and a backend's prefix cache (vLLM,
 llama.cpp, OpenAI and Anthropic prompt caching) discounts only an identical prefix. So a
-message is compressed from its content, role, method, rate and target model alone, never from
-what comes before or after it, and the forwarded form is remembered under a hash of those
-(:class:`MessageCache`): on every later turn it goes out in the same bytes, and only messages
-not seen before cost compression time.
+message is compressed from its content and role, the method, rate and target model, and the
+question that ranks it (below), never from the rest of the conversation, and the forwarded form
+is remembered under a hash of those (:class:`MessageCache`): on every later turn it goes out in
+the same bytes, and only messages not seen before cost compression time.
 
 Per message: system and developer prompts, messages the request marks as kept and short texts
 stay verbatim; a user message's question (its last line, or the last sentence of a long last
