@@ -89,7 +89,8 @@ def serve(
         typer.Option(
             min=1,
             help="Server processes. Each builds its own models, backends, metrics and rate "
-            "limits; one selection-job worker runs at a time across them.",
+            "limits (shared when THRESHER_REDIS_URL is set); one selection-job worker runs at a "
+            "time across them.",
         ),
     ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn).")] = True,

@@ -75,7 +75,7 @@ class ServiceSettings(Settings):
     later turns."""
     compress_cache_path: Path | None = None
     """A SQLite file to remember them in instead of memory, shared by the workers of one
-    machine."""
+    machine (``redis_url``, when set, takes its place: shared by every replica)."""
     compress_min_message_tokens: int = Field(48, ge=0)
     """Message texts shorter than this are forwarded verbatim."""
     compress_originals_entries: int = Field(20_000, ge=1)

@@ -57,7 +57,7 @@ async def original(handle: str, state: State, tenant: Tenant) -> OriginalRespons
     found = store.get(originals_key(tenant, parsed)) if store is not None else None
     if found is None:
         raise NotFoundError(
-            f"No original is kept for {parsed} (unknown, expired, or another key's).",
+            f"No original is kept for {parsed} (unknown, expired, or another tenant's).",
             field="handle",
         )
     return OriginalResponse(**found)
