@@ -73,9 +73,12 @@ class RayCluster:
                 self.stop()
                 raise RuntimeError(f"ray head did not start; see {root / 'node-0.log'}")
             time.sleep(0.2)
-        for _ in range(nodes - 1):
-            self.add_node()
         try:
+            # One node at a time: several raylets registering at once overload the head's GCS
+            # on a 2-core machine (a 4-node start timed out with every node starting together).
+            for count in range(2, nodes + 1):
+                self.add_node()
+                self.wait_for(count, timeout)
             self.wait_for(nodes, timeout)
         except RuntimeError:
             self.stop()
