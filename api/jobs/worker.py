@@ -59,7 +59,8 @@ def run_job(store: JobStore, job: JobRecord) -> None:
         log.exception("selection job %s failed", job.id)
         store.fail(job.id, job_relative(f"{type(exc).__name__}: {exc}", job.output_dir))
     else:
-        store.set_progress(job.id, last_progress_line(log_path))
+        # Done: what was kept and why, not the last bar drawn (a finished pass reads "0rows").
+        store.set_progress(job.id, result.summary())
         store.succeed(job.id, describe(result, job.output_dir))
     finally:
         done.set()

@@ -116,7 +116,8 @@ def list_jobs(state: State, tenant: Tenant) -> SelectionJobList:
 
 @router.get("/v1/selection/jobs/{job_id}", response_model=SelectionJobResponse, responses=ERRORS)
 def get_job(job_id: str, state: State, tenant: Tenant) -> SelectionJobResponse:
-    """Status, progress (the engine's progress bar), and the result when done."""
+    """Status, progress (the engine's progress bar; when done, what was kept and why), and the
+    result."""
     return _response(_store(state).get(_check_id(job_id), owner=tenant))
 
 

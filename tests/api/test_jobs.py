@@ -52,6 +52,7 @@ def test_submit_follow_and_download(client, rows_path):
     job = wait_for(client, response.json()["id"])
     assert job["status"] == "succeeded", job["error"]
     assert "7" in job["result"]["summary"]
+    assert job["progress"] == job["result"]["summary"]  # not the last bar drawn ("0rows")
     output = next(f for f in job["files"] if f.endswith(job["result"]["output_path"]))
     assert not job["result"]["output_path"].startswith("/")
     kept = [json.loads(line) for line in client.get(output).text.splitlines()]
