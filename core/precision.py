@@ -66,11 +66,6 @@ class CpuProbe:
     capability: str
     threads: int
 
-    @property
-    def native_bf16(self) -> bool:
-        """Whether the CPU lists a bf16 multiply instruction."""
-        return bool(self.flags & NATIVE_BF16_FLAGS)
-
 
 def choose_cpu_dtype(probe: CpuProbe, speedup: float = SPEEDUP) -> Choice:
     """bfloat16 when the probe ran at least ``speedup`` times faster in it than in float32,

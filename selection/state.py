@@ -250,6 +250,3 @@ class WorkDir:
 
     def final_path(self, shard: int) -> Path:
         return self._dir("final") / f"shard-{shard:05d}.npz"
-
-    def parts_dir(self) -> Path:
-        return self._dir("parts")
