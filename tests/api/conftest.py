@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
-from tests.api.servers import serve_app
+from tests.api.servers import serve_app, verbose_backend
 from thresher.api.app import create_app
 from thresher.api.settings import ServiceSettings
 from thresher.api.state import AppState
@@ -42,4 +43,28 @@ def make_app(provider, local_lm, **overrides):
 def live_local(provider, local_lm):
     """The app on the local backend, under uvicorn on a free loopback port."""
     with serve_app(make_app(provider, local_lm)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def chunks(data_dir):
+    """Long-context stories cut into 360-character pieces (short distinct chat messages)."""
+    out = []
+    for line in (data_dir / "api" / "longqa_small.jsonl").open():
+        text = json.loads(line)["context"]
+        out += [text[i : i + 360] for i in range(0, len(text) - 360, 360)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def passages(data_dir):
+    """The stories' first two 2,400-character passages each (prompts worth compressing)."""
+    rows = [json.loads(line) for line in (data_dir / "api" / "longqa_small.jsonl").open()]
+    return [row["context"][i : i + 2400] for row in rows for i in (0, 2400)]
+
+
+@pytest.fixture(scope="module")
+def verbose_url():
+    """A loopback backend that answers at length when its prompt was cut hard."""
+    with verbose_backend() as url:
         yield url

@@ -4,7 +4,6 @@ The backend is tests/api/verbose_backend.py: its answers grow when the prompt is
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.api.conftest import make_app
-from tests.api.servers import serve_app, verbose_backend
+from tests.api.servers import serve_app
 from thresher.api.audit import AuditLedger, Totals, agreement, judged, normalise
 
 
@@ -26,12 +25,18 @@ def test_short_answers_agree_only_when_equal():
 
 
 def test_long_answers_agree_by_embedding(embedder):
-    a = ("The detective found that the scarecrow had been stuffed with straw stolen from the "
-         "neighbour's barn, and that the neighbour had done it to scare the crows away.")
-    b = ("It turned out the neighbour stuffed the scarecrow with straw taken from his own barn "
-         "so that the crows would be scared away, as the detective found.")
-    c = ("Canada Day fireworks were cancelled this year because of heavy rain over the lake, "
-         "and the city moved the concert indoors to the arena downtown.")
+    a = (
+        "The detective found that the scarecrow had been stuffed with straw stolen from the "
+        "neighbour's barn, and that the neighbour had done it to scare the crows away."
+    )
+    b = (
+        "It turned out the neighbour stuffed the scarecrow with straw taken from his own barn "
+        "so that the crows would be scared away, as the detective found."
+    )
+    c = (
+        "Canada Day fireworks were cancelled this year because of heavy rain over the lake, "
+        "and the city moved the concert indoors to the arena downtown."
+    )
 
     def embed(texts):
         return embedder.encode(texts)
@@ -58,18 +63,6 @@ def test_the_ledger_reports_per_rate_and_what_paid():
     assert ledger.report("someone else", 0.9) == []
 
 
-@pytest.fixture(scope="module")
-def backend():
-    with verbose_backend() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def story(data_dir):
-    rows = [json.loads(line) for line in (data_dir / "api" / "longqa_small.jsonl").open()]
-    return [row["context"][i : i + 2400] for row in rows for i in (0, 2400)]
-
-
 def body(text: str, **extra) -> dict:
     question = f"What happened? [words={len(text.split()) + 2}]"
     return {"model": "verbose", "messages": [{"role": "user", "content": f"{text}\n{question}"}],
@@ -87,16 +80,18 @@ def wait_for(base: str, key: str, samples: int, timeout: float = 180) -> dict:
     raise TimeoutError(f"audit did not finish: {report}")
 
 
-def test_audit_mode_forwards_unchanged_and_reports_per_rate(provider, local_lm, backend, story):
+def test_audit_mode_forwards_unchanged_and_reports_per_rate(
+    provider, local_lm, verbose_url, passages
+):
     app = make_app(
-        provider, local_lm, routes={"verbose": backend}, api_keys=["k1", "k2"],
+        provider, local_lm, routes={"verbose": verbose_url}, api_keys=["k1", "k2"],
         audit_routes={"verbose": 1.0}, audit_rates=[0.3, 0.7], audit_send_per_minute=100,
         prices={"verbose": {"input": 1.0, "output": 10.0}}, compress_min_tokens=50,
     )  # fmt: skip
     k1 = {"Authorization": "Bearer k1"}
     with serve_app(app) as base:
         url = f"{base}/v1/chat/completions"
-        for text in story[:4]:
+        for text in passages[:4]:
             sent = body(text, thresher={"compression": {"rate": 0.5}})
             answer = httpx.post(url, json=sent, headers=k1, timeout=60)
             assert answer.status_code == 200
@@ -106,7 +101,7 @@ def test_audit_mode_forwards_unchanged_and_reports_per_rate(provider, local_lm, 
             assert answer.json()["choices"][0]["message"]["content"].count(" ") < 8
             assert "x-thresher-compression" not in answer.headers
             assert answer.headers["x-thresher-audit"] in ("sampled; rate=0.3", "sampled; rate=0.7")
-        stream = httpx.post(url, json=body(story[4], stream=True), headers=k1, timeout=60)
+        stream = httpx.post(url, json=body(passages[4], stream=True), headers=k1, timeout=60)
         assert stream.status_code == 200 and stream.text.endswith("data: [DONE]\n\n")
         report = wait_for(base, "k1", samples=5)
         other = httpx.get(f"{base}/v1/audit", headers={"Authorization": "Bearer k2"}).json()
@@ -131,14 +126,14 @@ def test_audit_mode_forwards_unchanged_and_reports_per_rate(provider, local_lm, 
     assert output.ratio("verbose", 0.3) > 3 and output.ratio("verbose", 0.75) < 1.5
 
 
-def test_a_judge_route_decides_for_long_answers(provider, local_lm, backend, story):
+def test_a_judge_route_decides_for_long_answers(provider, local_lm, verbose_url, passages):
     app = make_app(
-        provider, local_lm, routes={"verbose": backend, "judge": backend},
+        provider, local_lm, routes={"verbose": verbose_url, "judge": verbose_url},
         audit_routes={"verbose": 1.0}, audit_rates=[0.3], audit_send_per_minute=10,
         audit_judge_route="judge", audit_short_words=3, compress_min_tokens=50,
     )  # fmt: skip
     with serve_app(app) as base:
-        httpx.post(f"{base}/v1/chat/completions", json=body(story[6]), timeout=60)
+        httpx.post(f"{base}/v1/chat/completions", json=body(passages[6]), timeout=60)
         report = wait_for(base, "", samples=1)
         metrics = httpx.get(f"{base}/metrics").text
     (row,) = report["rows"]
@@ -146,14 +141,14 @@ def test_a_judge_route_decides_for_long_answers(provider, local_lm, backend, sto
     assert 'outcome="disagreed_judge"' in metrics
 
 
-def test_audit_without_budget_computes_savings_only(provider, local_lm, backend, story):
+def test_audit_without_budget_computes_savings_only(provider, local_lm, verbose_url, passages):
     app = make_app(
-        provider, local_lm, routes={"verbose": backend}, audit_sample=1.0,
+        provider, local_lm, routes={"verbose": verbose_url}, audit_sample=1.0,
         audit_rates=[0.5], compress_min_tokens=50, money=True,
         prices={"verbose": {"input": 1.0, "output": 10.0}},
     )  # fmt: skip
     with serve_app(app) as base:
-        answer = httpx.post(f"{base}/v1/chat/completions", json=body(story[5]), timeout=60)
+        answer = httpx.post(f"{base}/v1/chat/completions", json=body(passages[5]), timeout=60)
         assert answer.status_code == 200
         # The client has its answer while its audit (seconds of compression) still runs.
         assert httpx.get(f"{base}/v1/audit").json()["pending"] == 1

@@ -21,15 +21,6 @@ def backend():
 
 
 @pytest.fixture(scope="module")
-def chunks(data_dir):
-    out = []
-    for line in (data_dir / "api" / "longqa_small.jsonl").open():
-        text = json.loads(line)["context"]
-        out += [text[i : i + 360] for i in range(0, len(text) - 360, 360)]
-    return out
-
-
-@pytest.fixture(scope="module")
 def proxy(provider, local_lm, scorer, backend):
     app = make_app(
         provider, local_lm, routes={"mirror": backend, "ok": backend},

@@ -4,13 +4,11 @@ and the proxy against a real loopback backend whose answers grow when the prompt
 
 from __future__ import annotations
 
-import json
-
 import openai
 import pytest
 
 from tests.api.conftest import make_app
-from tests.api.servers import serve_app, verbose_backend
+from tests.api.servers import serve_app
 from thresher.api.pays import Inputs, OutputModel, PaysGate, bucket
 from thresher.api.pricing import PriceBook, PriceSpec
 
@@ -67,18 +65,6 @@ def test_gate_skips_when_no_rate_makes_the_total_fall():
     assert unpriced.decide(inputs(0.3)).skip is None  # no price: nothing to weigh
 
 
-@pytest.fixture(scope="module")
-def backend():
-    with verbose_backend() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def story(data_dir):
-    rows = [json.loads(line) for line in (data_dir / "api" / "longqa_small.jsonl").open()]
-    return [row["context"][i : i + 2400] for row in rows for i in (0, 2400)]
-
-
 def ask(client, text: str, **compression):
     question = f"What happened? [words={len(text.split()) + 2}]"  # the backend's reference
     raw = client.chat.completions.with_raw_response.create(
@@ -91,10 +77,10 @@ def ask(client, text: str, **compression):
 
 @pytest.mark.parametrize("objective", ["money", "time"])
 def test_the_proxy_chooses_a_milder_rate_or_skips_when_answers_grow(
-    provider, local_lm, backend, story, objective
+    provider, local_lm, verbose_url, passages, objective
 ):
     app = make_app(
-        provider, local_lm, routes={"verbose": backend}, compress_min_tokens=50,
+        provider, local_lm, routes={"verbose": verbose_url}, compress_min_tokens=50,
         prices={"verbose": {"input": 1.0, "output": 10.0}}, pays_objective=objective,
     )  # fmt: skip
     with serve_app(app) as base:
@@ -102,13 +88,13 @@ def test_the_proxy_chooses_a_milder_rate_or_skips_when_answers_grow(
         # Compressed traffic teaches the gate: cut hard, this backend's answers grow; cut
         # mildly (money only), they do not.
         grown = [ask(client, text, rate=0.3, when="always")[1].usage.completion_tokens
-                 for text in story[:2]]  # fmt: skip
+                 for text in passages[:2]]  # fmt: skip
         mild = [ask(client, text, rate=0.7, when="always")[1].usage.completion_tokens
-                for text in (story[2:4] if objective == "money" else [])]  # fmt: skip
+                for text in (passages[2:4] if objective == "money" else [])]  # fmt: skip
         ask(client, "Short.", rate=0.3)  # under compress_min_tokens: an uncut answer
-        headers, answer = ask(client, story[4], rate=0.3)
+        headers, answer = ask(client, passages[4], rate=0.3)
         # The next turn forwards that message as it was, whatever rate the gate chose for it.
-        first = f"{story[4]}\nWhat happened? [words={len(story[4].split()) + 2}]"
+        first = f"{passages[4]}\nWhat happened? [words={len(passages[4].split()) + 2}]"
         follow = client.chat.completions.with_raw_response.create(model="verbose", messages=[
             {"role": "user", "content": first},
             {"role": "assistant", "content": answer.choices[0].message.content},

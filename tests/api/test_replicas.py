@@ -13,7 +13,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.api.servers import (
     fault_backend,
@@ -64,15 +63,6 @@ def turn(base: str, messages: list[dict]) -> tuple[int, list[dict] | None, httpx
 
 def counts(headers: httpx.Headers) -> dict[str, str]:
     return dict(kv.split("=") for kv in headers["x-thresher-compression"].split("; "))
-
-
-@pytest.fixture(scope="module")
-def chunks(data_dir):
-    out = []
-    for line in (data_dir / "api" / "longqa_small.jsonl").open():
-        text = json.loads(line)["context"]
-        out += [text[i : i + 360] for i in range(0, len(text) - 360, 360)]
-    return out
 
 
 def test_two_replicas_forward_the_same_bytes_and_survive_redis_going_away(tmp_path, chunks):
