@@ -217,12 +217,12 @@ class ConversationCompressor:
         """
         kept = set(keep)
         out = ConversationPlan([dict(m) for m in messages], {}, [], set())
-        asked, steps = _questions(out.messages), _step_questions(out.messages)
+        rankings, steps = _questions(out.messages)
         for i, m in enumerate(out.messages):
             if i in kept or m.get("role") in KEPT_ROLES or not _has_text(m.get("content")):
                 out.fixed.add(i)
                 continue
-            ranking = asked[i] or steps[i]
+            ranking = rankings[i]
             # Its form from the latest step (ranked by that step's question) first: see the
             # module.
             found = self._lookup(m, list(dict.fromkeys([steps[i], ranking])), sticky)
@@ -421,36 +421,29 @@ class ConversationCompressor:
             job.out = join_kept(u.pieces, keep)
 
 
-def _questions(messages: Sequence[Message]) -> list[str]:
-    """What question-aware compression ranks each message's content by: the question of the
-    next user message; for the last user message "" (it asks its own); for the messages after
-    it (tool results and assistant turns of the current agent step), its question."""
+def _questions(messages: Sequence[Message]) -> tuple[list[str], list[str]]:
+    """Per message, ``(ranking, step)``. ``step``: the question it was ranked by while it
+    belonged to the latest step of the conversation (a user message's own; another message's,
+    the user message before it). ``ranking``: what it is ranked by now, the question of the
+    next user message, or ``step`` when no user message follows (the last user message asks
+    its own; the tool results and assistant turns after it answer it)."""
     asks = [_question_of(m) if m.get("role") == "user" else None for m in messages]
-    out, upcoming = [""] * len(messages), ""
+    step, current = [], ""
+    for ask in asks:
+        current = current if ask is None else ask
+        step.append(current)
+    ranking, upcoming = list(step), ""
     for i in range(len(messages) - 1, -1, -1):
-        out[i] = upcoming
+        if upcoming:
+            ranking[i] = upcoming
         upcoming = upcoming if asks[i] is None else asks[i]
-    last = max((i for i, a in enumerate(asks) if a is not None), default=len(messages))
-    for i in range(last + 1, len(messages)):
-        out[i] = asks[last] or ""
-    return out
+    return ranking, step
 
 
 def _question_of(message: Message) -> str:
     texts = content_texts(message.get("content"))
     last = texts[-1] if texts else ""
     return split_question(last)[1].strip() or last.strip()
-
-
-def _step_questions(messages: Sequence[Message]) -> list[str]:
-    """The question each message was ranked by while it belonged to the latest step of the
-    conversation: a user message's own; another message's, the user message before it."""
-    out, current = [], ""
-    for m in messages:
-        if m.get("role") == "user":
-            current = _question_of(m)
-        out.append(current)
-    return out
 
 
 def _edged(job: ProseJob) -> str:
