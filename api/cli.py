@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -140,10 +140,9 @@ def main(args: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning usage and Thresher errors into one line and an exit
     code (2: the caller's mistake, 1: a failure)."""
     from thresher.api.usage import abort_types, one_line, usage_error_types
-    from thresher.core.settings import load_settings
 
     try:
-        logging.basicConfig(level=_log_level(load_settings))
+        logging.basicConfig(level=_log_level())
         command().main(args=args, prog_name="thresher", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -166,9 +165,11 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(130)
 
 
-def _log_level(load_settings: Any) -> str:
+def _log_level() -> str:
     """THRESHER_LOG_LEVEL from the settings; WARNING while another THRESHER_* value is bad, so
     that ``--help`` still answers and a command that reads the settings names the bad one."""
+    from thresher.core.settings import load_settings
+
     try:
         return str(load_settings().log_level)
     except ThresherError:

@@ -406,25 +406,28 @@ class CompressionStage:
         if target is None and rate is None:
             rate = 0.5
         verdict = self._decide(ctx, tokens, rate or target / max(tokens, 1))  # type: ignore[operator]
-        skip = verdict.skip
         if rate is not None:
             rate = verdict.rate
         start = time.perf_counter()
         try:
-            if skip is not None:
-                raise Stopped(skip)
+            if verdict.skip is not None:
+                self._skipped(ctx, verdict.skip)
+                return
             with self.service.pool.slot(stop, ctx.tenant):
                 if ctx.cancelled is not None and ctx.cancelled():
                     raise Stopped("client disconnected")
                 result = compressor.compress(ctx.body["prompt"], rate=rate, target_tokens=target)
         except (Busy, Stopped) as exc:
-            self.detail = f"skipped: {exc}"
-            ctx.headers["x-thresher-compression-decision"] = header_value(self.detail)
+            self._skipped(ctx, str(exc))
             return
         ctx.body["prompt"] = result.text
         self.service.latency.observe(self.options.method, tokens, time.perf_counter() - start)
         decision = f"compress at a {verdict.why}" if verdict.why else "compress"
         ctx.headers["x-thresher-compression-decision"] = header_value(decision)
+
+    def _skipped(self, ctx: RequestContext, why: str) -> None:
+        self.detail = f"skipped: {why}"
+        ctx.headers["x-thresher-compression-decision"] = header_value(self.detail)
 
 
 def keep_originals(store: Any, tenant: str, elided: list[Any]) -> None:

@@ -101,6 +101,11 @@ def test_the_proxy_chooses_a_milder_rate_or_skips_when_answers_grow(
             {"role": "user", "content": "Who did it? [words=4]"},
         ], extra_body={"thresher": {"compression": {"rate": 0.3}}})  # fmt: skip
         assert "cached=1" in follow.headers["x-thresher-compression"]
+        # A completion the gate decides on alike (it raised a TypeError when the gate skipped).
+        completion = client.completions.with_raw_response.create(
+            model="verbose", prompt=f"{passages[5]}\nWhat happened? [words=20]",
+            extra_body={"thresher": {"compression": {"rate": 0.3}}},
+        )  # fmt: skip
     decision = headers["x-thresher-compression-decision"]
     assert min(grown) > 5 * max([7, *mild])  # the backend answered at length to hard cuts
     assert "extra_output_tokens=" in headers["x-thresher-compression-estimate"]
@@ -112,4 +117,7 @@ def test_the_proxy_chooses_a_milder_rate_or_skips_when_answers_grow(
         # In time the compression itself (seconds here) outweighs any prefill saving too.
         assert decision.startswith("skip new messages: predicted saving"), decision
         assert "does not fall" in decision and "(output +" in decision
+        skipped = completion.headers["x-thresher-compression-decision"]
+        assert skipped.startswith("skipped: predicted saving"), skipped
+    assert completion.http_response.status_code == 200
     assert answer.usage.completion_tokens < min(grown)  # and the answer did not grow as much

@@ -91,12 +91,31 @@ async def chat(request: Request) -> JSONResponse:
     })  # fmt: skip
 
 
+async def complete(request: Request) -> JSONResponse:
+    """``/v1/completions``: the same answer to the prompt as a text completion."""
+    body = await request.json()
+    prompt = str(body.get("prompt", ""))
+    text = reply_text(prompt)
+    prompt_n, out_n = len(prompt.split()), len(text.split())
+    return JSONResponse({
+        "id": "cmpl-verbose", "object": "text_completion", "created": int(time.time()),
+        "model": body.get("model", ""),
+        "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_n, "completion_tokens": out_n,
+                  "total_tokens": prompt_n + out_n},
+    })  # fmt: skip
+
+
 async def models(_: Request) -> JSONResponse:
     return JSONResponse({"object": "list", "data": [{"id": "verbose", "object": "model"}]})
 
 
 app = Starlette(
-    routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)]
+    routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", complete, methods=["POST"]),
+        Route("/v1/models", models),
+    ]
 )
 
 if __name__ == "__main__":

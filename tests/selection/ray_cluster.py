@@ -76,10 +76,10 @@ class RayCluster:
         try:
             # One node at a time: several raylets registering at once overload the head's GCS
             # on a 2-core machine (a 4-node start timed out with every node starting together).
-            for count in range(2, nodes + 1):
-                self.add_node()
+            for count in range(1, nodes + 1):
+                if count > 1:
+                    self.add_node()
                 self.wait_for(count, timeout)
-            self.wait_for(nodes, timeout)
         except RuntimeError:
             self.stop()
             raise
