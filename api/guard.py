@@ -131,21 +131,29 @@ class SharedRateLimiter:
     by how much of it the sliding minute still covers. A refused request is taken back, so, as
     with a token bucket, only granted requests count. The store bounds what it keeps (Redis
     lets each counter expire after two minutes; the local fallback keeps a bounded number).
+
+    A minute that has ended no longer changes, so its count is asked for once per caller and
+    remembered (at most ``max_callers`` of them): a request costs one store call, two when it
+    is refused.
     """
 
     WINDOW_S = 60.0
 
-    def __init__(self, per_minute: int, store: Any, namespace: str) -> None:
+    def __init__(
+        self, per_minute: int, store: Any, namespace: str, max_callers: int = 100_000
+    ) -> None:
         self.per_minute = per_minute
         self.store = store
         self.namespace = namespace
+        self.max_callers = max_callers
+        self._ended: OrderedDict[str, int] = OrderedDict()  # counts of minutes that ended
 
     def wait(self, caller: str) -> float:
         """Count one request of ``caller``'s; 0.0 if granted, else the seconds to wait."""
         window, into = self._window()
         key = f"{caller}\0{window}"
         current = self.store.incr(self.namespace, key, 1, ttl_s=2 * self.WINDOW_S)
-        previous = self._count(caller, window - 1)
+        previous = self._ended_count(caller, window - 1)
         wait = self._wait(previous, current - 1, into)
         if wait > 0:
             self.store.incr(self.namespace, key, -1, ttl_s=2 * self.WINDOW_S)
@@ -154,7 +162,8 @@ class SharedRateLimiter:
     def blocked(self, caller: str) -> float:
         """The seconds ``caller`` must wait before a request would be granted (counts none)."""
         window, into = self._window()
-        return self._wait(self._count(caller, window - 1), self._count(caller, window), into)
+        previous = self._ended_count(caller, window - 1)
+        return self._wait(previous, self._count(caller, window), into)
 
     def _window(self) -> tuple[int, float]:
         now = time.time()  # wall time: replicas agree on it, not on their monotonic clocks
@@ -163,6 +172,15 @@ class SharedRateLimiter:
 
     def _count(self, caller: str, window: int) -> int:
         return self.store.incr(self.namespace, f"{caller}\0{window}", 0, ttl_s=2 * self.WINDOW_S)
+
+    def _ended_count(self, caller: str, window: int) -> int:
+        key = f"{caller}\0{window}"
+        found = self._ended.get(key)
+        if found is None:
+            found = self._ended[key] = self._count(caller, window)
+            while len(self._ended) > self.max_callers:
+                self._ended.popitem(last=False)
+        return found
 
     def _wait(self, previous: int, granted: int, into: float) -> float:
         """Seconds until one more request fits, with ``granted`` counted in this window."""
@@ -244,6 +262,7 @@ class Guard:
         self.keys = keyring(api_keys, tenants or {})
         self.trusted = tuple(ip_network(p, strict=False) for p in trusted_proxies)
         self.max_body_bytes = max_body_bytes
+        self.max_callers = max_callers
         self.limiter: RateLimiter | SharedRateLimiter | None = (
             RateLimiter(rate_limit_per_minute, max_callers) if rate_limit_per_minute else None
         )
@@ -257,9 +276,13 @@ class Guard:
     def share(self, store: Any) -> None:
         """Count the rate limits in ``store`` (shared by the replicas) from now on."""
         if self.limiter is not None:
-            self.limiter = SharedRateLimiter(self.limiter.per_minute, store, "limits")
+            self.limiter = SharedRateLimiter(
+                self.limiter.per_minute, store, "limits", self.max_callers
+            )
         if self.failures is not None:
-            self.failures = SharedRateLimiter(self.failures.per_minute, store, "auth-failures")
+            self.failures = SharedRateLimiter(
+                self.failures.per_minute, store, "auth-failures", self.max_callers
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

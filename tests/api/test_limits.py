@@ -163,3 +163,19 @@ def test_the_shared_limiter_counts_granted_requests_only():
     assert all(0 < wait <= 120 for wait in refused)
     assert limiter.blocked("a") > 0 and limiter.blocked("b") == 0.0
     assert limiter.wait("b") == 0.0  # another caller has its own allowance
+
+
+def test_the_shared_limiter_asks_the_store_once_per_granted_request():
+    calls = []
+
+    class Counting(MemoryStore):
+        def incr(self, *args, **kwargs):
+            calls.append(args[1])
+            return super().incr(*args, **kwargs)
+
+    limiter = SharedRateLimiter(per_minute=100, store=Counting(), namespace="limits")
+    for _ in range(10):
+        assert limiter.wait("a") == 0.0
+    # The minute before is read once and remembered (it cannot change any more): 11 calls,
+    # 12 if a minute ends during the loop; asking each time would be 20.
+    assert len(calls) <= 10 + 2
